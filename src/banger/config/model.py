@@ -115,8 +115,8 @@ def _explain(file: Path, exc: msgspec.ValidationError) -> ConfigError:
         allowed = ", ".join(_struct_at(parts).__struct_fields__)
         return ConfigError(f"{file}: unknown key '{key}' (allowed: {allowed})")
     key = ".".join(parts) or "(top level)"
-    allowed = _allowed(_struct_at(parts[:-1]), parts[-1]) if parts else None
-    hint = f" (allowed: {allowed})" if allowed else ""
+    choices = _allowed(_struct_at(parts[:-1]), parts[-1]) if parts else None
+    hint = f" (allowed: {choices})" if choices else ""
     return ConfigError(f"{file}: key '{key}': {message.rstrip('.')}{hint}")
 
 
@@ -161,7 +161,7 @@ def _resolve_defaults(file: Path, raw: RawVmDefaults) -> VmDefaults:
     vcpu = Setting(raw.vcpu, "config") if raw.vcpu else (
         Setting(auto_vcpu, "auto") if auto_vcpu >= 1 else Setting(1, "builtin")
     )
-    auto_mem = min(8192, host.memory_mib() // 8)
+    auto_mem = min(8192, host.memory_mib() // 8 // 256 * 256)
     mem_default = Setting(auto_mem, "auto") if auto_mem >= 1024 else Setting(1024, "builtin")
     memory = size("memory", raw.memory, mem_default.value, mem_default.source)
     disk = size("disk", raw.disk, 8192, "builtin")

@@ -1,0 +1,44 @@
+# banger: `make run` runs the default sandbox, `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static debootstrap mmdebstrap \
+	skopeo umoci docker-registry iproute2 nftables iptables cpio kmod zstd gpgv \
+	debian-archive-keyring git ca-certificates openssh-client
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing host packages: $$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c "from banger.buildinfo import write_build_info as w; \
+		import subprocess as s; w(s.run(['git','rev-parse','HEAD'],capture_output=True,text=True).stdout.strip() or 'unknown')"
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/banger doctor
+
+test: install lint
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/cli_latency.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""The banger command line: thin, lazy, talks to the daemon."""

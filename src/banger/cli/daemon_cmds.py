@@ -1,0 +1,81 @@
+"""`banger daemon status|start|stop|logs`."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from banger.cli import session
+from banger.cli.output import print_json, print_table
+from banger.errors import Unavailable
+
+
+@click.group()
+def daemon() -> None:
+    """Manage the banger daemon (it also starts by itself on first use)."""
+
+
+@daemon.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(as_json: bool) -> None:
+    """Show whether the daemon runs, its pid, version and uptime."""
+    try:
+        st = session.client(autostart=False).call("daemon.status")
+    except Unavailable:
+        if as_json:
+            print_json({"running": False})
+        else:
+            click.echo("daemon: not running (it starts on first use, or `banger daemon start`)")
+        return
+    if as_json:
+        print_json({"running": True, **st})
+        return
+    print_table(["RUNNING", "PID", "VERSION", "UPTIME", "SOCKET"],
+                [["yes", st["pid"], st["version"], f"{st['uptime_s']}s", st["socket"]]])
+
+
+@daemon.command()
+def start() -> None:
+    """Start the daemon if it is not running."""
+    st = session.call("daemon.status")
+    click.echo(f"daemon running (pid {st['pid']})")
+
+
+@daemon.command()
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for exit.")
+def stop(timeout: float) -> None:
+    """Stop the daemon (VMs keep running and are re-adopted on the next start)."""
+    client = session.client(autostart=False)
+    try:
+        reply = client.call("daemon.shutdown")
+    except Unavailable:
+        click.echo("daemon: not running")
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not session.paths().socket.exists():
+            click.echo(f"daemon stopped (pid {reply['pid']})")
+            return
+        time.sleep(0.05)
+    raise Unavailable(f"daemon (pid {reply['pid']}) did not stop within {timeout:.0f}s")
+
+
+@daemon.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="Lines to show.")
+def logs(follow: bool, lines: int) -> None:
+    """Print the daemon's log."""
+    path = session.paths().daemon_log
+    if not path.exists():
+        click.echo(f"no daemon log yet at {path}")
+        return
+    with open(path, errors="replace") as f:
+        for line in f.readlines()[-lines:] if lines > 0 else []:
+            click.echo(line, nl=False)
+        while follow:
+            line = f.readline()
+            if line:
+                click.echo(line, nl=False)
+            else:
+                time.sleep(0.2)

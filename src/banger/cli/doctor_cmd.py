@@ -1,0 +1,39 @@
+"""`banger doctor`."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+
+import click
+
+from banger.cli import session
+from banger.cli.output import print_json
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(as_json: bool) -> None:
+    """Check the host and banger's state; every WARN and FAIL says how to fix it."""
+    from banger.doctor import run_checks
+
+    checks = run_checks(session.paths())
+    if as_json:
+        print_json([asdict(c) for c in checks])
+    else:
+        _render(checks)
+    if any(c.status == "FAIL" for c in checks):
+        raise SystemExit(1)
+
+
+def _render(checks: list) -> None:  # type: ignore[type-arg]
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("STATUS", "CHECK", "DETAIL", "FIX"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        table.add_row(f"[{colours[c.status]}]{c.status}[/]", c.name, c.detail, c.fix)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -1,0 +1,41 @@
+"""Rendering: JSON for scripts, tables for people, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "") -> None:
+    if not rows and empty:
+        click.echo(empty)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for h in headers:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*("" if c is None else str(c) for c in row))
+    Console(soft_wrap=True).print(table)
+
+
+def error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,42 @@
+"""Shared CLI plumbing: paths, the daemon client, progress rendering for long operations."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from banger.paths import Paths, resolve_paths
+from banger.rpc.client import Client
+
+
+def paths() -> Paths:
+    return resolve_paths()
+
+
+def client(*, autostart: bool = True) -> Client:
+    return Client(paths(), autostart=autostart)
+
+
+def call(method: str, params: dict[str, Any] | None = None) -> Any:
+    return client().call(method, params)
+
+
+def call_with_progress(method: str, params: dict[str, Any] | None = None,
+                       *, quiet: bool = False) -> Any:
+    """Run a long operation, drawing its stages as a progress display on a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return client().call(method, params, on_event=None if quiet else _plain_progress)
+    from banger.cli.progress_view import ProgressView
+
+    with ProgressView() as view:
+        return client().call(method, params, on_event=view.update)
+
+
+def _plain_progress(event: dict[str, Any]) -> None:
+    if event.get("type") != "progress":
+        return
+    fraction = event.get("fraction")
+    if fraction is not None and 0 < fraction < 1:
+        return
+    message = event.get("message") or ""
+    print(f"{event.get('stage')}{': ' + message if message else ''}", file=sys.stderr)

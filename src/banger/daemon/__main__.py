@@ -1,0 +1,3 @@
+from banger.daemon.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""bangerd entry point: single-instance lock, socket setup, signal handling, clean shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from typing import IO
+
+from banger import __version__
+from banger.config import load_config
+from banger.daemon.oplog import setup_logging
+from banger.daemon.state import Daemon
+from banger.errors import BangerError
+from banger.paths import Paths, resolve_paths
+from banger.store import Store
+
+log = logging.getLogger("banger.daemon")
+
+
+def _load_handlers() -> None:
+    """Importing a handler module registers its methods."""
+    from banger.daemon.handlers import system, vms  # noqa: F401
+
+
+def acquire_lock(paths: Paths) -> IO[str] | None:
+    """Hold an exclusive flock for the daemon's lifetime; None if another daemon holds it."""
+    lock = open(paths.daemon_lock, "a+")  # noqa: SIM115 - held until exit
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+async def serve(daemon: Daemon) -> None:
+    from banger.daemon.server import handle_connection
+
+    sock_path = daemon.paths.socket
+    # Holding the lock proves any socket file left here belongs to a dead daemon.
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(
+            lambda r, w: handle_connection(daemon, r, w), path=str(sock_path), limit=16 * 1024 * 1024
+        )
+    finally:
+        os.umask(old_umask)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.shutdown.set)
+    log.info("bangerd %s listening on %s (pid %d)", __version__, sock_path, os.getpid())
+    async with server:
+        await daemon.shutdown.wait()
+        log.info("shutting down")
+        server.close()
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bangerd", description="banger daemon")
+    parser.add_argument("--detached", action="store_true", help="log to the state dir log file")
+    args = parser.parse_args(argv)
+    paths = resolve_paths()
+    try:
+        paths.ensure()
+        config = load_config(paths)
+    except BangerError as exc:
+        print(f"bangerd: error: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(os.environ.get("BANGER_LOG_LEVEL", config.log_level),
+                  paths.daemon_log if args.detached else None)
+    lock = acquire_lock(paths)
+    if lock is None:
+        print("bangerd: another daemon is already running", file=sys.stderr)
+        return 0
+    try:
+        store = Store(paths.db_file)
+        applied = store.migrate()
+        if applied:
+            log.info("applied migrations %s", applied)
+        _load_handlers()
+        asyncio.run(serve(Daemon(paths, config, store)))
+    except BangerError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        lock.close()
+    return 0

@@ -1,0 +1,154 @@
+"""Accept connections, decode one request each, run its handler, stream events back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from typing import Any
+
+import msgspec
+
+from banger.daemon.context import Context
+from banger.daemon.oplog import current_op
+from banger.daemon.registry import METHODS, Method
+from banger.daemon.state import Daemon
+from banger.errors import (
+    BadVersion,
+    BangerError,
+    Cancelled,
+    InternalError,
+    InvalidArgument,
+    UnknownMethod,
+)
+from banger.rpc import wire
+from banger.store.db import utcnow
+
+log = logging.getLogger("banger.rpc")
+_OP_ID = re.compile(r"^op-[0-9a-f]{8}$")
+
+
+def _parse_request(line: bytes) -> tuple[str, Method, msgspec.Struct]:
+    """Validate the envelope; the op id is set on the contextvar before anything can fail."""
+    try:
+        msg = wire.decode(line)
+    except ValueError as exc:
+        raise InvalidArgument(f"malformed request: {exc}") from exc
+    op_id = msg.get("op_id")
+    current_op.set(op_id if isinstance(op_id, str) and _OP_ID.match(op_id) else wire.new_op_id())
+    if msg.get("v") != wire.VERSION:
+        raise BadVersion(
+            f"client speaks RPC v{msg.get('v')}, this daemon speaks v{wire.VERSION}; "
+            "restart it with `banger daemon stop` and retry"
+        )
+    name = msg.get("method")
+    method = METHODS.get(name) if isinstance(name, str) else None
+    if method is None or not isinstance(name, str):
+        raise UnknownMethod(f"unknown method {name!r}; the daemon may be older than this CLI")
+    try:
+        params = msgspec.convert(msg.get("params") or {}, method.params)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(f"invalid params for {name}: {exc}") from exc
+    return name, method, params
+
+
+async def _pump_client(reader: asyncio.StreamReader, ctx: Context, task: asyncio.Task[Any]) -> None:
+    """Forward client messages to the handler; a cancel or a hang-up cancels the operation."""
+    while True:
+        try:
+            line = await reader.readline()
+        except (ConnectionError, ValueError):
+            line = b""
+        if not line:
+            task.cancel("client disconnected")
+            return
+        try:
+            msg = wire.decode(line)
+        except ValueError:
+            continue
+        if msg.get("type") == "cancel":
+            task.cancel("cancelled by the client")
+            return
+        await ctx.inbox.put(msg)
+
+
+def _record_start(daemon: Daemon, op_id: str, method: Method) -> None:
+    if method.long:
+        with daemon.store.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO operations (id, method, state, started_at) VALUES (?,?,?,?)",
+                (op_id, method.name, "running", utcnow()),
+            )
+
+
+def _record_end(daemon: Daemon, op_id: str, method: Method, error: BangerError | None) -> None:
+    if method.long:
+        state = "done" if error is None else ("cancelled" if isinstance(error, Cancelled) else "failed")
+        with daemon.store.tx() as c:
+            c.execute(
+                "UPDATE operations SET state=?, ended_at=?, error=? WHERE id=?",
+                (state, utcnow(), error.message if error else None, op_id),
+            )
+
+
+async def _run(daemon: Daemon, ctx: Context, method: Method, params: Any,
+               reader: asyncio.StreamReader) -> Any:
+    task: asyncio.Task[Any] = asyncio.ensure_future(method.handler(ctx, params))
+    pump = asyncio.create_task(_pump_client(reader, ctx, task))
+    try:
+        return await task
+    except asyncio.CancelledError as exc:
+        if task.cancelled() and not daemon.shutdown.is_set():
+            raise Cancelled("operation cancelled") from exc
+        if task.cancelled():
+            raise Cancelled("operation cancelled: the daemon is shutting down") from exc
+        raise
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+
+
+async def handle_connection(daemon: Daemon, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+    method: Method | None = None
+    error: BangerError | None = None
+    op_id = "-"
+    try:
+        line = await reader.readline()
+        if not line:
+            return
+        name, method, params = _parse_request(line)
+        op_id = current_op.get()
+        log.info("%s start", name)
+        ctx = Context(daemon, op_id, name, writer)
+        _record_start(daemon, op_id, method)
+        result = await _run(daemon, ctx, method, params, reader)
+        writer.write(wire.encode({"type": "result", "op_id": op_id, "result": _plain(result)}))
+        log.info("%s done", name)
+    except BangerError as exc:
+        error = exc
+        op_id = current_op.get()
+        log.warning("%s: %s", method.name if method else "request", exc.message)
+        writer.write(wire.encode({"type": "error", "op_id": op_id,
+                                  "error": {**exc.to_wire(), "op_id": op_id}}))
+    except Exception as exc:
+        op_id = current_op.get()
+        log.exception("internal error")
+        error = InternalError(f"internal error: {exc}; see `banger daemon logs`")
+        writer.write(wire.encode({"type": "error", "op_id": op_id,
+                                  "error": {**error.to_wire(), "op_id": op_id}}))
+    finally:
+        if method is not None:
+            with contextlib.suppress(Exception):
+                _record_end(daemon, op_id, method, error)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+
+
+def _plain(value: Any) -> Any:
+    """Results may be msgspec Structs; the wire wants plain JSON values."""
+    return msgspec.to_builtins(value)

@@ -1,0 +1,23 @@
+"""The daemon's long-lived state, passed to every handler through the context."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+from banger.config import Config
+from banger.paths import Paths
+from banger.store import Store
+
+
+@dataclass
+class Daemon:
+    paths: Paths
+    config: Config
+    store: Store
+    started_at: float = field(default_factory=time.time)
+    pid: int = field(default_factory=os.getpid)
+    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -1,0 +1,92 @@
+"""Checks of banger's own state: disk, mirror, defaults, daemon, image and kernel."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from banger.config import Config
+from banger.doctor.report import Check
+from banger.errors import BangerError
+from banger.paths import Paths
+
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+
+def disk(paths: Paths, config: Config) -> Iterator[Check]:
+    probe = paths.state_dir
+    while not probe.exists():
+        probe = probe.parent
+    free_gib = shutil.disk_usage(probe).free / 1024**3
+    detail = f"{free_gib:.1f} GiB free in {paths.state_dir}"
+    if free_gib < 2:
+        yield Check("disk", "FAIL", detail, "free some space: images and VM disks need several GiB")
+    elif free_gib < 10:
+        yield Check("disk", "WARN", detail, "images and VM disks may need more room")
+    else:
+        yield Check("disk", "PASS", detail)
+
+
+def mirror(paths: Paths, config: Config) -> Iterator[Check]:
+    from banger.debian.mirror import resolve_mirror
+
+    try:
+        m = resolve_mirror(config.debian_mirror)
+    except BangerError as exc:
+        yield Check("debian mirror", "FAIL", exc.message, "set debian_mirror in config.toml")
+        return
+    yield Check("debian mirror", "PASS", f"{m.url} (from {m.source})")
+    if KEYRING.exists():
+        yield Check("archive keyring", "PASS", f"{KEYRING} (Release signatures verified)")
+    else:
+        yield Check("archive keyring", "WARN", "debian-archive-keyring missing: Release files "
+                    "are checked by hash only", "apt-get install debian-archive-keyring")
+
+
+def vm_defaults(paths: Paths, config: Config) -> Iterator[Check]:
+    d = config.vm_defaults
+    yield Check("vm defaults", "PASS",
+                f"vcpu {d.vcpu.value} ({d.vcpu.source}), memory {d.memory_mib.value} MiB "
+                f"({d.memory_mib.source}), disk {d.disk_mib.value} MiB ({d.disk_mib.source})")
+
+
+def daemon(paths: Paths, config: Config) -> Iterator[Check]:
+    from banger.rpc.client import Client
+
+    try:
+        st = Client(paths, autostart=False).call("daemon.status")
+    except BangerError:
+        yield Check("daemon", "WARN", f"not running ({paths.socket})",
+                    "it starts on first use, or run `banger daemon start`")
+        return
+    yield Check("daemon", "PASS", f"pid {st['pid']}, v{st['version']}, up {st['uptime_s']}s")
+
+
+def artifacts(paths: Paths, config: Config) -> Iterator[Check]:
+    for kind, name, base in (("kernel", config.default_kernel, paths.kernels_dir),
+                             ("image", config.default_image, paths.images_dir)):
+        if (base / name / "manifest.json").exists():
+            yield Check(f"default {kind}", "PASS", f"{name} (present)")
+        elif _in_catalog(kind, name):
+            yield Check(f"default {kind}", "PASS", f"{name} (in the catalog; fetched on first use)")
+        else:
+            yield Check(f"default {kind}", "FAIL", f"{name} is neither present nor in the catalog",
+                        f"set default_{kind} in config.toml to a name from `banger {kind} catalog`")
+
+
+def _in_catalog(kind: str, name: str) -> bool:
+    import json
+    from importlib import resources
+
+    try:
+        data = json.loads(resources.files(f"banger.{kind}s").joinpath("catalog.json").read_text())
+    except (OSError, ValueError, ModuleNotFoundError):
+        return False
+    entries = data.get("entries", data) if isinstance(data, dict) else data
+    if isinstance(entries, dict):
+        return name in entries
+    return any(isinstance(e, dict) and e.get("name") == name for e in entries)
+
+
+CHECKS = [disk, mirror, vm_defaults, daemon, artifacts]

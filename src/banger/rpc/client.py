@@ -1,0 +1,163 @@
+"""Blocking RPC client used by the CLI; starts the daemon on first use."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from banger.errors import BangerError, Unavailable
+from banger.paths import Paths, ensure_private_dir
+from banger.rpc import wire
+
+ProgressFn = Callable[[dict[str, Any]], None]
+START_TIMEOUT = 20.0
+
+
+class Call:
+    """One in-flight request: iterate its events, then read `result`."""
+
+    def __init__(self, sock: socket.socket, op_id: str) -> None:
+        self.sock = sock
+        self.op_id = op_id
+        self._file = sock.makefile("rb")
+        self.result: Any = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(wire.encode(message))
+
+    def send_data(self, kind: str, data: bytes) -> None:
+        self.send({"type": kind, "data": base64.b64encode(data).decode()})
+
+    def cancel(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send({"type": "cancel"})
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Yield progress/data events; raises the daemon's error, stores the result."""
+        while True:
+            line = self._file.readline(wire.MAX_LINE)
+            if not line:
+                raise Unavailable(
+                    "the daemon closed the connection; see `banger daemon logs`", op_id=self.op_id
+                )
+            msg = wire.decode(line)
+            kind = msg.get("type")
+            if kind == "result":
+                self.result = msg.get("result")
+                return
+            if kind == "error":
+                raise BangerError.from_wire({"op_id": self.op_id, **msg.get("error", {})})
+            yield msg
+
+    def close(self) -> None:
+        self._file.close()
+        self.sock.close()
+
+
+class Client:
+    def __init__(self, paths: Paths, *, autostart: bool = True) -> None:
+        self.paths = paths
+        self.autostart = autostart
+
+    def _connect_once(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.paths.socket))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def connect(self) -> socket.socket:
+        try:
+            return self._connect_once()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            if not self.autostart:
+                raise Unavailable("the banger daemon is not running; start it with "
+                                  "`banger daemon start`") from exc
+        return self._start_daemon_and_connect()
+
+    def _start_daemon_and_connect(self) -> socket.socket:
+        import fcntl
+
+        self.paths.ensure()
+        with open(self.paths.spawn_lock, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one CLI spawns; the others wait, then connect
+            try:
+                return self._connect_once()
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            proc = spawn_daemon(self.paths)
+            return self._wait_for_daemon(proc)
+
+    def _wait_for_daemon(self, proc: subprocess.Popen[bytes]) -> socket.socket:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                return self._connect_once()
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            if proc.poll() is not None and proc.returncode != 0:
+                raise Unavailable(
+                    f"the daemon failed to start: {log_tail(self.paths.daemon_log)}; "
+                    "see `banger daemon logs`"
+                )
+            time.sleep(0.02)
+        raise Unavailable("the daemon did not come up in time; see `banger daemon logs`")
+
+    def start(self, method: str, params: dict[str, Any] | None = None) -> Call:
+        sock = self.connect()
+        op_id = wire.new_op_id()
+        call = Call(sock, op_id)
+        call.send({"v": wire.VERSION, "method": method, "params": params or {}, "op_id": op_id})
+        return call
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, on_event: ProgressFn | None = None
+    ) -> Any:
+        call = self.start(method, params)
+        try:
+            for event in call.events():
+                if on_event:
+                    on_event(event)
+            return call.result
+        except KeyboardInterrupt:
+            call.cancel()
+            raise
+        finally:
+            call.close()
+
+
+def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
+    """Start bangerd detached from this terminal, logging to the state dir."""
+    ensure_private_dir(paths.runtime_dir)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    log = open(paths.daemon_log, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "banger.daemon", "--detached"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            env=os.environ.copy(),
+        )
+    finally:
+        log.close()
+
+
+def log_tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) if text else "empty log"

@@ -1,0 +1,34 @@
+"""The envelope, shared by client and daemon. Stdlib-only so the CLI imports stay cheap.
+
+Client -> daemon, first line:  {"v": 1, "method": "vm.list", "params": {...}, "op_id": "op-..."}
+Daemon -> client, any number:  {"type": "progress", "stage": ..., "fraction": ..., "message": ...}
+                               {"type": "data", "stream": "stdout", "data": "<base64>"}
+Daemon -> client, last line:   {"type": "result", "op_id": ..., "result": ...}
+                           or  {"type": "error", "op_id": ..., "error": {"code": ..., "message": ...}}
+Client -> daemon, later lines: {"type": "cancel"} or stream input such as {"type": "stdin", ...}.
+Closing the connection cancels the operation.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+VERSION = 1
+MAX_LINE = 16 * 1024 * 1024
+
+
+def new_op_id() -> str:
+    return f"op-{secrets.token_hex(4)}"
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    value = json.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("message is not a JSON object")
+    return value

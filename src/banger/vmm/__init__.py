@@ -1,0 +1,1 @@
+"""VM monitors: one backend interface, a qemu and a firecracker implementation."""
