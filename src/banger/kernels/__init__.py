@@ -1,0 +1,1 @@
+"""Guest kernels: the catalog, pulls (Debian package or bundle), manifests on disk."""
