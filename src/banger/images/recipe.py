@@ -1,0 +1,239 @@
+"""Build a recipe image: bootstrap Debian, slim it, make it a banger guest, pack it as ext4."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from banger.debian.mirror import Mirror
+from banger.errors import Conflict, OperationFailed
+from banger.guest import GuestFile
+from banger.images import ext4
+from banger.images.catalog import RecipeEntry
+from banger.images.inject import files_digest, inject_files, packaged_files, prepare_guest
+from banger.images.manifest import (
+    MANIFEST,
+    ROOTFS,
+    ImageManifest,
+    debian_arch,
+    image_dir,
+    sha256_file,
+    staging_dir,
+    utc_now,
+    write_manifest,
+)
+from banger.images.staging import remove_tree
+from banger.paths import Paths
+from banger.progress import Progress, no_progress
+from banger.runner import arun, which
+
+BOOTSTRAP_TIMEOUT = 3600.0
+
+# Docs, manuals and translations are dead weight in a sandbox; copyrights stay.
+DPKG_EXCLUDES = [
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/lintian/*",
+]
+APT_OPTIONS = ['APT::Install-Recommends "false"', 'Acquire::Languages "none"']
+
+# Relative to the root: emptied after the bootstrap (the directories themselves stay).
+PRUNE_CONTENTS = ["var/lib/apt/lists", "var/cache/apt", "var/cache/debconf", "var/log"]
+PRUNE_DOCS = ["usr/share/doc", "usr/share/man", "usr/share/info"]
+
+
+def mmdebstrap_argv(entry: RecipeEntry, mirror: Mirror, target: Path) -> list[str]:
+    mode = "root" if os.geteuid() == 0 else "auto"  # auto = unshare, else fakechroot
+    argv = [
+        "mmdebstrap",
+        f"--variant={entry.variant}",
+        f"--mode={mode}",
+        f"--architectures={debian_arch()}",
+        "--components=main",
+        f"--include={','.join(entry.packages)}",
+    ]
+    argv += [f"--aptopt={opt}" for opt in APT_OPTIONS]
+    argv += [f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES]
+    return [*argv, entry.suite, str(target), mirror.url]
+
+
+def debootstrap_argv(entry: RecipeEntry, mirror: Mirror, target: Path) -> list[str]:
+    return [
+        "debootstrap",
+        f"--variant={entry.variant}",
+        f"--arch={debian_arch()}",
+        "--components=main",
+        f"--include={','.join(entry.packages)}",
+        entry.suite,
+        str(target),
+        mirror.url,
+    ]
+
+
+def bootstrap_argv(entry: RecipeEntry, mirror: Mirror, target: Path) -> list[str]:
+    """mmdebstrap when installed (faster, unprivileged modes), else debootstrap as root."""
+    if which("mmdebstrap"):
+        return mmdebstrap_argv(entry, mirror, target)
+    if which("debootstrap") and os.geteuid() == 0:
+        return debootstrap_argv(entry, mirror, target)
+    raise OperationFailed(
+        "building images needs mmdebstrap (or debootstrap as root); "
+        "install one (apt-get install mmdebstrap) and retry"
+    )
+
+
+async def bootstrap(entry: RecipeEntry, mirror: Mirror, target: Path) -> None:
+    argv = bootstrap_argv(entry, mirror, target)
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+    what = f"{argv[0]} {entry.suite} from {mirror.url} ({mirror.source})"
+    await arun(argv, env=env, timeout=BOOTSTRAP_TIMEOUT, what=what)
+
+
+def _empty_dir(path: Path, keep: Sequence[str] = ()) -> None:
+    if not path.is_dir() or path.is_symlink():
+        return
+    for child in path.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def slim(root: Path) -> None:
+    """Drop caches, package lists, logs and docs (debootstrap ignores the dpkg excludes)."""
+    for rel in PRUNE_CONTENTS:
+        _empty_dir(root / rel, keep=("partial", "archives"))
+    _empty_dir(root / "var/cache/apt/archives", keep=("partial", "lock"))
+    for rel in PRUNE_DOCS:
+        _empty_dir(root / rel)
+    conf = root / "etc/dpkg/dpkg.cfg.d/banger-slim"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Managed by banger: keep the image small.\n"
+    conf.write_text(header + "\n".join(DPKG_EXCLUDES) + "\n")
+
+
+def installed_packages(root: Path) -> list[str]:
+    """`name=version` of every installed package, from dpkg's status file (no dpkg needed)."""
+    status = root / "var/lib/dpkg/status"
+    found: list[str] = []
+    for stanza in status.read_text(errors="replace").split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            found.append(f"{fields['Package']}={fields.get('Version', '')}")
+    return sorted(found)
+
+
+async def _pack(root: Path, img: Path, progress: Progress) -> int:
+    usage = ext4.tree_usage(root)
+    size = ext4.image_size(usage)
+    progress("mkfs", 0.0, f"{usage.bytes >> 20} MiB of files into a {size >> 20} MiB ext4")
+    await ext4.make_ext4(root, img, size, inodes=ext4.inode_count(size, usage))
+    progress("mkfs", 1.0)
+    return size
+
+
+async def _build(
+    entry: RecipeEntry,
+    stage: Path,
+    mirror: Mirror,
+    progress: Progress,
+    files: Sequence[GuestFile],
+    digest: str,
+) -> ImageManifest:
+    root = stage / "root"
+    progress("bootstrap", 0.0, f"{entry.suite} {entry.variant} + {len(entry.packages)} packages")
+    await bootstrap(entry, mirror, root)
+    progress("bootstrap", 1.0)
+    progress("customise", 0.0)
+    slim(root)
+    prepare_guest(root)
+    installed = installed_packages(root)
+    progress("customise", 1.0)
+    progress("inject", 0.0, f"{len(files)} guest files")
+    inject_files(root, files)
+    progress("inject", 1.0)
+    img = stage / ROOTFS
+    await _pack(root, img, progress)
+    remove_tree(root)  # the tree is in the image now; free the space before the rename
+    progress("checksum", 0.0)
+    manifest = ImageManifest(
+        name=entry.name,
+        distro=entry.distro,
+        release=entry.suite,
+        arch=debian_arch(),
+        kernel=entry.kernel,
+        description=entry.description,
+        packages=list(entry.packages),
+        installed=installed,
+        systemd=entry.systemd,
+        sha256=sha256_file(img),
+        size=img.stat().st_size,
+        built=utc_now(),
+        guest_files=digest,
+        source=f"recipe:{entry.name} mirror={mirror.url}",
+    )
+    write_manifest(stage / MANIFEST, manifest)
+    progress("checksum", 1.0)
+    return manifest
+
+
+async def build_recipe(
+    entry: RecipeEntry,
+    paths: Paths,
+    mirror: Mirror,
+    progress: Progress = no_progress,
+    *,
+    files: Sequence[GuestFile] | None = None,
+) -> ImageManifest:
+    """Build `entry` into images/<name>/ (rootfs.ext4 + manifest.json), all or nothing.
+
+    `files` overrides the packaged guest files (tests, custom agents).
+    """
+    final = image_dir(paths, entry.name)
+    if final.exists():
+        raise Conflict(f"image {entry.name!r} already exists; `banger image delete` it to rebuild")
+    if files is None:
+        files, digest = packaged_files()
+    else:
+        digest = files_digest(files)
+    stage = staging_dir(paths, entry.name)
+    stage.mkdir()
+    try:
+        manifest = await _build(entry, stage, mirror, progress, files, digest)
+        publish(stage, final)
+    except BaseException:
+        remove_tree(stage)  # failure or cancellation: nothing half-made stays behind
+        raise
+    return manifest
+
+
+def publish(stage: Path, final: Path) -> None:
+    """Atomically move a finished staging dir into place; never replaces an existing image."""
+    try:
+        os.rename(stage, final)
+    except OSError as exc:
+        if final.exists():
+            msg = f"image {final.name!r} appeared while building; keeping that one"
+            raise Conflict(msg) from exc
+        raise
+
+
+__all__ = [
+    "bootstrap_argv",
+    "build_recipe",
+    "debootstrap_argv",
+    "installed_packages",
+    "mmdebstrap_argv",
+    "publish",
+    "slim",
+]
