@@ -1,0 +1,99 @@
+"""The VMM backend interface the daemon uses. Backends: qemu (here), firecracker (later).
+
+Small on purpose, like Lima's driver split: lifecycle is required, snapshots are a separate
+optional protocol a backend may also implement.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class BootArtifacts:
+    kernel: Path  # bzImage for qemu
+    initrd: Path
+    rootfs: Path  # the image's read-only rootfs.ext4
+    vmlinux: Path | None = None  # ELF, for firecracker
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    vm_id: str
+    name: str
+    vcpu: int
+    memory_mib: int
+    disk_mib: int
+    vm_dir: Path
+    boot: BootArtifacts
+    accel: str = "tcg"
+    kernel_args: tuple[str, ...] = ()
+
+    @property
+    def console_log(self) -> Path:
+        return self.vm_dir / "console.log"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.vm_dir / "agent.sock"
+
+
+@dataclass
+class VmHandles:
+    """Transient handles of a running VM, kept in <vm_dir>/handles.json (never in SQLite)."""
+
+    backend: str
+    pid: int
+    control_socket: str
+    agent_socket: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def save(self, vm_dir: Path) -> None:
+        tmp = vm_dir / "handles.json.tmp"
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(vm_dir / "handles.json")
+
+    @staticmethod
+    def load(vm_dir: Path) -> VmHandles | None:
+        try:
+            data = json.loads((vm_dir / "handles.json").read_text())
+            return VmHandles(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @staticmethod
+    def clear(vm_dir: Path) -> None:
+        (vm_dir / "handles.json").unlink(missing_ok=True)
+
+
+class Backend(Protocol):
+    name: str
+
+    async def prepare_disk(self, spec: VmSpec) -> None:
+        """Create the VM's root disk if missing; it persists across stop/start."""
+
+    async def start(self, spec: VmSpec) -> VmHandles:
+        """Launch the VMM; returns once the process runs (not once the guest is ready)."""
+
+    def is_alive(self, handles: VmHandles) -> bool: ...
+
+    async def request_shutdown(self, handles: VmHandles) -> None:
+        """Ask the VMM to stop the guest (ACPI/quit); the guest agent is tried before this."""
+
+    async def kill(self, handles: VmHandles) -> None: ...
+
+    async def wait_exit(self, handles: VmHandles, timeout: float) -> bool:
+        """True when the VMM process is gone within the timeout."""
+
+    async def resize_disk(self, spec: VmSpec) -> None:
+        """Grow the root disk to spec.disk_mib (the guest grows its filesystem on boot)."""
+
+
+@runtime_checkable
+class Snapshotter(Protocol):
+    """Optional: backends that can save and restore memory state."""
+
+    async def save_snapshot(self, handles: VmHandles, dest: Path) -> None: ...

@@ -1,0 +1,86 @@
+"""QemuBackend: qcow2 overlay disks, a daemonized QEMU per VM, QMP for control."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from banger.errors import OperationFailed
+from banger.runner import arun
+from banger.vmm.base import VmHandles, VmSpec
+from banger.vmm.process import kill_pid, pid_alive, wait_gone
+from banger.vmm.qemu.argv import qemu_argv
+
+log = logging.getLogger("banger.vmm.qemu")
+
+
+def disk_path(spec: VmSpec) -> Path:
+    return spec.vm_dir / "root.qcow2"
+
+
+def qmp_path(spec: VmSpec) -> Path:
+    return spec.vm_dir / "qmp.sock"
+
+
+class QemuBackend:
+    name = "qemu"
+
+    async def prepare_disk(self, spec: VmSpec) -> None:
+        disk = disk_path(spec)
+        if disk.exists():
+            return
+        tmp = disk.with_suffix(".qcow2.tmp")
+        await arun(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                    "-b", spec.boot.rootfs, tmp, f"{spec.disk_mib}M"], what="qemu-img create")
+        tmp.replace(disk)
+
+    async def resize_disk(self, spec: VmSpec) -> None:
+        await arun(["qemu-img", "resize", "-q", disk_path(spec), f"{spec.disk_mib}M"],
+                   what="qemu-img resize")
+
+    async def start(self, spec: VmSpec) -> VmHandles:
+        pidfile = spec.vm_dir / "qemu.pid"
+        for stale in (qmp_path(spec), spec.agent_socket, pidfile):
+            stale.unlink(missing_ok=True)
+        argv = qemu_argv(spec, disk_path(spec), qmp_path(spec), pidfile)
+        (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
+        # -daemonize: QEMU outlives the daemon (re-adopted on restart) and is never our zombie.
+        await arun(argv, what="qemu", timeout=60)
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise OperationFailed(f"qemu started but wrote no pid file {pidfile}") from exc
+        return VmHandles("qemu", pid, str(qmp_path(spec)), str(spec.agent_socket))
+
+    def is_alive(self, handles: VmHandles) -> bool:
+        return pid_alive(handles.pid, handles.control_socket)
+
+    async def request_shutdown(self, handles: VmHandles) -> None:
+        """QMP `quit`: ends QEMU at once (the guest was asked nicely before)."""
+        await self.qmp(handles, "quit")
+
+    async def kill(self, handles: VmHandles) -> None:
+        kill_pid(handles.pid, handles.control_socket)
+        await wait_gone(handles.pid, handles.control_socket, 5.0)
+
+    async def wait_exit(self, handles: VmHandles, timeout: float) -> bool:
+        return await wait_gone(handles.pid, handles.control_socket, timeout)
+
+    async def qmp(self, handles: VmHandles, command: str, **args: object) -> object:
+        from qemu.qmp import QMPClient
+
+        client = QMPClient(f"banger-{handles.pid}")
+        try:
+            await asyncio.wait_for(client.connect(handles.control_socket), 5.0)
+            return await asyncio.wait_for(client.execute(command, args or None), 10.0)
+        except (OSError, TimeoutError) as exc:
+            raise OperationFailed(f"QMP {command} failed: {exc}") from exc
+        except Exception as exc:  # qemu.qmp raises its own hierarchy (ConnectError, ExecuteError...)
+            if command == "quit":
+                return None  # QEMU exits while answering `quit`
+            raise OperationFailed(f"QMP {command} failed: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await client.disconnect()

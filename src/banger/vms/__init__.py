@@ -1,0 +1,1 @@
+"""VMs: records, naming rules, lifecycle."""

@@ -1,0 +1,80 @@
+"""VM rows in the store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from banger.errors import Conflict, NotFound
+from banger.store import Store
+from banger.store.db import utcnow
+from banger.vms.model import VmRecord, VmState
+
+
+def _record(row: sqlite3.Row) -> VmRecord:
+    workspace = json.loads(row["workspace_json"]) if row["workspace_json"] else None
+    return VmRecord(row["id"], row["name"], row["state"], row["image"], row["kernel"], row["vcpu"],
+                    row["memory_mib"], row["disk_mib"], row["created_at"], row["updated_at"],
+                    row["ip"], row["last_error"], workspace)
+
+
+class VmRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def insert(self, vm: VmRecord) -> None:
+        try:
+            with self.store.tx() as c:
+                c.execute(
+                    "INSERT INTO vms (id, name, state, image, kernel, vcpu, memory_mib, disk_mib, "
+                    "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (vm.id, vm.name, vm.state, vm.image, vm.kernel, vm.vcpu, vm.memory_mib,
+                     vm.disk_mib, vm.created_at, vm.updated_at),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name") from exc
+
+    def all(self) -> list[VmRecord]:
+        return [_record(r) for r in self.store.query("SELECT * FROM vms ORDER BY created_at, name")]
+
+    def names(self) -> set[str]:
+        return {r["name"] for r in self.store.query("SELECT name FROM vms")}
+
+    def find(self, ref: str) -> VmRecord:
+        """By exact name, exact id, or a unique id prefix (>= 4 chars)."""
+        rows = self.store.query("SELECT * FROM vms WHERE name=? OR id=?", (ref, ref))
+        if not rows and len(ref) >= 4:
+            rows = self.store.query("SELECT * FROM vms WHERE id LIKE ?", (ref + "%",))
+            if len(rows) > 1:
+                raise Conflict(f"{ref!r} matches {len(rows)} VMs; use more of the id or the name")
+        if not rows:
+            raise NotFound(f"no VM named {ref!r}; `banger vm list` shows them")
+        return _record(rows[0])
+
+    def set_state(self, vm_id: str, state: VmState, *, error: str | None = None,
+                  keep_error: bool = False) -> None:
+        with self.store.tx() as c:
+            if keep_error:
+                c.execute("UPDATE vms SET state=?, updated_at=? WHERE id=?",
+                          (state, utcnow(), vm_id))
+            else:
+                c.execute("UPDATE vms SET state=?, last_error=?, updated_at=? WHERE id=?",
+                          (state, error, utcnow(), vm_id))
+
+    def update(self, vm_id: str, **fields: object) -> None:
+        allowed = {"vcpu", "memory_mib", "disk_mib", "ip", "workspace_json", "name"}
+        assert set(fields) <= allowed, fields
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.store.tx() as c:
+            c.execute(f"UPDATE vms SET {sets}, updated_at=? WHERE id=?",  # noqa: S608 - keys checked
+                      (*fields.values(), utcnow(), vm_id))
+
+    def delete(self, vm_id: str) -> None:
+        with self.store.tx() as c:
+            c.execute("DELETE FROM vms WHERE id=?", (vm_id,))
+
+    def using_image(self, image: str) -> list[str]:
+        return [r["name"] for r in self.store.query("SELECT name FROM vms WHERE image=?", (image,))]
+
+    def using_kernel(self, kernel: str) -> list[str]:
+        return [r["name"] for r in self.store.query("SELECT name FROM vms WHERE kernel=?", (kernel,))]
