@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,7 +91,27 @@ def bootstrap_argv(entry: RecipeEntry, mirror: Mirror, target: Path) -> list[str
     )
 
 
+def _probe_mirror(mirror: Mirror, suite: str) -> None:
+    url = f"{mirror.url}/dists/{suite}/Release"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=20):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 405:  # some servers refuse HEAD; the bootstrap will tell
+            raise OperationFailed(
+                f"Debian mirror {mirror.url} ({mirror.source}) has no {suite}: HTTP {exc.code}"
+            ) from exc
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OperationFailed(
+            f"cannot reach Debian mirror {mirror.url} ({mirror.source}): {reason}; "
+            "check the network or set debian_mirror in config.toml"
+        ) from exc
+
+
 async def bootstrap(entry: RecipeEntry, mirror: Mirror, target: Path) -> None:
+    # A clear one-line error beats mmdebstrap's apt-get failure tail.
+    await asyncio.to_thread(_probe_mirror, mirror, entry.suite)
     argv = bootstrap_argv(entry, mirror, target)
     env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
     what = f"{argv[0]} {entry.suite} from {mirror.url} ({mirror.source})"
