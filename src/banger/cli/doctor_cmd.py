@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 
 import click
@@ -27,8 +26,9 @@ def doctor(as_json: bool) -> None:
 
 
 def _render(checks: list) -> None:  # type: ignore[type-arg]
-    from rich.console import Console
     from rich.table import Table
+
+    from banger.cli.output import console
 
     colours = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -36,4 +36,4 @@ def _render(checks: list) -> None:  # type: ignore[type-arg]
         table.add_column(col, overflow="fold")
     for c in checks:
         table.add_row(f"[{colours[c.status]}]{c.status}[/]", c.name, c.detail, c.fix)
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    console().print(table)

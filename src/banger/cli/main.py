@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "vm": "banger.cli.vm_cmds:vm",
     "ps": "banger.cli.vm_cmds:vm_list",
     "completion": "banger.cli.completion:completion",
+    "image": "banger.cli.image_cmds:image",
+    "kernel": "banger.cli.kernel_cmds:kernel",
 }
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def print_json(value: Any) -> None:
@@ -18,7 +21,6 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
     if not rows and empty:
         click.echo(empty)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
@@ -26,7 +28,14 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
         table.add_column(h)
     for row in rows:
         table.add_row(*("" if c is None else str(c) for c in row))
-    Console(soft_wrap=True).print(table)
+    console().print(table)
+
+
+def console() -> Console:
+    """A rich console; when piped, wide enough that rows don't wrap."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 250)
 
 
 def error(message: str) -> None:

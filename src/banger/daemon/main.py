@@ -13,6 +13,7 @@ import sys
 from typing import IO
 
 from banger import __version__
+from banger.artifacts import Artifacts
 from banger.config import load_config
 from banger.daemon.oplog import setup_logging
 from banger.daemon.state import Daemon
@@ -25,7 +26,7 @@ log = logging.getLogger("banger.daemon")
 
 def _load_handlers() -> None:
     """Importing a handler module registers its methods."""
-    from banger.daemon.handlers import system, vms  # noqa: F401
+    from banger.daemon.handlers import images, kernels, system, vms  # noqa: F401
 
 
 def acquire_lock(paths: Paths) -> IO[str] | None:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if applied:
             log.info("applied migrations %s", applied)
         _load_handlers()
-        asyncio.run(serve(Daemon(paths, config, store)))
+        asyncio.run(serve(Daemon(paths, config, store, Artifacts(paths, config))))
     except BangerError as exc:
         log.error("%s", exc)
         return 1

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from banger.artifacts import Artifacts
 from banger.config import Config
 from banger.paths import Paths
 from banger.store import Store
@@ -17,6 +18,7 @@ class Daemon:
     paths: Paths
     config: Config
     store: Store
+    artifacts: Artifacts
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)

@@ -76,17 +76,17 @@ def artifacts(paths: Paths, config: Config) -> Iterator[Check]:
 
 
 def _in_catalog(kind: str, name: str) -> bool:
-    import json
-    from importlib import resources
+    from banger.images import catalog as images
+    from banger.kernels import catalog as kernels
 
     try:
-        data = json.loads(resources.files(f"banger.{kind}s").joinpath("catalog.json").read_text())
-    except (OSError, ValueError, ModuleNotFoundError):
+        if kind == "kernel":
+            kernels.lookup(name)
+        else:
+            images.lookup(name)
+    except BangerError:
         return False
-    entries = data.get("entries", data) if isinstance(data, dict) else data
-    if isinstance(entries, dict):
-        return name in entries
-    return any(isinstance(e, dict) and e.get("name") == name for e in entries)
+    return True
 
 
 CHECKS = [disk, mirror, vm_defaults, daemon, artifacts]

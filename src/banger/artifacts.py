@@ -1,0 +1,119 @@
+"""Resolve image and kernel names for the daemon: local -> catalog -> pull/build, shared pulls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from banger.config import Config
+from banger.debian.mirror import resolve_mirror
+from banger.errors import NotFound
+from banger.images import catalog as image_catalog
+from banger.images.manifest import ImageManifest, get_image, image_dir
+from banger.kernels import catalog as kernel_catalog
+from banger.kernels.manifest import INITRAMFS, VMLINUX, VMLINUZ, KernelManifest, get_kernel, kernel_dir
+from banger.paths import Paths
+from banger.progress import Progress
+
+log = logging.getLogger("banger.artifacts")
+T = TypeVar("T")
+ROOTFS = "rootfs.ext4"
+
+
+@dataclass(frozen=True)
+class KernelFiles:
+    name: str
+    kernel: Path
+    initrd: Path
+    vmlinux: Path | None
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    name: str
+    rootfs: Path
+    manifest: ImageManifest
+
+
+def kernel_files(paths: Paths, m: KernelManifest) -> KernelFiles:
+    d = kernel_dir(paths, m.name)
+    vmlinux = d / VMLINUX if VMLINUX in m.files else None
+    return KernelFiles(m.name, d / VMLINUZ, d / INITRAMFS, vmlinux)
+
+
+def image_files(paths: Paths, m: ImageManifest) -> ImageFiles:
+    return ImageFiles(m.name, image_dir(paths, m.name) / ROOTFS, m)
+
+
+class Artifacts:
+    """Concurrent requests for the same name share one pull or build."""
+
+    def __init__(self, paths: Paths, config: Config) -> None:
+        self.paths = paths
+        self.config = config
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._waiters: dict[str, int] = {}
+
+    async def _shared(self, key: str, make: Callable[[], Awaitable[T]], progress: Progress) -> T:
+        future = self._inflight.get(key)
+        if future is not None:
+            progress("waiting", None, f"{key} is already being fetched by another request")
+        else:
+            future = asyncio.ensure_future(make())
+            self._inflight[key] = future
+            self._waiters[key] = 0
+            future.add_done_callback(lambda _: self._inflight.pop(key, None))
+        self._waiters[key] += 1
+        try:
+            return cast(T, await asyncio.shield(future))
+        except asyncio.CancelledError:
+            if self._waiters[key] == 1:
+                future.cancel()  # the last one waiting left: stop the pull (it cleans up)
+            raise
+        finally:
+            self._waiters[key] -= 1
+
+    async def kernel(self, name: str, progress: Progress, *, force: bool = False) -> KernelFiles:
+        """The kernel's files; `force` pulls again even when it is present."""
+        try:
+            if not force:
+                return kernel_files(self.paths, get_kernel(self.paths, name))
+        except NotFound:
+            pass
+        entry = kernel_catalog.lookup(name)  # NotFound with suggestions when unknown
+        manifest = await self._shared(f"kernel {name}", lambda: self._pull_kernel(entry, progress),
+                                      progress)
+        return kernel_files(self.paths, manifest)
+
+    async def _pull_kernel(self, entry: kernel_catalog.CatalogEntry,
+                           progress: Progress) -> KernelManifest:
+        from banger.kernels.pull import pull_kernel
+
+        mirror = resolve_mirror(self.config.debian_mirror) if entry.kind == "debian" else None
+        return await pull_kernel(entry, self.paths, mirror, progress)
+
+    async def image(self, name: str, progress: Progress) -> ImageFiles:
+        try:
+            return image_files(self.paths, get_image(self.paths, name))
+        except NotFound:
+            entry = image_catalog.load_catalog().get(name)
+        manifest = await self._shared(f"image {name}", lambda: self._fetch_image(entry, progress),
+                                      progress)
+        return image_files(self.paths, manifest)
+
+    async def _fetch_image(self, entry: image_catalog.CatalogEntry,
+                           progress: Progress) -> ImageManifest:
+        if isinstance(entry, image_catalog.RecipeEntry):
+            from banger.images.recipe import build_recipe
+
+            return await build_recipe(entry, self.paths, resolve_mirror(self.config.debian_mirror),
+                                      progress)
+        if isinstance(entry, image_catalog.BundleEntry):
+            from banger.images.bundle import import_bundle
+
+            return await import_bundle(self.paths, entry.url, entry.sha256, progress, entry.name)
+        raise NotFound(f"image {entry.name!r} is an OCI image; OCI pulls are not supported yet")

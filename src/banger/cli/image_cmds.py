@@ -1,0 +1,107 @@
+"""`banger image catalog|list|show|pull|delete|export|import`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from banger.cli import session
+from banger.cli.output import print_json, print_table
+
+
+def _human(n: int) -> str:
+    from banger.download import human_bytes
+
+    return human_bytes(n)
+
+
+@click.group()
+def image() -> None:
+    """Root filesystem images: built from recipes, bundles, or (later) OCI images."""
+
+
+@image.command("catalog")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def image_catalog(as_json: bool) -> None:
+    """Images banger knows how to build or fetch."""
+    rows: list[dict[str, Any]] = session.call("image.catalog")
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["NAME", "KIND", "STATE", "DESCRIPTION"],
+                [[r["name"] + (" (default)" if r["default"] else ""), r["kind"], r["state"],
+                  r["description"]] for r in rows])
+
+
+@image.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def image_list(as_json: bool) -> None:
+    """Local images."""
+    rows: list[dict[str, Any]] = session.call("image.list")
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["NAME", "DISTRO", "ARCH", "SIZE", "KERNEL", "BUILT"],
+                [[r["name"], r["distro"], r["arch"], _human(r["size"]), r["kernel"], r["built"]]
+                 for r in rows],
+                empty="no images yet: `banger image pull NAME` (or just run a VM)")
+
+
+@image.command("show")
+@click.argument("name")
+def image_show(name: str) -> None:
+    """Show an image's manifest (JSON)."""
+    print_json(session.call("image.show", {"name": name}))
+
+
+def _pull(source: str, sha256: str | None, name: str | None) -> None:
+    if not source.startswith(("http://", "https://", "file://")) and (
+        "/" in source or source.endswith(".tar.zst")
+    ):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
+        source = str(path.resolve())
+    params = {"source": source, "sha256": sha256, "name": name}
+    m = session.call_with_progress("image.pull", params)
+    click.echo(f"image {m['name']} ready ({_human(m['size'])}, sha256 {m['sha256'][:12]})")
+
+
+@image.command("pull")
+@click.argument("source")
+@click.option("--sha256", help="Expected sha256 of a bundle file or URL.")
+@click.option("--name", help="Register under this name instead of the manifest's.")
+def image_pull(source: str, sha256: str | None, name: str | None) -> None:
+    """Build or fetch an image: a catalog NAME, a bundle FILE or a bundle URL."""
+    _pull(source, sha256, name)
+
+
+@image.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--sha256", required=True, help="Expected sha256 of the bundle.")
+@click.option("--name", help="Register under this name instead of the manifest's.")
+def image_import(file: str, sha256: str, name: str | None) -> None:
+    """Import a bundle file written by `banger image export`."""
+    _pull(str(Path(file).resolve()), sha256, name)
+
+
+@image.command("export")
+@click.argument("name")
+@click.option("-o", "--output", "out_dir", default=".", show_default=True,
+              type=click.Path(file_okay=False, exists=True), help="Directory to write into.")
+def image_export(name: str, out_dir: str) -> None:
+    """Write NAME-ARCH-SHA.tar.zst holding rootfs.ext4 and manifest.json."""
+    res = session.call_with_progress("image.export", {"name": name,
+                                                      "out_dir": str(Path(out_dir).resolve())})
+    click.echo(res["path"])
+    click.echo(f"sha256 {res['sha256']}  ({_human(res['size'])})", err=True)
+
+
+@image.command("delete")
+@click.argument("name")
+def image_delete(name: str) -> None:
+    """Delete a local image (refused while a VM uses it)."""
+    session.call("image.delete", {"name": name})
+    click.echo(f"deleted image {name}")

@@ -1,0 +1,122 @@
+"""image.* methods."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+
+from banger.daemon.context import Context
+from banger.daemon.registry import NoParams, method
+from banger.errors import Conflict, InvalidArgument
+from banger.images import catalog
+from banger.images.manifest import ImageManifest, delete_image, get_image, image_dir, list_images
+from banger.store.db import utcnow
+from banger.vms.repo import VmRepo
+
+
+class NameParams(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class PullParams(msgspec.Struct, forbid_unknown_fields=True):
+    source: str  # a catalog name, a bundle file path (absolute) or an http(s) URL
+    sha256: str | None = None
+    name: str | None = None
+
+
+class ExportParams(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    out_dir: str
+
+
+class CatalogRow(msgspec.Struct):
+    name: str
+    kind: str
+    description: str
+    state: str
+    default: bool
+
+
+class ExportResult(msgspec.Struct):
+    path: str
+    sha256: str
+    size: int
+
+
+def _register(ctx: Context, m: ImageManifest) -> None:
+    with ctx.daemon.store.tx() as c:
+        c.execute(
+            "INSERT OR REPLACE INTO images (name, kind, distro, arch, sha256, size_bytes, path, "
+            "manifest_json, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (m.name, m.source or "local", m.distro, m.arch, m.sha256, m.size,
+             str(image_dir(ctx.daemon.paths, m.name)), msgspec.json.encode(m).decode(), utcnow()),
+        )
+
+
+@method("image.catalog", NoParams)
+async def image_catalog(ctx: Context, _: NoParams) -> list[CatalogRow]:
+    cat = catalog.load_catalog()
+    local = {m.name for m in list_images(ctx.daemon.paths)}
+    return [CatalogRow(e.name, type(e).__name__.removesuffix("Entry").lower(), e.description,
+                       "pulled" if e.name in local else "available", e.name == cat.default)
+            for e in cat.entries]
+
+
+@method("image.list", NoParams)
+async def image_list(ctx: Context, _: NoParams) -> list[ImageManifest]:
+    return list_images(ctx.daemon.paths)
+
+
+@method("image.show", NameParams)
+async def image_show(ctx: Context, p: NameParams) -> ImageManifest:
+    return get_image(ctx.daemon.paths, p.name)
+
+
+@method("image.pull", PullParams, long=True)
+async def image_pull(ctx: Context, p: PullParams) -> ImageManifest:
+    is_file = p.source.startswith("/")
+    is_url = p.source.startswith(("http://", "https://", "file://"))
+    if is_file or is_url:
+        from banger.images.bundle import import_bundle
+
+        if not p.sha256:
+            raise InvalidArgument("pulling a bundle file or URL needs --sha256 HEX")
+        source: Path | str = Path(p.source) if is_file else p.source
+        manifest = await import_bundle(ctx.daemon.paths, source, p.sha256, ctx.progress, p.name)
+    else:
+        if p.sha256:
+            raise InvalidArgument("--sha256 applies to bundle files and URLs, not catalog names")
+        files = await ctx.daemon.artifacts.image(p.source, ctx.progress)
+        manifest = files.manifest
+    _register(ctx, manifest)
+    return manifest
+
+
+@method("image.delete", NameParams)
+async def image_delete(ctx: Context, p: NameParams) -> dict[str, str]:
+    users = VmRepo(ctx.daemon.store).using_image(p.name)
+    if users:
+        raise Conflict(f"image {p.name!r} is used by VM {', '.join(users)}; delete "
+                       f"{'it' if len(users) == 1 else 'them'} first")
+    delete_image(ctx.daemon.paths, p.name)
+    with ctx.daemon.store.tx() as c:
+        c.execute("DELETE FROM images WHERE name=?", (p.name,))
+    return {"deleted": p.name}
+
+
+@method("image.export", ExportParams, long=True)
+async def image_export(ctx: Context, p: ExportParams) -> ExportResult:
+    from banger.images.bundle import export_bundle
+    from banger.images.manifest import sha256_file
+
+    out = Path(p.out_dir)
+    if not out.is_absolute() or not out.is_dir():
+        raise InvalidArgument(f"output directory {p.out_dir!r} does not exist")
+    get_image(ctx.daemon.paths, p.name)
+    ctx.progress("export", None, f"compressing {p.name}")
+    path = await asyncio.to_thread(export_bundle, ctx.daemon.paths, p.name, out)
+    ctx.progress("checksum", None, path.name)
+    digest = await asyncio.to_thread(sha256_file, path)
+    return ExportResult(str(path), digest, path.stat().st_size)
