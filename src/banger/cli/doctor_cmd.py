@@ -28,7 +28,7 @@ def doctor(as_json: bool) -> None:
 def _render(checks: list) -> None:  # type: ignore[type-arg]
     from rich.table import Table
 
-    from banger.cli.output import console
+    from banger.cli.output import print_renderable
 
     colours = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -36,4 +36,4 @@ def _render(checks: list) -> None:  # type: ignore[type-arg]
         table.add_column(col, overflow="fold")
     for c in checks:
         table.add_row(f"[{colours[c.status]}]{c.status}[/]", c.name, c.detail, c.fix)
-    console().print(table)
+    print_renderable(table)

@@ -28,7 +28,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
         table.add_column(h)
     for row in rows:
         table.add_row(*("" if c is None else str(c) for c in row))
-    console().print(table)
+    print_renderable(table)
 
 
 def console() -> Console:
@@ -36,6 +36,14 @@ def console() -> Console:
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 250)
+
+
+def print_renderable(renderable: object) -> None:
+    """Print a rich renderable without the trailing padding rich adds to every line."""
+    out = console()
+    with out.capture() as captured:
+        out.print(renderable)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def error(message: str) -> None:

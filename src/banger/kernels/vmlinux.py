@@ -54,8 +54,8 @@ def _xz(data: bytes) -> bytes:
 
 
 def _zstd(data: bytes) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False)
-    return bytes(reader.read())
+    # decompressobj stops at the end of the frame; the kernel appends a size after it
+    return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(data))
 
 
 DECODERS: list[tuple[bytes, Callable[[bytes], bytes]]] = [
