@@ -35,8 +35,9 @@ class VerifyStatus:
     reason: str  # one line for doctor: why verification is (not) possible
 
 
-def release_verification(keyring: Path = DEBIAN_KEYRING) -> VerifyStatus:
+def release_verification(keyring: Path | None = None) -> VerifyStatus:
     """Whether Release signatures can be checked here (for `banger doctor`)."""
+    keyring = keyring or DEBIAN_KEYRING
     if not keyring.exists():
         return VerifyStatus(False, f"{keyring} missing; install debian-archive-keyring")
     if which("gpgv") is None:
@@ -122,13 +123,13 @@ class DebianArchive:
         *,
         component: str = "main",
         arch: str = "amd64",
-        keyring: Path = DEBIAN_KEYRING,
+        keyring: Path | None = None,
     ) -> None:
         self.mirror = mirror
         self.suite = suite
         self.component = component
         self.arch = arch
-        self.keyring = keyring
+        self.keyring = keyring or DEBIAN_KEYRING
         self.cache = paths.cache_dir / "debian" / _cache_key(mirror, suite)
         self.debs = paths.cache_dir / "debian" / "debs"
         self._release: dict[str, tuple[str, int]] | None = None
