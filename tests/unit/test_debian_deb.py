@@ -6,6 +6,7 @@ import gzip
 import io
 import lzma
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def ar_bytes(members: list[tuple[str, bytes]]) -> bytes:
     return bytes(out)
 
 
-COMPRESS = {
+COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     "xz": lzma.compress,
     "gz": gzip.compress,
     "zst": lambda b: zstandard.ZstdCompressor().compress(b),

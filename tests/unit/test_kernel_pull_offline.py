@@ -10,7 +10,7 @@ import lzma
 import struct
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +42,7 @@ def bzimage(elf: bytes = ELF) -> bytes:
     return bytes(img) + payload
 
 
-def tar_bytes(members: list[tuple[str, bytes | tarfile.TarInfo]]) -> bytes:
+def tar_bytes(members: Sequence[tuple[str, bytes | tarfile.TarInfo]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in members:
@@ -122,7 +122,7 @@ def test_bundle_wrong_sha256(paths: Paths, served: tuple[Path, str]) -> None:
     assert_nothing_left(paths)
 
 
-BAD_BUNDLES = {
+BAD_BUNDLES: dict[str, list[tuple[str, bytes | tarfile.TarInfo]]] = {
     "extra": [("vmlinux", ELF), ("README", b"hi")],
     "dotdot": [("../vmlinux", ELF)],
     "absolute": [("/vmlinux", ELF)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import struct
+from collections.abc import Callable
 
 import lz4.block  # type: ignore[import-untyped]
 import pytest
@@ -24,7 +25,7 @@ def lz4_legacy(data: bytes, block: int = 8 << 20) -> bytes:
     return bytes(out)
 
 
-COMPRESSORS = {
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "lz4": lz4_legacy,
     "gzip": gzip.compress,
     "xz": lambda d: lzma.compress(d, format=lzma.FORMAT_XZ),
