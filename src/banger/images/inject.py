@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from banger.errors import InvalidArgument, OperationFailed
-from banger.guest import GuestFile, guest_files, guest_files_digest
+from banger.guest import GuestFile, guest_files
 
 MAX_LINKS = 40
 
@@ -23,9 +23,10 @@ def files_digest(files: Sequence[GuestFile]) -> str:
 
 
 def packaged_files() -> tuple[list[GuestFile], str]:
-    """The packaged guest files and their digest; one clear error if any is missing."""
+    """The packaged guest files and their digest (of this very read); clear error if missing."""
     try:
-        return guest_files(), guest_files_digest()
+        files = guest_files()
+        return files, files_digest(files)
     except (FileNotFoundError, ModuleNotFoundError) as exc:
         msg = f"banger's guest files are incomplete ({exc}); reinstall banger"
         raise OperationFailed(msg) from exc

@@ -1,0 +1,173 @@
+"""Build debian-bookworm-slim from the real Debian mirror, inspect it, ship it as a bundle over HTTP.
+
+The built image is cached under ${BANGER_TEST_CACHE:-~/.cache/banger-test}, keyed on the recipe
+and the guest files, so only the first run (or a change) pays for the build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import http.server
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from banger.debian.mirror import resolve_mirror
+from banger.errors import BangerError
+from banger.guest import INIT_PATH, GuestFile, guest_files, guest_files_digest
+from banger.images import ext4
+from banger.images.bundle import export_bundle, import_bundle
+from banger.images.catalog import RecipeEntry, lookup
+from banger.images.inject import files_digest
+from banger.images.manifest import (
+    ImageManifest,
+    get_image,
+    image_dir,
+    list_images,
+    read_manifest,
+    sha256_file,
+)
+from banger.images.recipe import build_recipe
+from banger.paths import Paths, resolve_paths
+from banger.runner import run
+
+pytestmark = pytest.mark.network
+
+NAME = "debian-bookworm-slim"
+
+
+def cache_root() -> Path:
+    default = Path.home() / ".cache" / "banger-test"
+    return Path(os.environ.get("BANGER_TEST_CACHE") or default) / "images"
+
+
+def cache_key(entry: RecipeEntry) -> str:
+    recipe_src = (Path(__file__).parents[2] / "src/banger/images/recipe.py").read_bytes()
+    inject_src = (Path(__file__).parents[2] / "src/banger/images/inject.py").read_bytes()
+    h = hashlib.sha256(msgspec.json.encode(entry) + recipe_src + inject_src)
+    return f"{entry.name}-{guest_files_digest()}-{h.hexdigest()[:12]}"
+
+
+def _copy_image(src: Path, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    run(["cp", "--sparse=always", src / "rootfs.ext4", dest / "rootfs.ext4"])
+    shutil.copy2(src / "manifest.json", dest / "manifest.json")
+
+
+def _build_or_restore(paths: Paths) -> tuple[ImageManifest, float | None]:
+    entry = lookup(NAME)
+    assert isinstance(entry, RecipeEntry)
+    cached = cache_root() / cache_key(entry)
+    if (cached / "manifest.json").is_file():
+        _copy_image(cached, image_dir(paths, NAME))
+        return read_manifest(image_dir(paths, NAME) / "manifest.json"), None
+    t0 = time.monotonic()
+    manifest = asyncio.run(build_recipe(entry, paths, resolve_mirror("")))
+    took = time.monotonic() - t0
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _copy_image(image_dir(paths, NAME), tmp)
+    (tmp / "build-seconds").write_text(f"{took:.1f}\n")
+    for stale in cached.parent.glob(f"{entry.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # older recipe or guest files: never used again
+    os.replace(tmp, cached)
+    return manifest, took
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Paths, ImageManifest]]:
+    home = tmp_path_factory.mktemp("home")
+    paths = resolve_paths({"BANGER_HOME": str(home)})
+    paths.ensure()
+    manifest, took = _build_or_restore(paths)
+    if took is not None:
+        print(f"\n{NAME} cold build: {took:.1f}s")
+    yield paths, manifest
+
+
+def test_manifest(built: tuple[Paths, ImageManifest]) -> None:
+    paths, m = built
+    img = image_dir(paths, NAME) / "rootfs.ext4"
+    assert m.name == NAME and m.distro == "debian" and m.release == "bookworm"
+    assert m.arch == "amd64" and m.kernel == "debian-bookworm-cloud" and not m.systemd
+    assert m.sha256 == sha256_file(img) and m.size == img.stat().st_size >= 1 << 30
+    # The digest describes exactly the files inside the image.
+    inside = [GuestFile(f.path, asyncio.run(ext4.read_text(img, f.path)).encode(), f.mode)
+              for f in guest_files()]
+    assert m.guest_files == files_digest(inside)
+    assert m.packages == list(lookup(NAME).packages)  # type: ignore[union-attr]
+    names = {p.split("=")[0] for p in m.installed}
+    assert {"python3", "git", "iproute2", "e2fsprogs"} <= names and "systemd" not in names
+    assert [x.name for x in list_images(paths)] == [NAME]
+    assert get_image(paths, NAME) == m
+
+
+def test_filesystem(built: tuple[Paths, ImageManifest]) -> None:
+    paths, _ = built
+    img = image_dir(paths, NAME) / "rootfs.ext4"
+    run(["e2fsck", "-fn", img])  # structurally sound
+    assert "banger-root" in run(["dumpe2fs", "-h", img]).stdout
+    for f in guest_files():
+        st = asyncio.run(ext4.stat_path(img, f.path))
+        assert "Type: regular" in st and f"Mode:  0{f.mode:o}" in st, f.path
+        assert "User:     0   Group:     0" in st, f.path
+    init = asyncio.run(ext4.read_text(img, INIT_PATH))
+    assert init.startswith("#!/bin/sh") and "banger-init" in init
+    assert asyncio.run(ext4.read_text(img, "/etc/machine-id")) == ""
+    assert "banger" in asyncio.run(ext4.read_text(img, "/etc/fstab"))
+    asyncio.run(ext4.stat_path(img, "/usr/bin/python3"))
+    asyncio.run(ext4.stat_path(img, "/usr/sbin/resize2fs"))
+    listing = run(["debugfs", "-R", "ls /var/lib/apt/lists", img]).stdout
+    assert "_Packages" not in listing  # apt lists were dropped
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    handler = functools.partial(_Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bundle_over_http(built: tuple[Paths, ImageManifest], http_dir: tuple[Path, str]) -> None:
+    paths, m = built
+    served, base = http_dir
+    t0 = time.monotonic()
+    bundle = export_bundle(paths, NAME, served)
+    export_s = time.monotonic() - t0
+    sha = sha256_file(bundle)
+    other = resolve_paths({"BANGER_HOME": str(served / "other-home")})
+    other.ensure()
+    t0 = time.monotonic()
+    got = asyncio.run(import_bundle(other, f"{base}/{bundle.name}", sha, name="slim-copy"))
+    import_s = time.monotonic() - t0
+    print(f"\nbundle {bundle.stat().st_size >> 20} MiB: export {export_s:.1f}s, "
+          f"import over HTTP {import_s:.1f}s")
+    assert got.name == "slim-copy" and got.sha256 == m.sha256
+    assert sha256_file(image_dir(other, "slim-copy") / "rootfs.ext4") == m.sha256
+    # A wrong pin over HTTP: refused, nothing left behind.
+    with pytest.raises(BangerError) as err:
+        asyncio.run(import_bundle(other, f"{base}/{bundle.name}", "0" * 64, name="bad"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(BangerError):
+        asyncio.run(import_bundle(other, f"{base}/missing.tar.zst", sha, name="bad"))
+    assert [x.name for x in list_images(other)] == ["slim-copy"]
+    assert not [p for p in other.images_dir.iterdir() if p.name.startswith(".")]
