@@ -194,10 +194,13 @@ def test_exec_pty_term_and_resize(agent: AgentUnderTest) -> None:
     async def scenario(client: AgentClient) -> None:
         proc = await client.exec(shell="echo term=$TERM; stty size; read go; stty size",
                                  pty=PtySpec(rows=30, cols=100, term="vt100"))
+        seen = b""
+        while b"30 100" not in seen:  # resize only after the first stty ran
+            seen += await proc.stdout.read()
         proc.resize(40, 132)
         await proc.write(b"go\n")
         out, _, status = await proc.communicate()
-        lines = out.decode().replace("\r", "").splitlines()
+        lines = (seen + out).decode().replace("\r", "").splitlines()
         assert lines[:2] == ["term=vt100", "30 100"]
         assert lines[-1] == "40 132"
         assert status.code == 0

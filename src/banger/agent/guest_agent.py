@@ -1024,11 +1024,12 @@ def serve_stream(agent: Agent, read: Callable[[], bytes], write: Callable[[bytes
             if not data:
                 return got_data
             got_data = True
-            for item in decoder.feed(data):
-                session.dispatch(item)
+            items = decoder.feed(data)
             if decoder.discarded:
                 log(f"skipped {decoder.discarded} bytes of garbage on the stream")
                 decoder.discarded = 0
+            for item in items:
+                session.dispatch(item)
     finally:
         session.reset()
 
@@ -1044,7 +1045,6 @@ def serve_socket(agent: Agent, sock: Any) -> None:
 
 
 def serve_listener(agent: Agent, listener: Any) -> None:
-    listener.listen(4)
     while True:
         conn, _ = listener.accept()
         log("host connected")
@@ -1096,14 +1096,18 @@ def serve(agent: Agent, options: dict[str, str]) -> None:
         serve_socket(agent, socket.socket(fileno=int(options["fd"])))
     elif "unix" in options:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if os.path.exists(options["unix"]):
-            os.unlink(options["unix"])
-        listener.bind(options["unix"])
+        staging = options["unix"] + ".new"
+        if os.path.exists(staging):
+            os.unlink(staging)
+        listener.bind(staging)
+        listener.listen(4)
+        os.rename(staging, options["unix"])  # the path appears only once it accepts
         log("listening on " + options["unix"])
         serve_listener(agent, listener)
     elif "vsock-port" in options:
         listener = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         listener.bind((socket.VMADDR_CID_ANY, int(options["vsock-port"])))
+        listener.listen(4)
         log("listening on vsock port " + options["vsock-port"])
         serve_listener(agent, listener)
     else:
