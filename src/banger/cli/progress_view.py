@@ -32,6 +32,9 @@ class ProgressView:
         self._progress.__exit__(et, ev, tb)
 
     def update(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "info":
+            self._progress.console.print(str(event.get("message", "")), highlight=False)
+            return
         if event.get("type") != "progress":
             return
         stage = str(event.get("stage"))

@@ -33,6 +33,9 @@ def call_with_progress(method: str, params: dict[str, Any] | None = None,
 
 
 def _plain_progress(event: dict[str, Any]) -> None:
+    if event.get("type") == "info":
+        print(event.get("message", ""), file=sys.stderr)
+        return
     if event.get("type") != "progress":
         return
     fraction = event.get("fraction")

@@ -1,8 +1,11 @@
-"""`banger vm ...`."""
+"""`banger vm ...` lifecycle commands (exec, shell and run live in vm_exec.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -10,11 +13,41 @@ from banger.cli import session
 from banger.cli.lazy import LazyGroup
 from banger.cli.output import print_json, print_table
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _fmt_mib(mib: int) -> str:
     from banger.config.sizes import format_size_mib
 
     return format_size_mib(mib)
+
+
+def size_option(name: str, help_text: str) -> Callable[[F], F]:
+    return click.option(name, help=help_text, metavar="SIZE")
+
+
+def to_mib(value: str | None, what: str) -> int | None:
+    if value is None:
+        return None
+    from banger.config.sizes import parse_size_mib
+    from banger.errors import InvalidArgument
+
+    try:
+        return parse_size_mib(value, what=what)
+    except InvalidArgument as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{what}") from None
+
+
+def complete_vm(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Live VM names from the daemon; nothing when it is not running."""
+    try:
+        vms = session.client(autostart=False).call("vm.list", {"all": True})
+    except Exception:
+        return []
+    return [v["name"] for v in vms if v["name"].startswith(incomplete)]
+
+
+VM_ARG = click.argument("vm", shell_complete=complete_vm)
 
 
 @click.command("list")
@@ -34,10 +67,146 @@ def vm_list(as_json: bool, show_all: bool) -> None:
     )
 
 
-@click.group(cls=LazyGroup, lazy={})
+@click.group(cls=LazyGroup, lazy={
+    "exec": "banger.cli.vm_exec:vm_exec",
+    "shell": "banger.cli.vm_exec:vm_shell",
+    "run": "banger.cli.vm_exec:vm_run",
+})
 def vm() -> None:
     """Create, run and manage VMs."""
 
 
 vm.add_command(vm_list)
 vm.add_command(vm_list, "ps")
+
+
+def create_options(fn: Any) -> Any:
+    for option in reversed([
+        click.option("--name", help="VM name (default: a generated adjective-noun)."),
+        click.option("--image", help="Image name (default: config default_image)."),
+        click.option("--kernel", help="Kernel name (default: the image's kernel)."),
+        click.option("--vcpu", type=int, help="Virtual CPUs (default: config/host-aware)."),
+        size_option("--memory", "Memory, e.g. 1G or 1536M (default: config/host-aware)."),
+        size_option("--disk", "Root disk size, e.g. 8G (default: config, 8G)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def create_params(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
+                  memory: str | None, disk: str | None, start: bool) -> dict[str, Any]:
+    if vcpu is not None and vcpu <= 0:
+        raise click.BadParameter("must be a positive number", param_hint="--vcpu")
+    return {"name": name, "image": image, "kernel": kernel, "vcpu": vcpu,
+            "memory_mib": to_mib(memory, "memory"), "disk_mib": to_mib(disk, "disk"),
+            "start": start}
+
+
+@vm.command("create")
+@create_options
+@click.option("--no-start", is_flag=True, help="Create without booting.")
+def vm_create(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
+              memory: str | None, disk: str | None, no_start: bool) -> None:
+    """Create a VM (and start it unless --no-start)."""
+    vm_ = session.call_with_progress(
+        "vm.create", create_params(name, image, kernel, vcpu, memory, disk, not no_start))
+    click.echo(f"{vm_['name']} {vm_['state']}")
+
+
+@vm.command("start")
+@VM_ARG
+def vm_start(vm: str) -> None:
+    """Start a stopped VM."""
+    click.echo(f"{session.call_with_progress('vm.start', {'vm': vm})['name']} running")
+
+
+@vm.command("stop")
+@VM_ARG
+@click.option("--timeout", default=20.0, show_default=True, help="Seconds before forcing.")
+def vm_stop(vm: str, timeout: float) -> None:
+    """Stop a VM: guest poweroff, then VMM quit, then kill."""
+    res = session.call_with_progress("vm.stop", {"vm": vm, "timeout": timeout})
+    click.echo(f"{res['name']} {res['state']}")
+
+
+@vm.command("restart")
+@VM_ARG
+def vm_restart(vm: str) -> None:
+    """Stop and start a VM."""
+    click.echo(f"{session.call_with_progress('vm.restart', {'vm': vm})['name']} running")
+
+
+@vm.command("kill")
+@VM_ARG
+def vm_kill(vm: str) -> None:
+    """Kill a VM's VMM at once (when stop hangs)."""
+    click.echo(f"{session.call('vm.kill', {'vm': vm})['name']} killed")
+
+
+@vm.command("delete")
+@VM_ARG
+@click.option("-f", "--force", is_flag=True, help="Delete even if running.")
+def vm_delete(vm: str, force: bool) -> None:
+    """Delete a VM and its disk (irreversible)."""
+    click.echo(f"deleted {session.call_with_progress('vm.delete', {'vm': vm, 'force': force})['name']}")
+
+
+@vm.command("show")
+@VM_ARG
+def vm_show(vm: str) -> None:
+    """Show a VM (JSON)."""
+    print_json(session.call("vm.show", {"vm": vm}))
+
+
+@vm.command("set")
+@VM_ARG
+@click.option("--vcpu", type=int, help="Virtual CPUs (VM stopped).")
+@size_option("--memory", "Memory (VM stopped).")
+@size_option("--disk", "Grow the root disk (VM stopped).")
+def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None) -> None:
+    """Change a VM's vcpu, memory or disk size."""
+    res = session.call("vm.set", {"vm": vm, "vcpu": vcpu, "memory_mib": to_mib(memory, "memory"),
+                                  "disk_mib": to_mib(disk, "disk")})
+    click.echo(f"{res['name']}: {res['vcpu']} vcpu · {res['memory_mib']} MiB · "
+               f"{_fmt_mib(res['disk_mib'])} disk")
+
+
+@vm.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Don't ask.")
+def vm_prune(force: bool) -> None:
+    """Delete every VM that is not running."""
+    doomed = session.call("vm.prune", {"dry_run": True})["deleted"]
+    if not doomed:
+        click.echo("nothing to prune")
+        return
+    if not force:
+        click.confirm(f"delete {len(doomed)} VM(s): {', '.join(doomed)}?", abort=True)
+    res = session.call_with_progress("vm.prune", {"dry_run": False})
+    for name in res["deleted"]:
+        click.echo(f"deleted {name}")
+    for line in res["failed"]:
+        click.echo(f"failed: {line}", err=True)
+
+
+@vm.command("logs")
+@VM_ARG
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+def vm_logs(vm: str, follow: bool) -> None:
+    """Print a VM's serial console."""
+    where = session.call("vm.logs", {"vm": vm})
+    try:
+        log = open(where["path"], "rb")  # noqa: SIM115 - followed below
+    except FileNotFoundError:
+        click.echo(f"{where['name']} has no console output yet")
+        return
+    with log:
+        out = sys.stdout.buffer
+        out.write(log.read())
+        out.flush()
+        while follow:
+            chunk = log.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+            else:
+                time.sleep(0.2)

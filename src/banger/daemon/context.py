@@ -39,6 +39,10 @@ class Context:
                       message)
         self.send({"type": "progress", "stage": stage, "fraction": fraction, "message": message})
 
+    def info(self, message: str) -> None:
+        """A line the CLI prints as is (e.g. the VM spec before the progress stages)."""
+        self.send({"type": "info", "message": message})
+
     def send_data(self, stream: str, data: bytes) -> None:
         self.send({"type": "data", "stream": stream, "data": base64.b64encode(data).decode()})
 

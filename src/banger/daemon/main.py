@@ -14,7 +14,7 @@ from typing import IO
 
 from banger import __version__
 from banger.artifacts import Artifacts
-from banger.config import load_config
+from banger.config import Config, load_config
 from banger.daemon.oplog import setup_logging
 from banger.daemon.state import Daemon
 from banger.errors import BangerError
@@ -26,7 +26,7 @@ log = logging.getLogger("banger.daemon")
 
 def _load_handlers() -> None:
     """Importing a handler module registers its methods."""
-    from banger.daemon.handlers import images, kernels, system, vms  # noqa: F401
+    from banger.daemon.handlers import exec, images, kernels, system, vms  # noqa: F401
 
 
 def acquire_lock(paths: Paths) -> IO[str] | None:
@@ -44,9 +44,20 @@ def acquire_lock(paths: Paths) -> IO[str] | None:
     return lock
 
 
+def build_daemon(paths: Paths, config: Config, store: Store) -> Daemon:
+    from banger.vmm.select import select_backend
+    from banger.vms.manager import VmManager
+
+    artifacts = Artifacts(paths, config)
+    manager = VmManager(paths, config, store, artifacts, select_backend(config))
+    return Daemon(paths, config, store, artifacts, manager)
+
+
 async def serve(daemon: Daemon) -> None:
     from banger.daemon.server import handle_connection
+    from banger.vms.monitor import reconcile, watch
 
+    await reconcile(daemon.vms)  # before serving: no request may see pre-restart state
     sock_path = daemon.paths.socket
     # Holding the lock proves any socket file left here belongs to a dead daemon.
     with contextlib.suppress(FileNotFoundError):
@@ -62,10 +73,12 @@ async def serve(daemon: Daemon) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.shutdown.set)
     log.info("bangerd %s listening on %s (pid %d)", __version__, sock_path, os.getpid())
+    watcher = asyncio.create_task(watch(daemon.vms))
     async with server:
         await daemon.shutdown.wait()
         log.info("shutting down")
         server.close()
+        watcher.cancel()
         for task in asyncio.all_tasks() - {asyncio.current_task()}:
             task.cancel()
     with contextlib.suppress(FileNotFoundError):
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if applied:
             log.info("applied migrations %s", applied)
         _load_handlers()
-        asyncio.run(serve(Daemon(paths, config, store, Artifacts(paths, config))))
+        asyncio.run(serve(build_daemon(paths, config, store)))
     except BangerError as exc:
         log.error("%s", exc)
         return 1

@@ -11,6 +11,7 @@ from banger.artifacts import Artifacts
 from banger.config import Config
 from banger.paths import Paths
 from banger.store import Store
+from banger.vms.manager import VmManager
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Daemon:
     config: Config
     store: Store
     artifacts: Artifacts
+    vms: VmManager
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)

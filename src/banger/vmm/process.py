@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -40,7 +41,5 @@ async def wait_gone(pid: int, marker: str | None, timeout: float) -> bool:
 
 def kill_pid(pid: int, marker: str | None, sig: int = signal.SIGKILL) -> None:
     if pid_alive(pid, marker):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass

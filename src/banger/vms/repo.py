@@ -66,7 +66,7 @@ class VmRepo:
         assert set(fields) <= allowed, fields
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.store.tx() as c:
-            c.execute(f"UPDATE vms SET {sets}, updated_at=? WHERE id=?",  # noqa: S608 - keys checked
+            c.execute(f"UPDATE vms SET {sets}, updated_at=? WHERE id=?",  # keys checked above
                       (*fields.values(), utcnow(), vm_id))
 
     def delete(self, vm_id: str) -> None:

@@ -1,4 +1,4 @@
-"""VM methods. Only listing exists until the VM lifecycle lands."""
+"""vm.* lifecycle methods: thin wrappers over the VmManager."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import msgspec
 
 from banger.daemon.context import Context
 from banger.daemon.registry import method
+from banger.errors import BangerError
+from banger.vms.manager import CreateRequest
+from banger.vms.model import VmRecord, VmState
 
 
 class VmListParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -17,6 +20,7 @@ class VmSummary(msgspec.Struct):
     name: str
     state: str
     image: str
+    kernel: str
     vcpu: int
     memory_mib: int
     disk_mib: int
@@ -25,12 +29,120 @@ class VmSummary(msgspec.Struct):
     last_error: str | None = None
 
 
+class VmRef(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+
+
+class CreateParams(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    image: str | None = None
+    kernel: str | None = None
+    vcpu: int | None = None
+    memory_mib: int | None = None
+    disk_mib: int | None = None
+    start: bool = True
+
+
+class StopParams(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+    timeout: float = 20.0
+
+
+class DeleteParams(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+    force: bool = False
+
+
+class PruneParams(msgspec.Struct, forbid_unknown_fields=True):
+    dry_run: bool = False
+
+
+class SetParams(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+    vcpu: int | None = None
+    memory_mib: int | None = None
+    disk_mib: int | None = None
+
+
+def summary(vm: VmRecord) -> VmSummary:
+    return VmSummary(vm.id, vm.name, vm.state, vm.image, vm.kernel, vm.vcpu, vm.memory_mib,
+                     vm.disk_mib, vm.created_at, vm.ip, vm.last_error)
+
+
 @method("vm.list", VmListParams)
 async def vm_list(ctx: Context, p: VmListParams) -> list[VmSummary]:
-    rows = ctx.daemon.store.query("SELECT * FROM vms ORDER BY created_at, name")
-    return [
-        VmSummary(r["id"], r["name"], r["state"], r["image"], r["vcpu"], r["memory_mib"],
-                  r["disk_mib"], r["created_at"], r["ip"], r["last_error"])
-        for r in rows
-        if p.all or r["state"] == "running"
-    ]
+    return [summary(vm) for vm in ctx.daemon.vms.repo.all()
+            if p.all or vm.state == VmState.RUNNING]
+
+
+@method("vm.show", VmRef)
+async def vm_show(ctx: Context, p: VmRef) -> dict[str, object]:
+    vm = ctx.daemon.vms.repo.find(p.vm)
+    vm_dir = ctx.daemon.paths.vm_dir(vm.id)
+    return {**msgspec.to_builtins(summary(vm)), "dir": str(vm_dir),
+            "console_log": str(vm_dir / "console.log"), "workspace": vm.workspace}
+
+
+@method("vm.create", CreateParams, long=True)
+async def vm_create(ctx: Context, p: CreateParams) -> VmSummary:
+    req = CreateRequest(p.name, p.image, p.kernel, p.vcpu, p.memory_mib, p.disk_mib, p.start)
+    vm = await ctx.daemon.vms.create(req, ctx.progress, ctx.info)
+    return summary(vm)
+
+
+@method("vm.start", VmRef, long=True)
+async def vm_start(ctx: Context, p: VmRef) -> VmSummary:
+    return summary(await ctx.daemon.vms.start(p.vm, ctx.progress))
+
+
+@method("vm.stop", StopParams, long=True)
+async def vm_stop(ctx: Context, p: StopParams) -> VmSummary:
+    return summary(await ctx.daemon.vms.stop(p.vm, ctx.progress, timeout=p.timeout))
+
+
+@method("vm.restart", StopParams, long=True)
+async def vm_restart(ctx: Context, p: StopParams) -> VmSummary:
+    await ctx.daemon.vms.stop(p.vm, ctx.progress, timeout=p.timeout)
+    return summary(await ctx.daemon.vms.start(p.vm, ctx.progress))
+
+
+@method("vm.kill", VmRef)
+async def vm_kill(ctx: Context, p: VmRef) -> VmSummary:
+    return summary(await ctx.daemon.vms.kill(p.vm))
+
+
+@method("vm.delete", DeleteParams, long=True)
+async def vm_delete(ctx: Context, p: DeleteParams) -> VmSummary:
+    return summary(await ctx.daemon.vms.delete(p.vm, force=p.force, progress=ctx.progress))
+
+
+@method("vm.prune", PruneParams, long=True)
+async def vm_prune(ctx: Context, p: PruneParams) -> dict[str, list[str]]:
+    """Delete every VM that is not running (created, stopped, error)."""
+    doomed = [vm for vm in ctx.daemon.vms.repo.all()
+              if vm.state in (VmState.CREATED, VmState.STOPPED, VmState.ERROR)]
+    deleted: list[str] = []
+    failed: list[str] = []
+    for vm in doomed:
+        if p.dry_run:
+            deleted.append(vm.name)
+            continue
+        try:
+            await ctx.daemon.vms.delete(vm.id, force=False, progress=ctx.progress)
+            deleted.append(vm.name)
+        except BangerError as exc:
+            failed.append(f"{vm.name}: {exc.message}")
+    return {"deleted": deleted, "failed": failed}
+
+
+@method("vm.set", SetParams)
+async def vm_set(ctx: Context, p: SetParams) -> VmSummary:
+    return summary(await ctx.daemon.vms.set_shape(p.vm, vcpu=p.vcpu, memory_mib=p.memory_mib,
+                                                  disk_mib=p.disk_mib))
+
+
+@method("vm.logs", VmRef)
+async def vm_logs(ctx: Context, p: VmRef) -> dict[str, str]:
+    """Where the console log is; the CLI reads (and follows) the file itself."""
+    vm = ctx.daemon.vms.repo.find(p.vm)
+    return {"path": str(ctx.daemon.paths.vm_dir(vm.id) / "console.log"), "name": vm.name}

@@ -1,0 +1,113 @@
+"""`banger vm exec`, `vm shell` and `vm run`: commands and shells in guests, exit codes passed on."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from banger.cli import session
+from banger.cli.vm_cmds import VM_ARG, create_options, create_params
+
+LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
+
+
+class DashDashCommand(click.Command):
+    """Everything after `--` is the guest command, untouched by option parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["guest_command"] = args[cut + 1:]
+            args = args[:cut]
+        else:
+            ctx.meta["guest_command"] = []
+        return super().parse_args(ctx, args)
+
+
+def run_in_guest(vm: str, command: list[str], *, interactive: bool, tty: bool) -> int:
+    from banger.cli.terminal import stream, terminal_size
+
+    rows, cols = terminal_size()
+    params: dict[str, Any] = {"vm": vm, "stdin": interactive, "tty": tty, "rows": rows,
+                              "cols": cols, "env": {"HOME": "/root"}, "cwd": "/root"}
+    if command:
+        params["argv"] = command
+    else:
+        params["shell"] = LOGIN_SHELL
+    if tty:
+        import os
+
+        params["term"] = os.environ.get("TERM", "xterm-256color")
+    call = session.client().start("vm.exec", params)
+    return stream(call, forward_stdin=interactive, tty=tty)
+
+
+def _modes(command: list[str], interactive: bool | None, tty: bool | None) -> tuple[bool, bool]:
+    """Defaults: a shell on a terminal gets a PTY; piped stdin is always forwarded."""
+    stdin_tty = sys.stdin.isatty()
+    want_tty = tty if tty is not None else (not command and stdin_tty and sys.stdout.isatty())
+    if want_tty and not stdin_tty:
+        raise click.UsageError("-t needs a terminal on stdin")
+    want_stdin = interactive if interactive is not None else (want_tty or not stdin_tty)
+    return want_stdin, want_tty
+
+
+@click.command("exec", cls=DashDashCommand)
+@VM_ARG
+@click.option("-i", "--interactive/--no-interactive", default=None, help="Forward stdin.")
+@click.option("-t", "--tty/--no-tty", default=None, help="Allocate a PTY in the guest.")
+@click.pass_context
+def vm_exec(ctx: click.Context, vm: str, interactive: bool | None, tty: bool | None) -> None:
+    """Run a command in a running VM: banger vm exec VM [-it] -- CMD..."""
+    command: list[str] = ctx.meta["guest_command"]
+    if not command:
+        raise click.UsageError("give the command after --, e.g. banger vm exec NAME -- uname -a")
+    stdin, pty = _modes(command, interactive, tty)
+    sys.exit(run_in_guest(vm, command, interactive=stdin, tty=pty))
+
+
+@click.command("shell")
+@VM_ARG
+def vm_shell(vm: str) -> None:
+    """Open an interactive shell in a running VM."""
+    stdin, pty = _modes([], None, None)
+    sys.exit(run_in_guest(vm, [], interactive=stdin, tty=pty))
+
+
+@click.command("run", cls=DashDashCommand)
+@create_options
+@click.option("--rm", "remove", is_flag=True, help="Delete the VM when the command or shell ends.")
+@click.option("-d", "--detach", is_flag=True, help="Leave the VM running and print how to reach it.")
+@click.option("-i", "--interactive/--no-interactive", default=None, help="Forward stdin.")
+@click.option("-t", "--tty/--no-tty", default=None, help="Allocate a PTY in the guest.")
+@click.pass_context
+def vm_run(ctx: click.Context, name: str | None, image: str | None, kernel: str | None,
+           vcpu: int | None, memory: str | None, disk: str | None, remove: bool, detach: bool,
+           interactive: bool | None, tty: bool | None) -> None:
+    """Create and boot a VM, then run a command (exit code passed on) or a shell.
+
+    banger vm run [OPTIONS] [-- CMD...]
+    """
+    command: list[str] = ctx.meta["guest_command"]
+    if detach and (remove or command):
+        raise click.UsageError("-d/--detach cannot be combined with --rm or a command")
+    stdin, pty = (False, False) if detach else _modes(command, interactive, tty)
+    created = session.call_with_progress(
+        "vm.create", create_params(name, image, kernel, vcpu, memory, disk, True))
+    vm_name = created["name"]
+    if detach:
+        click.echo(f"{vm_name} is running: `banger vm shell {vm_name}`, "
+                   f"`banger vm exec {vm_name} -- CMD`; stop it with `banger vm stop {vm_name}`")
+        return
+    code = 1
+    try:
+        code = run_in_guest(vm_name, command, interactive=stdin, tty=pty)
+    finally:
+        if remove:
+            session.call("vm.delete", {"vm": vm_name, "force": True})
+        else:
+            click.echo(f"{vm_name} keeps running; stop it with `banger vm stop {vm_name}` "
+                       f"or remove it with `banger vm delete -f {vm_name}`", err=True)
+    sys.exit(code)

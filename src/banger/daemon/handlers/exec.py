@@ -1,0 +1,83 @@
+"""vm.exec: run a command in a guest, streaming stdin/stdout/stderr through the RPC connection."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import signal as signals
+from typing import Any
+
+import msgspec
+
+from banger.agent.client import AgentProcess, PtySpec
+from banger.daemon.context import Context
+from banger.daemon.registry import method
+from banger.errors import InvalidArgument
+
+
+class ExecParams(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+    argv: list[str] | None = None
+    shell: str | None = None
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    user: str | None = None
+    stdin: bool = False
+    tty: bool = False
+    rows: int = 24
+    cols: int = 80
+    term: str = "xterm-256color"
+
+
+class ExecResult(msgspec.Struct):
+    exit_code: int | None
+    signal: int | None
+    code: int  # what banger exits with: the exit code, or 128 + signal
+
+
+async def _pump_out(ctx: Context, proc: AgentProcess, stream: str) -> None:
+    source = proc.stdout if stream == "stdout" else proc.stderr
+    async for chunk in source:
+        ctx.send_data(stream, chunk)
+        await ctx.drain()  # back-pressure: a slow client slows the guest, memory stays flat
+
+
+async def _pump_in(ctx: Context, proc: AgentProcess) -> None:
+    while True:
+        msg: dict[str, Any] = await ctx.inbox.get()
+        kind = msg.get("type")
+        if kind == "stdin":
+            await proc.write(base64.b64decode(msg.get("data", "")))
+        elif kind == "stdin_eof":
+            await proc.close_stdin()
+        elif kind == "resize":
+            proc.resize(int(msg.get("rows", 24)), int(msg.get("cols", 80)))
+        elif kind == "signal":
+            proc.signal(int(msg.get("signal", signals.SIGINT)))
+
+
+@method("vm.exec", ExecParams)
+async def vm_exec(ctx: Context, p: ExecParams) -> ExecResult:
+    if (p.argv is None) == (p.shell is None) or (p.argv is not None and not p.argv):
+        raise InvalidArgument("exec needs a command (argv) or a shell string")
+    _, agent = await ctx.daemon.vms.agent_for(p.vm)
+    pty = PtySpec(p.rows, p.cols, p.term) if p.tty else None
+    proc = await agent.exec(p.argv, shell=p.shell, env=p.env, cwd=p.cwd, user=p.user,
+                            stdin=p.stdin or p.tty, pty=pty)
+    pumps = [asyncio.create_task(_pump_out(ctx, proc, "stdout")),
+             asyncio.create_task(_pump_out(ctx, proc, "stderr"))]
+    feeder = asyncio.create_task(_pump_in(ctx, proc))
+    try:
+        status = await proc.wait()
+        await asyncio.gather(*pumps)
+    except asyncio.CancelledError:
+        proc.kill()  # the caller went away: the guest command goes with it
+        raise
+    finally:
+        feeder.cancel()
+        for task in pumps:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+    return ExecResult(status.code, status.signal, status.shell_code)

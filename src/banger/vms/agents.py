@@ -1,0 +1,33 @@
+"""One agent connection per running VM, reconnected on demand (e.g. after a daemon restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from banger.agent.client import AgentClient, connect_unix
+
+
+class AgentPool:
+    def __init__(self) -> None:
+        self._clients: dict[str, AgentClient] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def adopt(self, vm_id: str, client: AgentClient) -> None:
+        self._clients[vm_id] = client
+
+    async def get(self, vm_id: str, socket: Path, *, timeout: float = 10.0) -> AgentClient:
+        async with self._locks.setdefault(vm_id, asyncio.Lock()):
+            client = self._clients.get(vm_id)
+            if client is not None and client._lost is None:
+                return client
+            client = await connect_unix(socket, timeout=timeout)
+            self._clients[vm_id] = client
+            return client
+
+    async def drop(self, vm_id: str) -> None:
+        client = self._clients.pop(vm_id, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()

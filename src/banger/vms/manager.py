@@ -1,0 +1,240 @@
+"""VM lifecycle: create, start, stop, kill, delete, set. One asyncio lock per VM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from banger.agent.client import AgentClient
+from banger.artifacts import Artifacts
+from banger.config import Config, format_size_mib
+from banger.config import host as host_facts
+from banger.errors import BangerError, Conflict, InvalidArgument, NotRunning, OperationFailed
+from banger.namegen import generate
+from banger.paths import Paths
+from banger.progress import Progress
+from banger.store import Store
+from banger.store.db import utcnow
+from banger.vmm.accel import choose_accel
+from banger.vmm.base import Backend, BootArtifacts, VmHandles, VmSpec
+from banger.vms.agents import AgentPool
+from banger.vms.boot import boot
+from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
+from banger.vms.repo import VmRepo
+
+log = logging.getLogger("banger.vms")
+STOP_GRACE = 20.0
+Info = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str | None
+    image: str | None
+    kernel: str | None
+    vcpu: int | None
+    memory_mib: int | None
+    disk_mib: int | None
+    start: bool = True
+
+
+def spec_line(vm: VmRecord) -> str:
+    return (f"spec: {vm.vcpu} vcpu · {vm.memory_mib} MiB · {format_size_mib(vm.disk_mib)} disk · "
+            f"{vm.image}")
+
+
+class VmManager:
+    def __init__(self, paths: Paths, config: Config, store: Store, artifacts: Artifacts,
+                 backend: Backend) -> None:
+        self.paths = paths
+        self.config = config
+        self.repo = VmRepo(store)
+        self.artifacts = artifacts
+        self.backend = backend
+        self.agents = AgentPool()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.accel = choose_accel(config.accel)
+
+    def lock(self, vm_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(vm_id, asyncio.Lock())
+
+    # ---- create
+
+    def _new_record(self, req: CreateRequest) -> VmRecord:
+        d = self.config.vm_defaults
+        name = validate_name(req.name) if req.name else generate(self.repo.names())
+        vm = VmRecord(
+            id=secrets.token_hex(6), name=name, state=VmState.CREATED,
+            image=req.image or self.config.default_image,
+            kernel=req.kernel or "", vcpu=req.vcpu or d.vcpu.value,
+            memory_mib=req.memory_mib or d.memory_mib.value, disk_mib=req.disk_mib or d.disk_mib.value,
+            created_at=utcnow(), updated_at=utcnow(),
+        )
+        validate_shape(vm.vcpu, vm.memory_mib, vm.disk_mib, host_cpus=host_facts.cpu_count(),
+                       host_memory_mib=host_facts.memory_mib())
+        return vm
+
+    async def create(self, req: CreateRequest, progress: Progress, info: Info) -> VmRecord:
+        vm = self._new_record(req)
+        if vm.name in self.repo.names():
+            raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name")
+        info(spec_line(vm))
+        image = await self.artifacts.image(vm.image, progress)
+        kernel_name = req.kernel or image.manifest.kernel or self.config.default_kernel
+        await self.artifacts.kernel(kernel_name, progress)
+        if image.rootfs.stat().st_size > vm.disk_mib * 1024 * 1024:
+            raise InvalidArgument(f"disk {format_size_mib(vm.disk_mib)} is smaller than image "
+                                  f"{vm.image}; use --disk of at least "
+                                  f"{-(-image.rootfs.stat().st_size // 1024**3)}G")
+        vm = msgspec.structs.replace(vm, kernel=kernel_name)
+        self.repo.insert(vm)
+        log.info("created VM %s (%s)", vm.name, vm.id)
+        if req.start:
+            await self.start(vm.id, progress)
+        return self.repo.find(vm.id)
+
+    # ---- start / stop
+
+    async def _spec(self, vm: VmRecord, progress: Progress) -> VmSpec:
+        image = await self.artifacts.image(vm.image, progress)
+        kernel = await self.artifacts.kernel(vm.kernel, progress)
+        boot_files = BootArtifacts(kernel.kernel, kernel.initrd, image.rootfs, kernel.vmlinux)
+        return VmSpec(vm.id, vm.name, vm.vcpu, vm.memory_mib, vm.disk_mib,
+                      self.paths.vm_dir(vm.id), boot_files, accel=self.accel)
+
+    async def start(self, ref: str, progress: Progress) -> VmRecord:
+        vm = self.repo.find(ref)
+        async with self.lock(vm.id):
+            vm = self.repo.find(vm.id)
+            if vm.state == VmState.RUNNING:
+                return vm
+            if vm.state not in (VmState.CREATED, VmState.STOPPED, VmState.ERROR):
+                raise Conflict(f"VM {vm.name} is {vm.state}; wait for it to finish")
+            self.repo.set_state(vm.id, VmState.STARTING)
+            started = time.monotonic()
+            try:
+                spec = await self._spec(vm, progress)
+                handles, agent = await boot(self.backend, spec, progress)
+                self.agents.adopt(vm.id, agent)
+                await self._personalise(agent)
+            except asyncio.CancelledError:
+                await self.cleanup(vm)
+                self.repo.set_state(vm.id, VmState.STOPPED, error="start cancelled")
+                raise
+            except BangerError as exc:
+                await self.cleanup(vm)
+                self.repo.set_state(vm.id, VmState.ERROR, error=exc.message)
+                raise
+            self.repo.set_state(vm.id, VmState.RUNNING)
+            log.info("VM %s running (pid %d) in %.2fs", vm.name, handles.pid,
+                     time.monotonic() - started)
+            progress("ready", 1.0, f"{vm.name} is running")
+            return self.repo.find(vm.id)
+
+    async def _personalise(self, agent: AgentClient) -> None:
+        await agent.configure(clock=time.time())
+
+    async def cleanup(self, vm: VmRecord) -> None:
+        """Undo a VM's transient resources: agent connection, VMM process, handles, sockets."""
+        await self.agents.drop(vm.id)
+        vm_dir = self.paths.vm_dir(vm.id)
+        handles = VmHandles.load(vm_dir)
+        if handles is not None:
+            if self.backend.is_alive(handles):
+                await self.backend.kill(handles)
+            VmHandles.clear(vm_dir)
+        for name in ("qmp.sock", "agent.sock", "qemu.pid"):
+            (vm_dir / name).unlink(missing_ok=True)
+
+    async def stop(self, ref: str, progress: Progress, *, timeout: float = STOP_GRACE) -> VmRecord:
+        vm = self.repo.find(ref)
+        async with self.lock(vm.id):
+            vm = self.repo.find(vm.id)
+            if vm.state not in (VmState.RUNNING, VmState.STARTING, VmState.STOPPING):
+                return vm
+            self.repo.set_state(vm.id, VmState.STOPPING)
+            await self._shutdown(vm, progress, timeout)
+            self.repo.set_state(vm.id, VmState.STOPPED)
+            progress("stopped", 1.0, f"{vm.name} stopped")
+            return self.repo.find(vm.id)
+
+    async def _shutdown(self, vm: VmRecord, progress: Progress, timeout: float) -> None:
+        """Agent poweroff, then the VMM's own shutdown, then kill."""
+        handles = VmHandles.load(self.paths.vm_dir(vm.id))
+        if handles is not None and self.backend.is_alive(handles):
+            progress("stop", None, "asking the guest to power off")
+            try:
+                agent = await self.agents.get(vm.id, self.paths.vm_dir(vm.id) / "agent.sock",
+                                              timeout=3.0)
+                await agent.poweroff(timeout=3.0)
+                stopped = await self.backend.wait_exit(handles, timeout)
+            except BangerError as exc:
+                log.warning("graceful stop of %s failed: %s", vm.name, exc.message)
+                stopped = False
+            if not stopped:
+                progress("stop", None, f"{self.backend.name} quit")
+                try:
+                    await self.backend.request_shutdown(handles)
+                except OperationFailed as exc:
+                    log.warning("%s", exc.message)
+                if not await self.backend.wait_exit(handles, 5.0):
+                    await self.backend.kill(handles)
+        await self.cleanup(vm)
+
+    async def kill(self, ref: str) -> VmRecord:
+        vm = self.repo.find(ref)
+        await self.cleanup(vm)  # no lock: kill must work even when a stop hangs
+        self.repo.set_state(vm.id, VmState.STOPPED)
+        return self.repo.find(vm.id)
+
+    async def delete(self, ref: str, *, force: bool, progress: Progress) -> VmRecord:
+        vm = self.repo.find(ref)
+        if vm.state in (VmState.RUNNING, VmState.STARTING, VmState.STOPPING) and not force:
+            raise Conflict(f"VM {vm.name} is {vm.state}; stop it first or use `banger vm delete -f`")
+        if vm.state != VmState.STOPPED:
+            await self.kill(vm.id)
+        async with self.lock(vm.id):
+            shutil.rmtree(self.paths.vm_dir(vm.id), ignore_errors=True)
+            self.repo.delete(vm.id)
+        self._locks.pop(vm.id, None)
+        log.info("deleted VM %s (%s)", vm.name, vm.id)
+        return vm
+
+    async def set_shape(self, ref: str, *, vcpu: int | None, memory_mib: int | None,
+                        disk_mib: int | None) -> VmRecord:
+        vm = self.repo.find(ref)
+        async with self.lock(vm.id):
+            vm = self.repo.find(vm.id)
+            if (vcpu or memory_mib) and vm.state not in (VmState.CREATED, VmState.STOPPED,
+                                                         VmState.ERROR):
+                raise Conflict(f"VM {vm.name} is {vm.state}; stop it to change vcpu or memory")
+            if disk_mib is not None and disk_mib < vm.disk_mib:
+                raise InvalidArgument(f"disks only grow: {vm.name} has "
+                                      f"{format_size_mib(vm.disk_mib)}")
+            new = msgspec.structs.replace(vm, vcpu=vcpu or vm.vcpu,
+                                          memory_mib=memory_mib or vm.memory_mib,
+                                          disk_mib=disk_mib or vm.disk_mib)
+            validate_shape(new.vcpu, new.memory_mib, new.disk_mib, host_cpus=host_facts.cpu_count(),
+                           host_memory_mib=host_facts.memory_mib())
+            disk_exists = (self.paths.vm_dir(vm.id) / "root.qcow2").exists()
+            if disk_mib and disk_mib != vm.disk_mib and disk_exists:
+                if vm.state == VmState.RUNNING:
+                    raise Conflict(f"VM {vm.name} is running; stop it to grow its disk")
+                await self.backend.resize_disk(await self._spec(new, lambda *a: None))
+            self.repo.update(vm.id, vcpu=new.vcpu, memory_mib=new.memory_mib, disk_mib=new.disk_mib)
+            return self.repo.find(vm.id)
+
+    async def agent_for(self, ref: str) -> tuple[VmRecord, AgentClient]:
+        vm = self.repo.find(ref)
+        if vm.state != VmState.RUNNING:
+            raise NotRunning(f"VM {vm.name} is {vm.state}; start it with `banger vm start {vm.name}`")
+        agent = await self.agents.get(vm.id, self.paths.vm_dir(vm.id) / "agent.sock")
+        return vm, agent
+

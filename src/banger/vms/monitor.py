@@ -1,0 +1,61 @@
+"""Reconcile VMs with reality on daemon start, then watch for VMMs that die."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from banger.vmm.base import VmHandles
+from banger.vms.boot import console_tail
+from banger.vms.manager import VmManager
+from banger.vms.model import VmState
+
+log = logging.getLogger("banger.vms.monitor")
+ACTIVE = (VmState.STARTING, VmState.RUNNING, VmState.STOPPING)
+
+
+async def reconcile(mgr: VmManager) -> None:
+    """Re-adopt VMs whose VMM still runs; clean up and mark stopped the others."""
+    for vm in mgr.repo.all():
+        if vm.state not in ACTIVE:
+            continue
+        handles = VmHandles.load(mgr.paths.vm_dir(vm.id))
+        if vm.state == VmState.RUNNING and handles and mgr.backend.is_alive(handles):
+            log.info("re-adopted VM %s (pid %d); its agent reconnects on first use", vm.name,
+                     handles.pid)
+            continue
+        await mgr.cleanup(vm)
+        mgr.repo.set_state(vm.id, VmState.STOPPED,
+                           error=f"was {vm.state} when the daemon restarted; its VMM was gone")
+        log.info("VM %s was %s but its VMM is gone: marked stopped", vm.name, vm.state)
+
+
+async def watch(mgr: VmManager, interval: float = 1.0) -> None:
+    """Mark running VMs whose VMM died (kill -9, crash, guest poweroff) stopped or error."""
+    while True:
+        await asyncio.sleep(interval)
+        for vm in mgr.repo.all():
+            if vm.state != VmState.RUNNING or mgr.lock(vm.id).locked():
+                continue
+            handles = VmHandles.load(mgr.paths.vm_dir(vm.id))
+            if handles and mgr.backend.is_alive(handles):
+                continue
+            await _mark_dead(mgr, vm.id)
+
+
+async def _mark_dead(mgr: VmManager, vm_id: str) -> None:
+    async with mgr.lock(vm_id):
+        vm = mgr.repo.find(vm_id)
+        handles = VmHandles.load(mgr.paths.vm_dir(vm.id))
+        if vm.state != VmState.RUNNING or (handles and mgr.backend.is_alive(handles)):
+            return
+        tail = console_tail(mgr.paths.vm_dir(vm.id) / "console.log", 2)
+        powered_off = "reboot: Power down" in tail or "System halted" in tail
+        await mgr.cleanup(vm)
+        if powered_off:
+            mgr.repo.set_state(vm.id, VmState.STOPPED)
+            log.info("VM %s powered itself off", vm.name)
+        else:
+            mgr.repo.set_state(vm.id, VmState.ERROR,
+                               error=f"{mgr.backend.name} exited unexpectedly; last console lines: {tail}")
+            log.warning("VM %s: %s exited unexpectedly", vm.name, mgr.backend.name)
