@@ -121,16 +121,18 @@ class _Channel:
             await self.client._drain()
 
     def send_eof(self, stream_id: int) -> None:
-        if not self.result.done():
-            self.client._write(proto.encode_frame(proto.EOF, self.id, b"", stream_id))
+        self._write_while_open(proto.encode_frame(proto.EOF, self.id, b"", stream_id))
 
     def send_control(self, message: dict[str, Any]) -> None:
-        if not self.result.done():
-            self.client._write(proto.encode_json(proto.CONTROL, self.id, message))
+        self._write_while_open(proto.encode_json(proto.CONTROL, self.id, message))
 
     def grant(self, amount: int) -> None:
+        self._write_while_open(proto.encode_window(self.id, amount))
+
+    def _write_while_open(self, frame: bytes) -> None:
+        """Once the request has ended the agent has forgotten the channel: drop the frame."""
         if not self.result.done():
-            self.client._write(proto.encode_window(self.id, amount))
+            self.client._write(frame)
 
     def abort(self) -> None:
         """Tell the agent to drop this request (kills its process)."""
@@ -407,7 +409,7 @@ class AgentClient:
             await self._writer.drain()
         except (ConnectionError, OSError) as e:
             self._connection_lost(Unavailable(f"lost the connection to the guest agent: {e}"))
-            raise Unavailable(f"lost the connection to the guest agent: {e}") from None
+            self._raise_if_lost()
 
     async def _read_loop(self) -> None:
         reason = "the guest agent closed the connection"

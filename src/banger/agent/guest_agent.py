@@ -463,15 +463,11 @@ class Agent:
         return os.path.join(self.root, absolute.lstrip("/"))
 
 
-def agent_of(channel: Channel) -> Agent:
-    return channel.session.agent
-
-
 # --------------------------------------------------------------------------- simple ops
 
 
 def op_health(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
-    agent = agent_of(channel)
+    agent = channel.session.agent
     return {
         "ok": True,
         "version": AGENT_VERSION,
@@ -492,7 +488,7 @@ def op_info(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
         "memory": read_meminfo(),
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         "systemd": systemd_is_pid1(),
-        "agent_pid1": agent_of(channel).pid1,
+        "agent_pid1": channel.session.agent.pid1,
         "boot_uptime": read_boot_uptime(),
     }
 
@@ -538,7 +534,7 @@ def systemd_is_pid1() -> bool:
 
 
 def op_configure(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
-    agent = agent_of(channel)
+    agent = channel.session.agent
     done = []
     if params.get("hostname") is not None:
         set_hostname(agent, require_hostname(params["hostname"]))
@@ -606,7 +602,7 @@ def set_clock(agent: Agent, epoch: float) -> None:
 
 
 def op_poweroff(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
-    agent = agent_of(channel)
+    agent = channel.session.agent
     channel.after_finish = lambda: power_off(agent)  # answer first, then go down
     return {"ok": True}
 
@@ -775,7 +771,7 @@ def run_with_pty(channel: Channel, argv: list[str], env: dict[str, str], cwd: st
 
 
 def started(channel: Channel, proc: Any, master: int | None) -> ExitWaiter:
-    waiter = agent_of(channel).reaper.watch(proc.pid)
+    waiter = channel.session.agent.reaper.watch(proc.pid)
 
     def kill() -> None:
         if not waiter.done.is_set():  # once reaped, the pid may belong to someone else
