@@ -223,7 +223,7 @@ def test_flood_on_one_channel_does_not_starve_health(agent: AgentUnderTest) -> N
             slowest = max(slowest, time.monotonic() - started)
             await asyncio.sleep(0.01)
         assert len(reader.result()) == 20 * MiB
-        assert slowest < 1.0
+        assert slowest < 2.0  # generous: the machine is shared; starvation would be ~forever
         stalled.kill()
 
     agent.run(scenario)
