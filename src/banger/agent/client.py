@@ -234,6 +234,11 @@ class AgentClient:
         self._ready = False
         self._lost: BangerError | None = None
 
+    @property
+    def connected(self) -> bool:
+        """False once the connection dropped or the client was closed."""
+        return self._lost is None
+
     # ---- session
 
     async def hello(self, timeout: float = 10.0) -> dict[str, Any]:

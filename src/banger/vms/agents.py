@@ -20,7 +20,7 @@ class AgentPool:
     async def get(self, vm_id: str, socket: Path, *, timeout: float = 10.0) -> AgentClient:
         async with self._locks.setdefault(vm_id, asyncio.Lock()):
             client = self._clients.get(vm_id)
-            if client is not None and client._lost is None:
+            if client is not None and client.connected:
                 return client
             client = await connect_unix(socket, timeout=timeout)
             self._clients[vm_id] = client
