@@ -77,6 +77,13 @@ class Artifacts:
         finally:
             self._waiters[key] -= 1
 
+    def check_known(self, *, image: str | None = None, kernel: str | None = None) -> None:
+        """Fail fast (before any work) on names that are neither local nor in a catalog."""
+        if image is not None and not (image_dir(self.paths, image) / ROOTFS).exists():
+            image_catalog.load_catalog().get(image)
+        if kernel is not None and not (kernel_dir(self.paths, kernel) / "manifest.json").exists():
+            kernel_catalog.lookup(kernel)
+
     async def kernel(self, name: str, progress: Progress, *, force: bool = False) -> KernelFiles:
         """The kernel's files; `force` pulls again even when it is present."""
         try:

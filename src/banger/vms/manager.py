@@ -85,6 +85,7 @@ class VmManager:
         vm = self._new_record(req)
         if vm.name in self.repo.names():
             raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name")
+        self.artifacts.check_known(image=vm.image, kernel=req.kernel)
         info(spec_line(vm))
         image = await self.artifacts.image(vm.image, progress)
         kernel_name = req.kernel or image.manifest.kernel or self.config.default_kernel
