@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""VM start benchmark: `banger vm run --rm -- true` against the raw boot floor, in one run.
+
+Floor: the same kernel, initramfs and image booted by a bare QEMU command whose init prints a
+marker and powers off (the image gets one extra file, the marker init, in a scratch copy).
+Also measured: create -> agent ready, stop time, host RSS of an idle VM. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.vmtest import SLIM, ensure_artifacts, vm_lock  # noqa: E402
+
+BIN = Path(sys.executable).parent
+MARKER = "BANGER-FLOOR-MARKER"
+
+
+def banger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "banger"), *args], env=env, capture_output=True, text=True,
+                          check=True, timeout=300)
+
+
+def floor_boot(kernel: Path, initrd: Path, rootfs: Path, scratch: Path) -> float:
+    """One bare boot to the marker and power-off; returns seconds from launch to exit."""
+    log = scratch / "floor.log"
+    log.unlink(missing_ok=True)
+    argv = ["qemu-system-x86_64", "-M", "microvm,pit=on,pic=on,rtc=on", "-accel", "tcg,thread=multi",
+            "-cpu", "max", "-smp", "1", "-m", "1024M", "-nodefaults", "-no-user-config",
+            "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{log}",
+            "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", "console=ttyS0 root=/dev/vda rootfstype=ext4 rw init=/floor-init panic=-1 "
+                       "quiet loglevel=4",
+            "-drive", f"id=root,file={rootfs},format=raw,if=none",
+            "-device", "virtio-blk-device,drive=root"]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, timeout=120)
+    took = time.perf_counter() - start
+    if MARKER not in log.read_text(errors="replace"):
+        raise RuntimeError(f"floor boot did not print the marker: {log.read_text()[-500:]}")
+    return took
+
+
+def make_floor_rootfs(image: Path, scratch: Path) -> Path:
+    rootfs = scratch / "floor.ext4"
+    subprocess.run(["cp", "--sparse=always", str(image), str(rootfs)], check=True)
+    script = scratch / "floor-init"
+    script.write_text(f"#!/bin/sh\necho {MARKER}\necho o > /proc/sysrq-trigger\nsleep 10\n")
+    cmds = f"write {script} floor-init\nsif floor-init mode 0100755\n"
+    subprocess.run(["debugfs", "-w", "-f", "-", str(rootfs)], input=cmds, text=True, check=True,
+                   capture_output=True)
+    return rootfs
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    cache = ensure_artifacts(SLIM)
+    kdir = cache / "state" / "kernels" / "debian-bookworm-cloud"
+    image = cache / "state" / "images" / SLIM / "rootfs.ext4"
+    home = Path(tempfile.mkdtemp(prefix="bb-", dir="/tmp"))
+    env = {**os.environ, "BANGER_HOME": str(home)}
+    (home / "state").mkdir()
+    for sub in ("kernels", "images"):
+        (home / "state" / sub).symlink_to(cache / "state" / sub)
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text(
+        f'default_image = "{SLIM}"\n[vm_defaults]\nvcpu = 1\nmemory = "1G"\ndisk = "4G"\n')
+    try:
+        with vm_lock():
+            rootfs = make_floor_rootfs(image, home)
+            floor_boot(kdir / "vmlinuz", kdir / "initramfs.img", rootfs, home)  # warm the page cache
+            banger(env, "vm", "run", "--rm", "--", "true")  # warm: daemon up, files cached
+            floor, run = [], []
+            for _ in range(args.runs):  # interleaved so both see the same machine load
+                floor.append(floor_boot(kdir / "vmlinuz", kdir / "initramfs.img", rootfs, home))
+                t0 = time.perf_counter()
+                banger(env, "vm", "run", "--rm", "--", "true")
+                run.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            banger(env, "vm", "create", "--name", "bench")
+            create = time.perf_counter() - t0
+            time.sleep(3)
+            handles = json.loads((Path(json.loads(banger(env, "vm", "show", "bench").stdout)["dir"])
+                                  / "handles.json").read_text())
+            rss = rss_kib(handles["pid"])
+            t0 = time.perf_counter()
+            banger(env, "vm", "stop", "bench")
+            stop = time.perf_counter() - t0
+            banger(env, "vm", "delete", "bench")
+    finally:
+        subprocess.run([str(BIN / "banger"), "daemon", "stop"], env=env, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+    result = {
+        "benchmark": "vm_run",
+        "runs": args.runs,
+        "floor_boot_s": round(statistics.median(floor), 3),
+        "vm_run_rm_true_s": round(statistics.median(run), 3),
+        "ratio": round(statistics.median(run) / statistics.median(floor), 2),
+        "target_ratio": 2.0,
+        "create_to_agent_ready_s": round(create, 3),
+        "stop_s": round(stop, 3),
+        "idle_vm_qemu_rss_mib": round(rss / 1024, 1),
+        "samples": {"floor": [round(x, 3) for x in floor], "vm_run": [round(x, 3) for x in run]},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
