@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/banger doctor
+	$(VENV)/bin/banger vm run --rm -- cat /etc/os-release
 
 test: install lint
 	$(VENV)/bin/pytest -q

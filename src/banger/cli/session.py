@@ -25,21 +25,28 @@ def call_with_progress(method: str, params: dict[str, Any] | None = None,
                        *, quiet: bool = False) -> Any:
     """Run a long operation, drawing its stages as a progress display on a terminal."""
     if quiet or not sys.stderr.isatty():
-        return client().call(method, params, on_event=None if quiet else _plain_progress)
+        return client().call(method, params, on_event=None if quiet else _PlainProgress())
     from banger.cli.progress_view import ProgressView
 
     with ProgressView() as view:
         return client().call(method, params, on_event=view.update)
 
 
-def _plain_progress(event: dict[str, Any]) -> None:
-    if event.get("type") == "info":
-        print(event.get("message", ""), file=sys.stderr)
-        return
-    if event.get("type") != "progress":
-        return
-    fraction = event.get("fraction")
-    if fraction is not None and 0 < fraction < 1:
-        return
-    message = event.get("message") or ""
-    print(f"{event.get('stage')}{': ' + message if message else ''}", file=sys.stderr)
+class _PlainProgress:
+    """Progress for logs and pipes: one line per stage or message, no bars."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, str] | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "info":
+            print(event.get("message", ""), file=sys.stderr)
+            return
+        if event.get("type") != "progress":
+            return
+        stage, message = str(event.get("stage")), str(event.get("message") or "")
+        if self.last is not None and (stage == self.last[0] and (not message or
+                                                                   message == self.last[1])):
+            return
+        self.last = (stage, message)
+        print(f"{stage}{': ' + message if message else ''}", file=sys.stderr)
