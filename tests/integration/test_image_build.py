@@ -77,7 +77,8 @@ def _build_or_restore(paths: Paths) -> tuple[ImageManifest, float | None]:
     _copy_image(image_dir(paths, NAME), tmp)
     (tmp / "build-seconds").write_text(f"{took:.1f}\n")
     for stale in cached.parent.glob(f"{entry.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # older recipe or guest files: never used again
+        if stale != tmp:  # older recipe or guest files: never used again
+            shutil.rmtree(stale, ignore_errors=True)
     os.replace(tmp, cached)
     return manifest, took
 
@@ -171,3 +172,55 @@ def test_bundle_over_http(built: tuple[Paths, ImageManifest], http_dir: tuple[Pa
         asyncio.run(import_bundle(other, f"{base}/missing.tar.zst", sha, name="bad"))
     assert [x.name for x in list_images(other)] == ["slim-copy"]
     assert not [p for p in other.images_dir.iterdir() if p.name.startswith(".")]
+
+
+STUB_AGENT = """\
+import os, sys
+with open("/var/lib/banger/agent-ran", "w") as f:
+    f.write(" ".join(sys.argv[1:]) + f" pid={os.getpid()}\\n")
+"""
+
+
+def _has_cap_sys_resource() -> bool:
+    status = Path("/proc/self/status").read_text()
+    eff = next(line for line in status.splitlines() if line.startswith("CapEff:"))
+    return bool(int(eff.split()[1], 16) >> 24 & 1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop mounts and namespaces")
+def test_init_wrapper_runs_as_pid1(built: tuple[Paths, ImageManifest], tmp_path: Path) -> None:
+    """Run the real init wrapper as PID 1 of fresh namespaces chrooted into the built image."""
+    paths, _ = built
+    img = tmp_path / "root.ext4"
+    run(["cp", "--sparse=always", image_dir(paths, NAME) / "rootfs.ext4", img])
+    os.truncate(img, (1 << 30) + (256 << 20))  # a bigger "disk": the wrapper must grow the fs
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run(["mount", "-o", "loop", img, mnt])
+    try:
+        (mnt / "usr/local/lib/banger/agent.py").write_text(STUB_AGENT)  # the test copy only
+        cmdline = tmp_path / "cmdline"
+        cmdline.write_text("console=ttyS0 root=/dev/vda banger.hostname=wrapped-vm quiet\n")
+        script = (f"mount -t proc proc {mnt}/proc && mount --bind {cmdline} {mnt}/proc/cmdline"
+                  f" && exec chroot {mnt} /usr/local/lib/banger/init")
+        t0 = time.monotonic()
+        res = run(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc",
+                   "sh", "-c", script], timeout=60)
+        took = time.monotonic() - t0
+        for stage in ("mounts", "root", "agent", "exec agent as PID 1"):
+            assert f"banger-init: {stage}" in res.stdout, res.stdout
+        assert (mnt / "var/lib/banger/agent-ran").read_text().startswith("--pid1 pid=1")
+        assert (mnt / "etc/hostname").read_text() == "wrapped-vm\n"
+        hosts = (mnt / "etc/hosts").read_text()
+        assert "127.0.1.1\twrapped-vm" in hosts and "localhost" in hosts
+        assert "127.0.1.1\tbanger" not in hosts
+        assert "banger-init: growing root filesystem" in res.stdout
+        marker = mnt / "var/lib/banger/grown-sectors"
+        if _has_cap_sys_resource():
+            assert int(marker.read_text()) * 512 == img.stat().st_size
+            assert shutil.disk_usage(mnt).total > 1 << 30  # resize2fs grew it online
+        else:  # online resize needs CAP_SYS_RESOURCE; a failed grow must be retried next boot
+            assert "resize2fs /dev/" in res.stdout and not marker.exists()
+        print(f"\ninit wrapper to agent exec (chroot, no VM): {took * 1000:.0f} ms")
+    finally:
+        run(["umount", "-l", mnt], check=False)
