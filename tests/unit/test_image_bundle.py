@@ -86,6 +86,13 @@ def test_round_trip(paths: Paths, tmp_path: Path) -> None:
     assert leftovers(paths) == []
 
 
+def test_file_url(paths: Paths, tmp_path: Path) -> None:
+    m = make_image(paths)
+    bundle = export_bundle(paths, "tiny", tmp_path / "out dir")
+    got = asyncio.run(import_bundle(paths, bundle.as_uri(), sha256_file(bundle), name="viaurl"))
+    assert got.sha256 == m.sha256
+
+
 def test_export_is_deterministic_for_same_image(paths: Paths, tmp_path: Path) -> None:
     make_image(paths)
     a = export_bundle(paths, "tiny", tmp_path / "a")

@@ -6,6 +6,7 @@ import hashlib
 import os
 import secrets
 import tarfile
+import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
@@ -230,6 +231,15 @@ def is_url(source: Path | str) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
+def _local_path(source: Path | str) -> Path:
+    if isinstance(source, str) and source.startswith("file://"):
+        parsed = urllib.parse.urlsplit(source)
+        if parsed.netloc not in ("", "localhost"):
+            raise InvalidArgument(f"{source}: file URLs must name a local path")
+        return Path(urllib.parse.unquote(parsed.path))
+    return Path(source)
+
+
 async def _fetch(source: Path | str, sha: str, dest: Path, progress: Progress) -> Path:
     """Put the verified bundle at `dest` (URL) or return the verified local file."""
     if is_url(source):
@@ -238,7 +248,7 @@ async def _fetch(source: Path | str, sha: str, dest: Path, progress: Progress) -
         progress("download", 0.0, str(source))
         await download(str(source), dest, sha256=sha, progress=progress)
         return dest
-    path = Path(source)
+    path = _local_path(source)
     if not path.is_file():
         raise InvalidArgument(f"bundle {path} does not exist or is not a file")
     progress("verify", 0.0, path.name)
@@ -270,7 +280,7 @@ async def import_bundle(
     progress: Progress = no_progress,
     name: str | None = None,
 ) -> ImageManifest:
-    """Verify, extract and register a bundle (file or http(s) URL) as images/<name>/."""
+    """Verify, extract and register a bundle (path, file:// or http(s) URL) as images/<name>/."""
     sha = check_sha256(sha256)
     if name is not None:
         validate_name(name)
