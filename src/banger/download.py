@@ -70,6 +70,14 @@ class _Sink:
 class _Fail(Exception):
     """Internal: a reason a download is bad; turned into one OperationFailed line."""
 
+    hint = "check the URL/mirror and network, then retry"
+
+
+class _Mismatch(_Fail):
+    """The bytes arrived but are not the ones expected."""
+
+    hint = "the file is not the expected one: check the --sha256/catalog entry and the source"
+
 
 async def _http_chunks(url: str, expected: int | None) -> AsyncIterator[tuple[int | None, bytes]]:
     import httpx  # lazy: httpx costs ~100 ms to import and most commands never download
@@ -132,9 +140,9 @@ def _check(sink: _Sink, sha256: str | None, size: int | None, announced: int | N
     if announced is not None and sink.done != announced:
         raise _Fail(f"truncated: got {sink.done} of {announced} bytes")
     if size is not None and sink.done != size:
-        raise _Fail(f"size is {sink.done} bytes, expected {size}")
+        raise _Mismatch(f"size is {sink.done} bytes, expected {size}")
     if sha256 is not None and digest != sha256.lower():
-        raise _Fail(f"sha256 is {digest}, expected {sha256.lower()}")
+        raise _Mismatch(f"sha256 is {digest}, expected {sha256.lower()}")
     return digest
 
 
@@ -171,7 +179,7 @@ async def download(
     except _Fail as exc:
         _discard(part)
         raise OperationFailed(
-            f"download of {url} failed: {exc}; check the URL/mirror and network, then retry"
+            f"download of {url} failed: {exc}; {exc.hint}"
         ) from exc
     except OSError as exc:
         _discard(part)
