@@ -224,3 +224,33 @@ def test_init_wrapper_runs_as_pid1(built: tuple[Paths, ImageManifest], tmp_path:
         print(f"\ninit wrapper to agent exec (chroot, no VM): {took * 1000:.0f} ms")
     finally:
         run(["umount", "-l", mnt], check=False)
+
+
+def test_cancelled_build_leaves_nothing(tmp_path: Path) -> None:
+    """Cancel a real bootstrap midway: no staging dir, no mounts, no processes left."""
+    from banger.images.staging import mounts_under
+
+    paths = resolve_paths({"BANGER_HOME": str(tmp_path / "home")})
+    paths.ensure()
+    entry = lookup(NAME)
+    assert isinstance(entry, RecipeEntry)
+    stages: list[str] = []
+
+    async def go() -> None:
+        task = asyncio.create_task(build_recipe(entry, paths, resolve_mirror(""),
+                                                lambda s, f=None, m="": stages.append(s)))
+        for _ in range(600):  # the dangerous moment: /proc, /sys, /dev mounted in the chroot
+            await asyncio.sleep(0.1)
+            if mounts_under(paths.images_dir):
+                break
+        mounted = mounts_under(paths.images_dir)
+        await asyncio.sleep(1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert mounted, "the bootstrap never mounted anything; the test cancelled too late"
+
+    asyncio.run(go())
+    assert stages[:1] == ["bootstrap"] and "mkfs" not in stages  # cancelled mid-bootstrap
+    assert list(paths.images_dir.iterdir()) == []
+    assert mounts_under(paths.images_dir) == []
