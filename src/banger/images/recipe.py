@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import urllib.error
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from banger.debian.mirror import Mirror
 from banger.errors import Conflict, OperationFailed
-from banger.guest import GuestFile
+from banger.guest import GUEST_LIB, GuestFile
 from banger.images import ext4
 from banger.images.catalog import RecipeEntry
 from banger.images.inject import files_digest, inject_files, packaged_files, prepare_guest
@@ -31,6 +32,8 @@ from banger.images.staging import remove_tree
 from banger.paths import Paths
 from banger.progress import Progress, no_progress
 from banger.runner import arun, which
+
+log = logging.getLogger("banger.images.recipe")
 
 BOOTSTRAP_TIMEOUT = 3600.0
 
@@ -156,6 +159,15 @@ def installed_packages(root: Path) -> list[str]:
     return sorted(found)
 
 
+async def precompile_agent(root: Path) -> None:
+    """Byte-compile the agent with the guest's own python: under TCG, compiling it costs ~1 s."""
+    if os.geteuid() != 0 or not (root / "usr/bin/python3").exists():
+        log.info("cannot run the guest's python here: the agent compiles on first boot instead")
+        return
+    await arun(["chroot", root, "python3", "-m", "compileall", "-q",
+                "--invalidation-mode", "checked-hash", GUEST_LIB], what="compileall")
+
+
 async def _pack(root: Path, img: Path, progress: Progress) -> int:
     usage = ext4.tree_usage(root)
     size = ext4.image_size(usage)
@@ -184,6 +196,7 @@ async def _build(
     progress("customise", 1.0)
     progress("inject", 0.0, f"{len(files)} guest files")
     inject_files(root, files)
+    await precompile_agent(root)
     progress("inject", 1.0)
     img = stage / ROOTFS
     await _pack(root, img, progress)

@@ -9,13 +9,19 @@ import time
 from pathlib import Path
 
 from banger.agent.client import AgentClient, connect_unix
-from banger.errors import BangerError, OperationFailed, Unavailable
+from banger.errors import OperationFailed, Unavailable
 from banger.progress import Progress
 from banger.vmm.base import Backend, VmHandles, VmSpec
 
 log = logging.getLogger("banger.vms.boot")
 BOOT_TIMEOUT = 90.0  # TCG, first boot of a systemd image included
-INIT_MARKER = "banger-init:"
+EARLY_TIMEOUT = 15.0  # the initramfs normally speaks ~1.5 s after launch
+EARLY_MARKERS = ("banger-initramfs:", "banger-init:")
+ATTEMPTS = 3
+
+
+class EarlyHang(Exception):
+    """The guest printed nothing of banger's boot in time: the known TCG early-boot hang."""
 
 
 def console_tail(path: Path, lines: int = 6) -> str:
@@ -27,27 +33,49 @@ def console_tail(path: Path, lines: int = 6) -> str:
     return " | ".join(kept[-lines:]) or "(no console output)"
 
 
-async def _connect_agent(backend: Backend, handles: VmHandles, spec: VmSpec,
-                         deadline: float) -> AgentClient:
-    """Connect and say hello, failing fast if the VMM dies meanwhile."""
+class Watchdog:
+    """Fails a boot whose VMM died, that hung before banger's initramfs, or that took too long."""
+
+    def __init__(self, backend: Backend, handles: VmHandles, spec: VmSpec, timeout: float) -> None:
+        self.backend, self.handles, self.spec = backend, handles, spec
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.offset = spec.console_log.stat().st_size if spec.console_log.exists() else 0
+        self.spoke = False
+
+    def check(self) -> None:
+        if not self.backend.is_alive(self.handles):
+            raise OperationFailed(
+                f"{self.backend.name} exited during boot: {console_tail(self.spec.console_log)}")
+        now = time.monotonic()
+        if not self.spoke and now - self.started > EARLY_TIMEOUT:
+            text = _console_since(self.spec.console_log, self.offset)
+            self.spoke = any(marker in text for marker in EARLY_MARKERS)
+            if not self.spoke:
+                raise EarlyHang
+        if now > self.deadline:
+            raise OperationFailed(
+                f"the guest agent did not answer within {self.deadline - self.started:.0f}s: "
+                f"{console_tail(self.spec.console_log)}")
+
+
+async def _connect_agent(handles: VmHandles, watchdog: Watchdog) -> AgentClient:
+    """Connect and say hello while the watchdog keeps an eye on the boot."""
     sock = Path(handles.agent_socket)
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        if not backend.is_alive(handles):
-            raise OperationFailed(f"{backend.name} exited during boot: {console_tail(spec.console_log)}")
+        watchdog.check()
+        hello = asyncio.ensure_future(connect_unix(sock, timeout=5.0))
         try:
-            hello = asyncio.ensure_future(connect_unix(sock, timeout=min(remaining, 5.0)))
             while not hello.done():
                 await asyncio.wait([hello], timeout=0.25)
-                if not hello.done() and not backend.is_alive(handles):
-                    hello.cancel()
-                    raise OperationFailed(
-                        f"{backend.name} exited during boot: {console_tail(spec.console_log)}")
+                if not hello.done():
+                    watchdog.check()
             return hello.result()
         except Unavailable:
             await asyncio.sleep(0.05)
+        finally:
+            if not hello.done():
+                hello.cancel()
 
 
 async def _launch_once(backend: Backend, spec: VmSpec, progress: Progress,
@@ -59,7 +87,7 @@ async def _launch_once(backend: Backend, spec: VmSpec, progress: Progress,
         handles.save(spec.vm_dir)
         undo.callback(VmHandles.clear, spec.vm_dir)
         progress("agent", None, "waiting for the guest agent")
-        agent = await _connect_agent(backend, handles, spec, time.monotonic() + timeout)
+        agent = await _connect_agent(handles, Watchdog(backend, handles, spec, timeout))
         undo.pop_all()
         return handles, agent
     raise AssertionError("unreachable")  # pragma: no cover
@@ -67,26 +95,18 @@ async def _launch_once(backend: Backend, spec: VmSpec, progress: Progress,
 
 async def boot(backend: Backend, spec: VmSpec, progress: Progress,
                timeout: float = BOOT_TIMEOUT) -> tuple[VmHandles, AgentClient]:
-    """Boot with one retry when the guest never reached banger's init (a known TCG early hang)."""
+    """Boot, retrying when the guest hangs before banger's initramfs speaks (a TCG flake)."""
     spec.vm_dir.mkdir(parents=True, exist_ok=True)
     await backend.prepare_disk(spec)
-    for attempt in (1, 2):
-        start_offset = spec.console_log.stat().st_size if spec.console_log.exists() else 0
+    for attempt in range(1, ATTEMPTS + 1):
         try:
             return await _launch_once(backend, spec, progress, timeout)
-        except TimeoutError:
-            reached_init = INIT_MARKER in _console_since(spec.console_log, start_offset)
-            if attempt == 1 and not reached_init:
-                log.warning("no agent after %.0fs and the guest never reached init; retrying", timeout)
-                progress("boot", None, "early boot hang; retrying once")
-                continue
-            raise OperationFailed(
-                f"the guest agent did not answer within {timeout:.0f}s: "
-                f"{console_tail(spec.console_log)}"
-            ) from None
-        except BangerError:
-            raise
-    raise AssertionError("unreachable")  # pragma: no cover
+        except EarlyHang:
+            log.warning("boot attempt %d: no output from the guest after %.0fs; retrying",
+                        attempt, EARLY_TIMEOUT)
+            progress("boot", None, "early boot hang; retrying")
+    raise OperationFailed(f"the guest hung in early boot {ATTEMPTS} times; see `banger vm logs "
+                          f"{spec.name}` and report it")
 
 
 def _console_since(path: Path, offset: int) -> str:

@@ -10,6 +10,17 @@ from banger.vmm.base import VmSpec
 QEMU = "qemu-system-x86_64"
 
 
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate; under TCG the guest TSC ticks at it (QEMU reads the host TSC)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return int(float(line.split(":")[1]) * 1000)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def kernel_cmdline(spec: VmSpec) -> str:
     args = [
         "console=ttyS0",
@@ -24,6 +35,10 @@ def kernel_cmdline(spec: VmSpec) -> str:
         "loglevel=4",
         *spec.kernel_args,
     ]
+    khz = host_tsc_khz()
+    if khz and spec.accel != "kvm":
+        # Early TSC calibration against the emulated PIT sometimes hangs under TCG; skip it.
+        args.append(f"tsc_early_khz={khz}")
     return " ".join(args)
 
 
