@@ -49,6 +49,21 @@ def image_files(paths: Paths, m: ImageManifest) -> ImageFiles:
     return ImageFiles(m.name, image_dir(paths, m.name) / ROOTFS, m)
 
 
+def cleanup_leftovers(paths: Paths) -> list[Path]:
+    """Remove what a killed daemon left half-made: staging and trash dirs of images and kernels."""
+    import shutil
+
+    from banger.images.staging import cleanup_stale
+
+    removed = cleanup_stale(paths)
+    if paths.kernels_dir.is_dir():
+        for d in paths.kernels_dir.iterdir():
+            if d.name.startswith((".staging-", ".trash-")) and d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
+
+
 class Artifacts:
     """Concurrent requests for the same name share one pull or build."""
 

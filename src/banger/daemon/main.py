@@ -13,7 +13,7 @@ import sys
 from typing import IO
 
 from banger import __version__
-from banger.artifacts import Artifacts
+from banger.artifacts import Artifacts, cleanup_leftovers
 from banger.config import Config, load_config
 from banger.daemon.oplog import setup_logging
 from banger.daemon.state import Daemon
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if applied:
             log.info("applied migrations %s", applied)
         _load_handlers()
+        for leftover in cleanup_leftovers(paths):
+            log.info("removed leftover %s", leftover)
         asyncio.run(serve(build_daemon(paths, config, store)))
     except BangerError as exc:
         log.error("%s", exc)
