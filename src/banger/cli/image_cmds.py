@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from banger.cli import session
-from banger.cli.output import print_json, print_table
+from banger.cli.output import print_catalog, print_json, print_table
 
 
 def _human(n: int) -> str:
@@ -26,13 +26,7 @@ def image() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def image_catalog(as_json: bool) -> None:
     """Images banger knows how to build or fetch."""
-    rows: list[dict[str, Any]] = session.call("image.catalog")
-    if as_json:
-        print_json(rows)
-        return
-    print_table(["NAME", "KIND", "STATE", "DESCRIPTION"],
-                [[r["name"] + (" (default)" if r["default"] else ""), r["kind"], r["state"],
-                  r["description"]] for r in rows])
+    print_catalog(session.call("image.catalog"), as_json)
 
 
 @image.command("list")

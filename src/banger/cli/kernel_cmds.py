@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from banger.cli import session
-from banger.cli.output import print_json, print_table
+from banger.cli.output import print_catalog, print_json, print_table
 
 
 @click.group()
@@ -19,13 +19,7 @@ def kernel() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def kernel_catalog(as_json: bool) -> None:
     """Kernels banger knows how to fetch."""
-    rows: list[dict[str, Any]] = session.call("kernel.catalog")
-    if as_json:
-        print_json(rows)
-        return
-    print_table(["NAME", "KIND", "STATE", "DESCRIPTION"],
-                [[r["name"] + (" (default)" if r["default"] else ""), r["kind"], r["state"],
-                  r["description"]] for r in rows])
+    print_catalog(session.call("kernel.catalog"), as_json)
 
 
 @kernel.command("list")

@@ -46,6 +46,16 @@ def print_renderable(renderable: object) -> None:
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
+def print_catalog(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """The image and kernel catalogs share one shape: name, kind, state, description."""
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["NAME", "KIND", "STATE", "DESCRIPTION"],
+                [[r["name"] + (" (default)" if r["default"] else ""), r["kind"], r["state"],
+                  r["description"]] for r in rows])
+
+
 def error(message: str) -> None:
     click.echo(f"error: {message}", err=True)
 

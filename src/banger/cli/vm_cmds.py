@@ -62,7 +62,7 @@ def vm_list(as_json: bool, show_all: bool) -> None:
     print_table(
         ["ID", "NAME", "STATE", "IMAGE", "IP", "VCPU", "MEM", "DISK", "CREATED"],
         [[v["id"][:8], v["name"], v["state"], v["image"], v.get("ip") or "-", v["vcpu"],
-          f"{v['memory_mib']} MiB", _fmt_mib(v["disk_mib"]), v["created"]] for v in vms],
+          f"{v['memory_mib']} MiB", _fmt_mib(v["disk_mib"]), v["created_at"]] for v in vms],
         empty="no VMs yet: `banger vm run` starts one",
     )
 

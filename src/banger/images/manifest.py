@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import secrets
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from banger.download import sha256_file
 from banger.errors import InvalidArgument, NotFound
 from banger.images.catalog import SHA256_RE, unknown_name_message, validate_name
 from banger.paths import Paths
@@ -20,7 +20,6 @@ ROOTFS = "rootfs.ext4"
 MANIFEST = "manifest.json"
 FORMAT = 1
 MAX_MANIFEST_BYTES = 1 << 20
-_CHUNK = 1 << 20
 
 
 class ImageManifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,14 +50,6 @@ def debian_arch() -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def decode_manifest(data: bytes, origin: str) -> ImageManifest:

@@ -73,8 +73,11 @@ class VmRepo:
         with self.store.tx() as c:
             c.execute("DELETE FROM vms WHERE id=?", (vm_id,))
 
-    def using_image(self, image: str) -> list[str]:
-        return [r["name"] for r in self.store.query("SELECT name FROM vms WHERE image=?", (image,))]
-
-    def using_kernel(self, kernel: str) -> list[str]:
-        return [r["name"] for r in self.store.query("SELECT name FROM vms WHERE kernel=?", (kernel,))]
+    def refuse_if_used(self, kind: str, name: str) -> None:
+        """Conflict naming the VMs that use image/kernel `name`."""
+        column = {"image": "image", "kernel": "kernel"}[kind]
+        rows = self.store.query(f"SELECT name FROM vms WHERE {column}=? ORDER BY name", (name,))
+        users = [r["name"] for r in rows]
+        if users:
+            raise Conflict(f"{kind} {name!r} is used by VM {', '.join(users)}; delete "
+                           f"{'it' if len(users) == 1 else 'them'} first")

@@ -9,7 +9,7 @@ import msgspec
 
 from banger.daemon.context import Context
 from banger.daemon.registry import NoParams, method
-from banger.errors import Conflict, InvalidArgument
+from banger.errors import InvalidArgument
 from banger.images import catalog
 from banger.images.manifest import ImageManifest, delete_image, get_image, image_dir, list_images
 from banger.store.db import utcnow
@@ -96,10 +96,7 @@ async def image_pull(ctx: Context, p: PullParams) -> ImageManifest:
 
 @method("image.delete", NameParams)
 async def image_delete(ctx: Context, p: NameParams) -> dict[str, str]:
-    users = VmRepo(ctx.daemon.store).using_image(p.name)
-    if users:
-        raise Conflict(f"image {p.name!r} is used by VM {', '.join(users)}; delete "
-                       f"{'it' if len(users) == 1 else 'them'} first")
+    VmRepo(ctx.daemon.store).refuse_if_used("image", p.name)
     delete_image(ctx.daemon.paths, p.name)
     with ctx.daemon.store.tx() as c:
         c.execute("DELETE FROM images WHERE name=?", (p.name,))

@@ -6,7 +6,6 @@ import msgspec
 
 from banger.daemon.context import Context
 from banger.daemon.registry import NoParams, method
-from banger.errors import Conflict
 from banger.kernels import catalog
 from banger.kernels.manifest import KernelManifest, delete_kernel, get_kernel, list_kernels
 from banger.store.db import utcnow
@@ -66,10 +65,7 @@ async def kernel_pull(ctx: Context, p: PullParams) -> KernelManifest:
 
 @method("kernel.delete", NameParams)
 async def kernel_delete(ctx: Context, p: NameParams) -> KernelManifest:
-    users = VmRepo(ctx.daemon.store).using_kernel(p.name)
-    if users:
-        raise Conflict(f"kernel {p.name!r} is used by VM {', '.join(users)}; delete "
-                       f"{'it' if len(users) == 1 else 'them'} first")
+    VmRepo(ctx.daemon.store).refuse_if_used("kernel", p.name)
     manifest = delete_kernel(ctx.daemon.paths, p.name)
     with ctx.daemon.store.tx() as c:
         c.execute("DELETE FROM kernels WHERE name=?", (p.name,))

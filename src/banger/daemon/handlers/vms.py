@@ -15,20 +15,6 @@ class VmListParams(msgspec.Struct, forbid_unknown_fields=True):
     all: bool = True
 
 
-class VmSummary(msgspec.Struct):
-    id: str
-    name: str
-    state: str
-    image: str
-    kernel: str
-    vcpu: int
-    memory_mib: int
-    disk_mib: int
-    created: str
-    ip: str | None = None
-    last_error: str | None = None
-
-
 class VmRef(msgspec.Struct, forbid_unknown_fields=True):
     vm: str
 
@@ -64,14 +50,9 @@ class SetParams(msgspec.Struct, forbid_unknown_fields=True):
     disk_mib: int | None = None
 
 
-def summary(vm: VmRecord) -> VmSummary:
-    return VmSummary(vm.id, vm.name, vm.state, vm.image, vm.kernel, vm.vcpu, vm.memory_mib,
-                     vm.disk_mib, vm.created_at, vm.ip, vm.last_error)
-
-
 @method("vm.list", VmListParams)
-async def vm_list(ctx: Context, p: VmListParams) -> list[VmSummary]:
-    return [summary(vm) for vm in ctx.daemon.vms.repo.all()
+async def vm_list(ctx: Context, p: VmListParams) -> list[VmRecord]:
+    return [vm for vm in ctx.daemon.vms.repo.all()
             if p.all or vm.state == VmState.RUNNING]
 
 
@@ -79,41 +60,40 @@ async def vm_list(ctx: Context, p: VmListParams) -> list[VmSummary]:
 async def vm_show(ctx: Context, p: VmRef) -> dict[str, object]:
     vm = ctx.daemon.vms.repo.find(p.vm)
     vm_dir = ctx.daemon.paths.vm_dir(vm.id)
-    return {**msgspec.to_builtins(summary(vm)), "dir": str(vm_dir),
-            "console_log": str(vm_dir / "console.log"), "workspace": vm.workspace}
+    return {**msgspec.to_builtins(vm), "dir": str(vm_dir), "console_log": str(vm_dir / "console.log")}
 
 
 @method("vm.create", CreateParams, long=True)
-async def vm_create(ctx: Context, p: CreateParams) -> VmSummary:
+async def vm_create(ctx: Context, p: CreateParams) -> VmRecord:
     req = CreateRequest(p.name, p.image, p.kernel, p.vcpu, p.memory_mib, p.disk_mib, p.start)
     vm = await ctx.daemon.vms.create(req, ctx.progress, ctx.info)
-    return summary(vm)
+    return vm
 
 
 @method("vm.start", VmRef, long=True)
-async def vm_start(ctx: Context, p: VmRef) -> VmSummary:
-    return summary(await ctx.daemon.vms.start(p.vm, ctx.progress))
+async def vm_start(ctx: Context, p: VmRef) -> VmRecord:
+    return await ctx.daemon.vms.start(p.vm, ctx.progress)
 
 
 @method("vm.stop", StopParams, long=True)
-async def vm_stop(ctx: Context, p: StopParams) -> VmSummary:
-    return summary(await ctx.daemon.vms.stop(p.vm, ctx.progress, timeout=p.timeout))
+async def vm_stop(ctx: Context, p: StopParams) -> VmRecord:
+    return await ctx.daemon.vms.stop(p.vm, ctx.progress, timeout=p.timeout)
 
 
 @method("vm.restart", StopParams, long=True)
-async def vm_restart(ctx: Context, p: StopParams) -> VmSummary:
+async def vm_restart(ctx: Context, p: StopParams) -> VmRecord:
     await ctx.daemon.vms.stop(p.vm, ctx.progress, timeout=p.timeout)
-    return summary(await ctx.daemon.vms.start(p.vm, ctx.progress))
+    return await ctx.daemon.vms.start(p.vm, ctx.progress)
 
 
 @method("vm.kill", VmRef)
-async def vm_kill(ctx: Context, p: VmRef) -> VmSummary:
-    return summary(await ctx.daemon.vms.kill(p.vm))
+async def vm_kill(ctx: Context, p: VmRef) -> VmRecord:
+    return await ctx.daemon.vms.kill(p.vm)
 
 
 @method("vm.delete", DeleteParams, long=True)
-async def vm_delete(ctx: Context, p: DeleteParams) -> VmSummary:
-    return summary(await ctx.daemon.vms.delete(p.vm, force=p.force, progress=ctx.progress))
+async def vm_delete(ctx: Context, p: DeleteParams) -> VmRecord:
+    return await ctx.daemon.vms.delete(p.vm, force=p.force, progress=ctx.progress)
 
 
 @method("vm.prune", PruneParams, long=True)
@@ -136,9 +116,9 @@ async def vm_prune(ctx: Context, p: PruneParams) -> dict[str, list[str]]:
 
 
 @method("vm.set", SetParams)
-async def vm_set(ctx: Context, p: SetParams) -> VmSummary:
-    return summary(await ctx.daemon.vms.set_shape(p.vm, vcpu=p.vcpu, memory_mib=p.memory_mib,
-                                                  disk_mib=p.disk_mib))
+async def vm_set(ctx: Context, p: SetParams) -> VmRecord:
+    return await ctx.daemon.vms.set_shape(p.vm, vcpu=p.vcpu, memory_mib=p.memory_mib,
+                                          disk_mib=p.disk_mib)
 
 
 @method("vm.logs", VmRef)
