@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -294,12 +295,24 @@ class AgentClient:
         hostname: str | None = None,
         authorized_keys: Sequence[str] | None = None,
         clock: float | None = None,
+        machine_id: str | None = None,
+        entropy: bytes | None = None,
+        network: dict[str, Any] | None = None,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"hostname": hostname, "clock": clock}
+        params: dict[str, Any] = {"hostname": hostname, "clock": clock, "machine_id": machine_id}
+        if entropy is not None:
+            params["entropy"] = base64.b64encode(entropy).decode()
         if authorized_keys is not None:
             params["authorized_keys"] = list(authorized_keys)
+        if network is not None:
+            params["network"] = network  # {mac, address: "A/PREFIX", gateway, dns: [...]}
         return await self._request("configure", params, timeout)
+
+    async def ports(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Listening sockets: [{proto, address, port, pid, process}]."""
+        answer = await self._request("ports", {}, timeout)
+        return list(answer["ports"])
 
     async def poweroff(self, timeout: float = 10.0) -> None:
         """The agent answers, then powers the guest off in the background."""

@@ -546,7 +546,39 @@ def op_configure(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("clock") is not None:
         set_clock(agent, float(params["clock"]))
         done.append("clock")
+    if params.get("machine_id") is not None:
+        set_machine_id(agent, str(params["machine_id"]))
+        done.append("machine_id")
+    if params.get("entropy") is not None:
+        add_entropy(agent, str(params["entropy"]))
+        done.append("entropy")
+    if params.get("network") is not None:
+        configure_network(agent, params["network"])
+        done.append("network")
     return {"configured": done}
+
+
+def set_machine_id(agent: Agent, machine_id: str) -> None:
+    if len(machine_id) != 32 or any(c not in "0123456789abcdef" for c in machine_id):
+        raise AgentError(proto.E_BAD_REQUEST, "machine_id must be 32 lowercase hex digits")
+    write_file_atomic(agent.path("/etc/machine-id"), machine_id + "\n", 0o444)
+
+
+RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+
+
+def add_entropy(agent: Agent, b64: str) -> None:
+    """Mix host randomness into the kernel pool: a restored snapshot must not repeat its RNG."""
+    import base64
+    import fcntl
+    import struct
+
+    data = base64.b64decode(b64)
+    if agent.testing:
+        log(f"testing: not adding {len(data)} bytes of entropy")
+        return
+    with open("/dev/urandom", "wb") as f:
+        fcntl.ioctl(f.fileno(), RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
 
 
 def require_hostname(name: Any) -> str:
@@ -590,15 +622,133 @@ def set_clock(agent: Agent, epoch: float) -> None:
     if agent.testing:
         log(f"testing: not setting the clock to {epoch:.3f}")
         return
-    import ctypes
+    try:
+        time.clock_settime(time.CLOCK_REALTIME, epoch)
+    except OSError as e:
+        raise AgentError(proto.E_FAILED, f"clock_settime: {e.strerror}") from None
 
-    class Timespec(ctypes.Structure):
-        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    stamp = Timespec(int(epoch), int((epoch % 1) * 1e9))
-    if libc.clock_settime(0, ctypes.byref(stamp)) != 0:  # 0 = CLOCK_REALTIME
-        raise AgentError(proto.E_FAILED, f"clock_settime: {os.strerror(ctypes.get_errno())}")
+def configure_network(agent: Agent, net: dict[str, Any]) -> None:
+    """Static IPv4 on the NIC with this MAC, default route and resolv.conf; no DHCP needed."""
+    if not isinstance(net, dict) or not isinstance(net.get("mac"), str):
+        raise AgentError(proto.E_BAD_REQUEST, "network must be {mac, address, gateway, dns}")
+    dns = [str(server) for server in net.get("dns") or []]
+    if dns:
+        os.makedirs(agent.path("/etc"), exist_ok=True)
+        resolv = agent.path("/etc/resolv.conf")
+        if os.path.islink(resolv):
+            os.unlink(resolv)  # e.g. a dangling link to systemd-resolved's stub
+        write_file_atomic(resolv, "".join(f"nameserver {s}\n" for s in dns), 0o644)
+    if agent.testing:
+        log(f"testing: not configuring interface {net['mac']}")
+        return
+    iface = interface_with_mac(net["mac"].lower())
+    run_tool(agent, ["ip", "link", "set", "lo", "up"])
+    run_tool(agent, ["ip", "link", "set", iface, "up"])
+    if net.get("address"):
+        run_tool(agent, ["ip", "addr", "flush", "dev", iface, "scope", "global"])
+        run_tool(agent, ["ip", "addr", "add", str(net["address"]), "dev", iface])
+    if net.get("gateway"):
+        run_tool(agent, ["ip", "route", "replace", "default", "via", str(net["gateway"]),
+                         "dev", iface])
+
+
+def interface_with_mac(mac: str) -> str:
+    for name in sorted(os.listdir("/sys/class/net")):
+        if read_text(f"/sys/class/net/{name}/address").strip().lower() == mac:
+            return name
+    raise AgentError(proto.E_NOT_FOUND, f"no network interface with MAC {mac}")
+
+
+def run_tool(agent: Agent, argv: list[str]) -> None:
+    """Run a short command to completion; the reaper owns every child's exit status."""
+    import subprocess
+
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env={"PATH": DEFAULT_PATH})
+    except OSError as e:
+        raise AgentError(proto.E_FAILED, f"cannot run {argv[0]}: {e}") from None
+    waiter = agent.reaper.watch(proc.pid)
+    err = proc.stderr.read().decode(errors="replace").strip()
+    proc.stderr.close()
+    status = waiter.wait()
+    proc.returncode = status  # the reaper already collected it
+    if status != 0:
+        raise AgentError(proto.E_FAILED, f"{' '.join(argv)} failed: {err}")
+
+
+# --------------------------------------------------------------------------- ports
+
+
+TCP_LISTEN = "0A"
+
+
+def op_ports(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
+    """Listening TCP and bound UDP sockets from /proc/net, with the owning process."""
+    owners = socket_owners()
+    ports = []
+    for proto_name in ("tcp", "tcp6", "udp", "udp6"):
+        for entry in read_proc_net(proto_name):
+            if proto_name.startswith("tcp") and entry["state"] != TCP_LISTEN:
+                continue
+            if proto_name.startswith("udp") and entry["remote_port"] != 0:
+                continue
+            pid, process = owners.get(entry["inode"], (None, ""))
+            ports.append({"proto": proto_name, "address": entry["address"],
+                          "port": entry["port"], "pid": pid, "process": process})
+    ports.sort(key=lambda p: (p["port"], p["proto"]))
+    return {"ports": ports}
+
+
+def read_proc_net(name: str) -> list[dict[str, Any]]:
+    entries = []
+    for line in read_text(f"/proc/net/{name}").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        local, remote = fields[1], fields[2]
+        addr_hex, _, port_hex = local.partition(":")
+        entries.append({"address": decode_address(addr_hex), "port": int(port_hex, 16),
+                        "remote_port": int(remote.partition(":")[2], 16),
+                        "state": fields[3], "inode": fields[9]})
+    return entries
+
+
+def decode_address(hex_addr: str) -> str:
+    import socket
+
+    raw = bytes.fromhex(hex_addr)
+    # /proc/net prints each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(words) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, words)
+
+
+def socket_owners() -> dict[str, tuple[int, str]]:
+    """Socket inode -> (pid, command) from /proc/*/fd links (no `ss` needed)."""
+    owners: dict[str, tuple[int, str]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] not in owners:
+                owners[target[8:-1]] = (int(pid), process_line(pid))
+    return owners
+
+
+def process_line(pid: str) -> str:
+    argv = read_text(f"/proc/{pid}/cmdline").split("\0")
+    return " ".join(part for part in argv if part)[:120] or read_text(f"/proc/{pid}/comm").strip()
 
 
 def op_poweroff(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
@@ -1001,6 +1151,7 @@ OPERATIONS: dict[str, Callable[[Channel, dict[str, Any]], dict[str, Any]]] = {
     "put": op_put,
     "get": op_get,
     "configure": op_configure,
+    "ports": op_ports,
     "poweroff": op_poweroff,
 }
 INPUT_STREAMS = {"exec": proto.STDIN, "put": proto.TAR}  # DATA may arrive before the op runs
