@@ -7,10 +7,11 @@ import contextlib
 import logging
 from pathlib import Path
 
-from banger.errors import OperationFailed
+from banger.errors import OperationFailed, Unavailable
 from banger.runner import arun
 from banger.vmm.base import VmHandles, VmSpec
 from banger.vmm.process import kill_pid, pid_alive, wait_gone
+from banger.vmm.qemu import snapshot
 from banger.vmm.qemu.argv import qemu_argv
 
 log = logging.getLogger("banger.vmm.qemu")
@@ -27,6 +28,9 @@ def qmp_path(spec: VmSpec) -> Path:
 class QemuBackend:
     name = "qemu"
 
+    def __init__(self, reason: str = "vmm = qemu") -> None:
+        self.reason = reason
+
     async def prepare_disk(self, spec: VmSpec) -> None:
         disk = disk_path(spec)
         if disk.exists():
@@ -35,6 +39,26 @@ class QemuBackend:
         await arun(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
                     "-b", spec.boot.rootfs, tmp, f"{spec.disk_mib}M"], what="qemu-img create")
         tmp.replace(disk)
+
+    async def prepare_disk_on(self, spec: VmSpec, base: Path, size_mib: int | None) -> None:
+        disk = disk_path(spec)
+        tmp = disk.with_suffix(".qcow2.tmp")
+        size = [f"{size_mib}M"] if size_mib else []
+        await arun(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, tmp,
+                    *size], what="qemu-img create")
+        tmp.replace(disk)
+
+    async def save_state(self, handles: VmHandles, dest: Path) -> None:
+        await snapshot.save(handles.control_socket, dest)
+
+    async def resume(self, handles: VmHandles, timeout: float) -> None:
+        await snapshot.resume(handles.control_socket, timeout)
+
+    async def grow_live(self, handles: VmHandles, size_mib: int) -> None:
+        await self.qmp(handles, "block_resize", device="root", size=size_mib * 1024 * 1024)
+
+    def state_version(self) -> str:
+        return snapshot.qemu_version()
 
     async def resize_disk(self, spec: VmSpec) -> None:
         await arun(["qemu-img", "resize", "-q", disk_path(spec), f"{spec.disk_mib}M"],
@@ -53,6 +77,16 @@ class QemuBackend:
         except (OSError, ValueError) as exc:
             raise OperationFailed(f"qemu started but wrote no pid file {pidfile}") from exc
         return VmHandles("qemu", pid, str(qmp_path(spec)), str(spec.agent_socket))
+
+    async def open_agent(self, handles: VmHandles,
+                         timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The agent's virtio-serial port, exposed by QEMU as a Unix socket."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_unix_connection(handles.agent_socket), timeout)
+        except (TimeoutError, OSError) as e:
+            raise Unavailable(f"cannot connect to the guest agent at {handles.agent_socket}: "
+                              f"{e}") from None
 
     def is_alive(self, handles: VmHandles) -> bool:
         return pid_alive(handles.pid, handles.control_socket)
