@@ -670,8 +670,10 @@ def run_tool(agent: Agent, argv: list[str]) -> None:
     except OSError as e:
         raise AgentError(proto.E_FAILED, f"cannot run {argv[0]}: {e}") from None
     waiter = agent.reaper.watch(proc.pid)
-    err = proc.stderr.read().decode(errors="replace").strip()
-    proc.stderr.close()
+    stderr = proc.stderr
+    assert stderr is not None
+    err = stderr.read().decode(errors="replace").strip()
+    stderr.close()
     status = waiter.wait()
     proc.returncode = status  # the reaper already collected it
     if status != 0:
