@@ -477,6 +477,18 @@ class AgentClient:
             channel.fail(error)
 
 
+async def connect_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                         timeout: float) -> AgentClient:
+    """Say hello over an open byte stream (any transport: Unix socket, hybrid vsock...)."""
+    client = AgentClient(reader, writer)
+    try:
+        await client.hello(timeout=timeout)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
 async def connect_unix(path: Path, *, timeout: float) -> AgentClient:
     """Connect to an agent's Unix socket (QEMU's chardev or --unix) and say hello."""
     loop = asyncio.get_running_loop()
@@ -485,10 +497,4 @@ async def connect_unix(path: Path, *, timeout: float) -> AgentClient:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
     except (TimeoutError, OSError) as e:
         raise Unavailable(f"cannot connect to the guest agent at {path}: {e}") from None
-    client = AgentClient(reader, writer)
-    try:
-        await client.hello(timeout=max(deadline - loop.time(), 0.1))
-    except BaseException:
-        await client.close()
-        raise
-    return client
+    return await connect_stream(reader, writer, timeout=max(deadline - loop.time(), 0.1))

@@ -654,9 +654,12 @@ def configure_network(agent: Agent, net: dict[str, Any]) -> None:
 
 
 def interface_with_mac(mac: str) -> str:
-    for name in sorted(os.listdir("/sys/class/net")):
+    names = [n for n in sorted(os.listdir("/sys/class/net")) if n != "lo"]
+    for name in names:
         if read_text(f"/sys/class/net/{name}/address").strip().lower() == mac:
             return name
+    if len(names) == 1:
+        return names[0]  # a guest restored from a snapshot keeps the template's MAC
     raise AgentError(proto.E_NOT_FOUND, f"no network interface with MAC {mac}")
 
 

@@ -1,4 +1,4 @@
-"""The VMM backend interface the daemon uses. Backends: qemu (here), firecracker (later).
+"""The VMM backend interface the daemon uses. Backends: qemu and firecracker.
 
 Small on purpose, like Lima's driver split: lifecycle is required, snapshots are a separate
 optional protocol a backend may also implement.
@@ -6,6 +6,7 @@ optional protocol a backend may also implement.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,15 @@ class BootArtifacts:
 
 
 @dataclass(frozen=True)
+class NetworkAttachment:
+    """How the VM reaches the network: a host tap device, or the VMM's user-mode stack."""
+
+    mode: str  # "tap" | "user"
+    tap: str = ""
+    mac: str = ""
+
+
+@dataclass(frozen=True)
 class VmSpec:
     vm_id: str
     name: str
@@ -31,6 +41,8 @@ class VmSpec:
     boot: BootArtifacts
     accel: str = "tcg"
     kernel_args: tuple[str, ...] = ()
+    network: NetworkAttachment | None = None
+    incoming: Path | None = None  # restore this saved memory state instead of booting
 
     @property
     def console_log(self) -> Path:
@@ -71,6 +83,7 @@ class VmHandles:
 
 class Backend(Protocol):
     name: str
+    reason: str  # why this backend was selected (shown by doctor and `vm show`)
 
     async def prepare_disk(self, spec: VmSpec) -> None:
         """Create the VM's root disk if missing; it persists across stop/start."""
@@ -91,9 +104,31 @@ class Backend(Protocol):
     async def resize_disk(self, spec: VmSpec) -> None:
         """Grow the root disk to spec.disk_mib (the guest grows its filesystem on boot)."""
 
+    async def open_agent(self, handles: VmHandles,
+                         timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A byte stream to the guest agent (raises Unavailable while it does not answer)."""
+        ...
+
 
 @runtime_checkable
 class Snapshotter(Protocol):
-    """Optional: backends that can save and restore memory state."""
+    """Optional: backends that can save a running VM's memory and device state and restore it.
 
-    async def save_snapshot(self, handles: VmHandles, dest: Path) -> None: ...
+    A restore launches the VMM with `VmSpec.incoming` set; the disk must be in the state it had
+    when the snapshot was taken.
+    """
+
+    async def save_state(self, handles: VmHandles, dest: Path) -> None:
+        """Pause the guest and write its state to dest (atomically); the VMM stays paused."""
+
+    async def resume(self, handles: VmHandles, timeout: float) -> None:
+        """Wait for an incoming restore to finish loading, then run the guest."""
+
+    async def prepare_disk_on(self, spec: VmSpec, base: Path, size_mib: int | None) -> None:
+        """Create the VM's disk as a copy-on-write layer on a frozen base disk."""
+
+    async def grow_live(self, handles: VmHandles, size_mib: int) -> None:
+        """Grow a running VM's root disk; the guest sees the new size at once."""
+
+    def state_version(self) -> str:
+        """Saved state only restores into the same VMM build: part of every template key."""

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 
-from banger.agent.client import AgentClient, connect_unix
+from banger.agent.client import AgentClient, connect_stream
+from banger.vmm.base import Backend, VmHandles
+
+
+async def open_agent(backend: Backend, handles: VmHandles, *, timeout: float) -> AgentClient:
+    """Open the backend's byte stream to the agent and say hello, within timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    reader, writer = await backend.open_agent(handles, timeout)
+    return await connect_stream(reader, writer, timeout=max(deadline - loop.time(), 0.1))
 
 
 class AgentPool:
@@ -17,12 +25,13 @@ class AgentPool:
     def adopt(self, vm_id: str, client: AgentClient) -> None:
         self._clients[vm_id] = client
 
-    async def get(self, vm_id: str, socket: Path, *, timeout: float = 10.0) -> AgentClient:
+    async def get(self, vm_id: str, backend: Backend, handles: VmHandles, *,
+                  timeout: float = 10.0) -> AgentClient:
         async with self._locks.setdefault(vm_id, asyncio.Lock()):
             client = self._clients.get(vm_id)
             if client is not None and client.connected:
                 return client
-            client = await connect_unix(socket, timeout=timeout)
+            client = await open_agent(backend, handles, timeout=timeout)
             self._clients[vm_id] = client
             return client
 

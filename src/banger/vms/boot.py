@@ -8,10 +8,11 @@ import logging
 import time
 from pathlib import Path
 
-from banger.agent.client import AgentClient, connect_unix
+from banger.agent.client import AgentClient
 from banger.errors import OperationFailed, Unavailable
 from banger.progress import Progress
 from banger.vmm.base import Backend, VmHandles, VmSpec
+from banger.vms.agents import open_agent
 
 log = logging.getLogger("banger.vms.boot")
 BOOT_TIMEOUT = 90.0  # TCG, first boot of a systemd image included
@@ -59,12 +60,12 @@ class Watchdog:
                 f"{console_tail(self.spec.console_log)}")
 
 
-async def _connect_agent(handles: VmHandles, watchdog: Watchdog) -> AgentClient:
+async def _connect_agent(backend: Backend, handles: VmHandles,
+                         watchdog: Watchdog) -> AgentClient:
     """Connect and say hello while the watchdog keeps an eye on the boot."""
-    sock = Path(handles.agent_socket)
     while True:
         watchdog.check()
-        hello = asyncio.ensure_future(connect_unix(sock, timeout=5.0))
+        hello = asyncio.ensure_future(open_agent(backend, handles, timeout=5.0))
         try:
             while not hello.done():
                 await asyncio.wait([hello], timeout=0.25)
@@ -87,7 +88,7 @@ async def _launch_once(backend: Backend, spec: VmSpec, progress: Progress,
         handles.save(spec.vm_dir)
         undo.callback(VmHandles.clear, spec.vm_dir)
         progress("agent", None, "waiting for the guest agent")
-        agent = await _connect_agent(handles, Watchdog(backend, handles, spec, timeout))
+        agent = await _connect_agent(backend, handles, Watchdog(backend, handles, spec, timeout))
         undo.pop_all()
         return handles, agent
     raise AssertionError("unreachable")  # pragma: no cover

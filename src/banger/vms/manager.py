@@ -172,8 +172,7 @@ class VmManager:
         if handles is not None and self.backend.is_alive(handles):
             progress("stop", None, "asking the guest to power off")
             try:
-                agent = await self.agents.get(vm.id, self.paths.vm_dir(vm.id) / "agent.sock",
-                                              timeout=3.0)
+                agent = await self.agents.get(vm.id, self.backend, handles, timeout=3.0)
                 await agent.poweroff(timeout=3.0)
                 stopped = await self.backend.wait_exit(handles, timeout)
             except BangerError as exc:
@@ -236,6 +235,10 @@ class VmManager:
         vm = self.repo.find(ref)
         if vm.state != VmState.RUNNING:
             raise NotRunning(f"VM {vm.name} is {vm.state}; start it with `banger vm start {vm.name}`")
-        agent = await self.agents.get(vm.id, self.paths.vm_dir(vm.id) / "agent.sock")
+        handles = VmHandles.load(self.paths.vm_dir(vm.id))
+        if handles is None:
+            raise NotRunning(f"VM {vm.name} has no running VMM; restart it with "
+                             f"`banger vm restart {vm.name}`")
+        agent = await self.agents.get(vm.id, self.backend, handles)
         return vm, agent
 

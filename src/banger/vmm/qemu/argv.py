@@ -4,42 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from banger.guest import AGENT_PORT_NAME, INIT_PATH
+from banger.guest import AGENT_PORT_NAME
 from banger.vmm.base import VmSpec
+from banger.vmm.cmdline import kernel_cmdline
+from banger.vmm.qemu.snapshot import incoming_uri
+
+__all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
 
 QEMU = "qemu-system-x86_64"
-
-
-def host_tsc_khz() -> int | None:
-    """The host's TSC rate; under TCG the guest TSC ticks at it (QEMU reads the host TSC)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return int(float(line.split(":")[1]) * 1000)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def kernel_cmdline(spec: VmSpec) -> str:
-    args = [
-        "console=ttyS0",
-        "root=/dev/vda",
-        "rootfstype=ext4",
-        "rw",
-        f"init={INIT_PATH}",
-        f"banger.hostname={spec.name}",
-        f"banger.vm_id={spec.vm_id}",
-        "panic=-1",  # a guest panic ends QEMU (-no-reboot) instead of hanging the VM
-        "quiet",
-        "loglevel=4",
-        *spec.kernel_args,
-    ]
-    khz = host_tsc_khz()
-    if khz and spec.accel != "kvm":
-        # Early TSC calibration against the emulated PIT sometimes hangs under TCG; skip it.
-        args.append(f"tsc_early_khz={khz}")
-    return " ".join(args)
 
 
 def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list[str]:
@@ -68,4 +40,5 @@ def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list
         "-qmp", f"unix:{qmp_socket},server=on,wait=off",
         "-pidfile", str(pidfile),
         "-daemonize",
+        *(["-incoming", incoming_uri(spec.incoming)] if spec.incoming else []),
     ]
