@@ -1241,9 +1241,25 @@ def serve_virtio_port(agent: Agent, name: str) -> None:
         time.sleep(PORT_RETRY_SECONDS)
 
 
+KERNEL_CMDLINE = "/proc/cmdline"
+TRANSPORT_OPTIONS = ("port-name", "unix", "fd", "vsock-port")
+
+
+def transport_from_cmdline(options: dict[str, str], cmdline: str) -> dict[str, str]:
+    """No transport option given: `banger.agent=vsock:PORT` (firecracker) picks vsock, else the
+    virtio-serial port (qemu)."""
+    if any(key in options for key in TRANSPORT_OPTIONS):
+        return options
+    for arg in cmdline.split():
+        if arg.startswith("banger.agent=vsock:") and arg.split(":", 1)[1].isdigit():
+            return dict(options, **{"vsock-port": arg.split(":", 1)[1]})
+    return options
+
+
 def serve(agent: Agent, options: dict[str, str]) -> None:
     import socket
 
+    options = transport_from_cmdline(options, read_text(KERNEL_CMDLINE))
     if "fd" in options:
         serve_socket(agent, socket.socket(fileno=int(options["fd"])))
     elif "unix" in options:
