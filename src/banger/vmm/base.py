@@ -28,6 +28,9 @@ class NetworkAttachment:
     mode: str  # "tap" | "user"
     tap: str = ""
     mac: str = ""
+    netns: str = ""  # tap mode: the tap (and so the VMM) lives in this network namespace
+    hostfwds: tuple[str, ...] = ()  # user mode: QEMU hostfwd rules, e.g. "tcp:127.0.0.1:8080-:80"
+    restrict: bool = True  # user mode: no outside access (off with --nat)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from banger.guest import AGENT_PORT_NAME
-from banger.vmm.base import VmSpec
+from banger.vmm.base import NetworkAttachment, VmSpec
 from banger.vmm.cmdline import kernel_cmdline
 from banger.vmm.qemu.snapshot import incoming_uri
 
@@ -14,9 +14,24 @@ __all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
 QEMU = "qemu-system-x86_64"
 
 
+def net_args(net: NetworkAttachment | None) -> list[str]:
+    if net is None:
+        return []
+    if net.mode == "tap":
+        netdev = f"tap,id=net0,ifname={net.tap},script=no,downscript=no"
+    else:
+        netdev = ",".join(["user,id=net0", f"restrict={'on' if net.restrict else 'off'}",
+                           *(f"hostfwd={rule}" for rule in net.hostfwds)])
+    mac = f",mac={net.mac}" if net.mac else ""
+    return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0{mac}"]
+
+
 def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list[str]:
     accel = "kvm" if spec.accel == "kvm" else "tcg,thread=multi"
+    # The tap lives in the configured netns, so QEMU must be started inside it to open it.
+    netns = ["ip", "netns", "exec", spec.network.netns] if spec.network and spec.network.netns else []
     return [
+        *netns,
         QEMU,
         "-name", f"banger-{spec.name},debug-threads=on",
         "-M", "microvm,pit=on,pic=on,rtc=on",
@@ -37,6 +52,7 @@ def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list
         "-device", "virtio-serial-device",
         "-chardev", f"socket,id=agent,path={spec.agent_socket},server=on,wait=off",
         "-device", f"virtserialport,chardev=agent,name={AGENT_PORT_NAME}",
+        *net_args(spec.network),
         "-qmp", f"unix:{qmp_socket},server=on,wait=off",
         "-pidfile", str(pidfile),
         "-daemonize",
