@@ -9,11 +9,11 @@ from pathlib import Path
 
 from banger.config import Config
 from banger.doctor.report import Check
+from banger.errors import BangerError
 from banger.paths import Paths
 from banger.runner import run, which
 from banger.vmm.accel import probe_kvm
 
-FIRECRACKER_MIN = (1, 8, 0)
 APT_HINT = "install it: apt-get install {pkg} (or `make install`)"
 
 
@@ -52,35 +52,53 @@ def qemu(paths: Paths, config: Config) -> Iterator[Check]:
             yield Check(tool, "PASS", f"{_version([path, '--version']) or '?'} ({path})")
 
 
+def vmm(paths: Paths, config: Config) -> Iterator[Check]:
+    """Which backend `vmm = auto|qemu|firecracker` selects here, and why."""
+    from banger.vmm.select import choose_vmm
+
+    try:
+        choice = choose_vmm(config)
+    except BangerError as exc:
+        yield Check("vmm", "FAIL", exc.message, "install what is missing or set vmm = auto")
+        return
+    yield Check("vmm", "PASS", f"{choice.name} ({choice.reason})")
+
+
 def firecracker(paths: Paths, config: Config) -> Iterator[Check]:
-    fc = config.firecracker_bin or which("firecracker")
-    if not fc or not Path(fc).exists():
-        yield Check("firecracker", "WARN", "not found (the qemu backend is used)",
+    from banger.vmm.firecracker.version import find_binary, probe_binary
+
+    wanted = config.vmm == "firecracker"
+    probe = probe_binary(config)
+    if probe.path is None:
+        yield Check("firecracker", "FAIL" if wanted else "WARN",
+                    f"{probe.reason} (the qemu backend is used)",
                     "install Firecracker >= 1.8.0 from its GitHub releases to use it")
+    elif not probe.usable:
+        yield Check("firecracker", "FAIL" if wanted else "WARN", probe.reason,
+                    "install Firecracker >= 1.8.0")
     else:
-        ver = _version([fc, "--version"])
-        parsed = tuple(int(x) for x in ver.split(".")) if ver else (0,)
-        if parsed < FIRECRACKER_MIN:
-            yield Check("firecracker", "FAIL", f"{ver or 'unknown version'} at {fc}: older than "
-                        "1.8.0, which cannot describe virtio-mmio devices over ACPI",
-                        "install Firecracker >= 1.8.0")
-        else:
-            yield Check("firecracker", "PASS", f"{ver} ({fc})")
-    jailer = config.jailer_bin or which("jailer")
-    if jailer and Path(jailer).exists():
-        yield Check("jailer", "PASS", jailer)
+        yield Check("firecracker", "PASS", f"{probe.version_text} ({probe.path})")
+    jailer = find_binary(config.jailer_bin, "jailer")
+    if jailer:
+        yield Check("jailer", "PASS", f"{_version([jailer, '--version']) or '?'} ({jailer})")
+    elif config.jailer_enabled:
+        yield Check("jailer", "FAIL", "jailer_enabled = true but no jailer binary found",
+                    "install the jailer shipped with Firecracker or set jailer_bin")
     else:
-        yield Check("jailer", "WARN", "not found", "install the jailer shipped with Firecracker")
+        yield Check("jailer", "PASS", "not used (jailer_enabled = false)")
+    kvm_probe = probe_kvm()
+    if kvm_probe.usable:
+        yield Check("firecracker kvm", "PASS", "/dev/kvm usable by firecracker")
+    else:
+        yield Check("firecracker kvm", "FAIL" if wanted else "WARN",
+                    f"firecracker needs usable KVM: {kvm_probe.reason}",
+                    "run on a host with usable KVM (bare metal or nested virtualisation)")
 
 
 def devices(paths: Paths, config: Config) -> Iterator[Check]:
     tun = Path("/dev/net/tun")
     yield (Check("/dev/net/tun", "PASS", "present") if tun.exists() else
            Check("/dev/net/tun", "WARN", "missing: tap networking unavailable", "modprobe tun"))
-    vsock = Path("/dev/vhost-vsock")
-    yield (Check("/dev/vhost-vsock", "PASS", "present") if vsock.exists() else
-           Check("/dev/vhost-vsock", "WARN", "missing: the agent uses virtio-serial instead",
-                 "modprobe vhost_vsock (needed only by firecracker)"))
 
 
 def e2fsprogs(paths: Paths, config: Config) -> Iterator[Check]:
@@ -120,4 +138,4 @@ def tools(paths: Paths, config: Config) -> Iterator[Check]:
                         APT_HINT.format(pkg=pkg))
 
 
-CHECKS = [architecture, kvm, qemu, firecracker, devices, e2fsprogs, tools]
+CHECKS = [architecture, kvm, vmm, qemu, firecracker, devices, e2fsprogs, tools]

@@ -60,7 +60,9 @@ async def vm_list(ctx: Context, p: VmListParams) -> list[VmRecord]:
 async def vm_show(ctx: Context, p: VmRef) -> dict[str, object]:
     vm = ctx.daemon.vms.repo.find(p.vm)
     vm_dir = ctx.daemon.paths.vm_dir(vm.id)
-    return {**msgspec.to_builtins(vm), "dir": str(vm_dir), "console_log": str(vm_dir / "console.log")}
+    backend = ctx.daemon.vms.backend
+    return {**msgspec.to_builtins(vm), "dir": str(vm_dir), "console_log": str(vm_dir / "console.log"),
+            "backend": backend.name, "backend_reason": backend.reason}
 
 
 @method("vm.create", CreateParams, long=True)

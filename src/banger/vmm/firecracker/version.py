@@ -45,8 +45,8 @@ def find_binary(configured: str, name: str) -> str | None:
 def probe_binary(config: Config) -> BinaryProbe:
     path = find_binary(config.firecracker_bin, "firecracker")
     if path is None:
-        where = config.firecracker_bin or "PATH"
-        return BinaryProbe(None, None, f"no firecracker binary at {where}")
+        where = f"at {config.firecracker_bin}" if config.firecracker_bin else "on PATH"
+        return BinaryProbe(None, None, f"no firecracker binary {where}")
     res = run([path, "--version"], check=False, timeout=10)
     version = parse_version(res.stdout + res.stderr)
     if version is None:
