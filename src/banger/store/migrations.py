@@ -52,4 +52,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX operations_started ON operations (started_at);
         """,
     ),
+    (
+        2,
+        "vm networking: mode, MAC, NAT, published ports",
+        """
+        ALTER TABLE vms ADD COLUMN net_mode TEXT;
+        ALTER TABLE vms ADD COLUMN mac TEXT;
+        ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE vms ADD COLUMN publish_json TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
 ]

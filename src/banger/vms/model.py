@@ -38,6 +38,10 @@ class VmRecord(msgspec.Struct):
     ip: str | None = None
     last_error: str | None = None
     workspace: dict[str, str] | None = None
+    net_mode: str | None = None  # "tap" | "user"; ip is the host-reachable address
+    mac: str | None = None
+    nat: bool = False
+    publish: list[str] = []  # "HOSTPORT:GUESTPORT"
 
 
 def validate_name(name: str) -> str:

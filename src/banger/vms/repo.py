@@ -15,7 +15,8 @@ def _record(row: sqlite3.Row) -> VmRecord:
     workspace = json.loads(row["workspace_json"]) if row["workspace_json"] else None
     return VmRecord(row["id"], row["name"], row["state"], row["image"], row["kernel"], row["vcpu"],
                     row["memory_mib"], row["disk_mib"], row["created_at"], row["updated_at"],
-                    row["ip"], row["last_error"], workspace)
+                    row["ip"], row["last_error"], workspace, row["net_mode"], row["mac"],
+                    bool(row["nat"]), json.loads(row["publish_json"] or "[]"))
 
 
 class VmRepo:
@@ -27,15 +28,24 @@ class VmRepo:
             with self.store.tx() as c:
                 c.execute(
                     "INSERT INTO vms (id, name, state, image, kernel, vcpu, memory_mib, disk_mib, "
-                    "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "created_at, updated_at, ip, net_mode, mac, nat, publish_json) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (vm.id, vm.name, vm.state, vm.image, vm.kernel, vm.vcpu, vm.memory_mib,
-                     vm.disk_mib, vm.created_at, vm.updated_at),
+                     vm.disk_mib, vm.created_at, vm.updated_at, vm.ip, vm.net_mode, vm.mac,
+                     int(vm.nat), json.dumps(vm.publish)),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name") from exc
 
     def all(self) -> list[VmRecord]:
         return [_record(r) for r in self.store.query("SELECT * FROM vms ORDER BY created_at, name")]
+
+    def addresses(self) -> dict[str, set[str]]:
+        """Addresses held per network mode (for allocating the next one)."""
+        held: dict[str, set[str]] = {"tap": set(), "user": set()}
+        for r in self.store.query("SELECT net_mode, ip FROM vms WHERE ip IS NOT NULL"):
+            held.setdefault(r["net_mode"] or "user", set()).add(r["ip"])
+        return held
 
     def names(self) -> set[str]:
         return {r["name"] for r in self.store.query("SELECT name FROM vms")}
@@ -62,7 +72,8 @@ class VmRepo:
                           (state, error, utcnow(), vm_id))
 
     def update(self, vm_id: str, **fields: object) -> None:
-        allowed = {"vcpu", "memory_mib", "disk_mib", "ip", "workspace_json", "name"}
+        allowed = {"vcpu", "memory_mib", "disk_mib", "ip", "workspace_json", "name",
+                   "publish_json"}
         assert set(fields) <= allowed, fields
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.store.tx() as c:
