@@ -138,4 +138,8 @@ class Artifacts:
             from banger.images.bundle import import_bundle
 
             return await import_bundle(self.paths, entry.url, entry.sha256, progress, entry.name)
-        raise NotFound(f"image {entry.name!r} is an OCI image; OCI pulls are not supported yet")
+        from banger.images.oci.pull import PullOptions, pull_oci
+
+        opts = PullOptions(name=entry.name, kernel=entry.kernel,
+                           insecure_registries=list(self.config.oci_insecure_registries))
+        return await pull_oci(self.paths, entry.ref, progress, opts)

@@ -19,7 +19,7 @@ def _human(n: int) -> str:
 
 @click.group()
 def image() -> None:
-    """Root filesystem images: built from recipes, bundles, or (later) OCI images."""
+    """Root filesystem images: built from recipes, fetched as bundles, or pulled from OCI registries."""
 
 
 @image.command("catalog")
@@ -50,15 +50,23 @@ def image_show(name: str) -> None:
     print_json(session.call("image.show", {"name": name}))
 
 
-def _pull(source: str, sha256: str | None, name: str | None) -> None:
-    if not source.startswith(("http://", "https://", "file://")) and (
-        "/" in source or source.endswith(".tar.zst")
-    ):
+def _is_file_source(source: str) -> bool:
+    """A bundle path (an OCI ref like registry:5000/team/img:tag also has a '/')."""
+    if source.startswith(("http://", "https://", "file://")):
+        return False
+    if source.startswith(("/", "./", "../", "~")) or source.endswith(".tar.zst"):
+        return True
+    return "/" in source and Path(source).is_file()
+
+
+def _pull(source: str, sha256: str | None, name: str | None,
+          size: str | None = None, kernel: str | None = None) -> None:
+    if _is_file_source(source):
         path = Path(source).expanduser()
         if not path.is_file():
             raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
         source = str(path.resolve())
-    params = {"source": source, "sha256": sha256, "name": name}
+    params = {"source": source, "sha256": sha256, "name": name, "size": size, "kernel": kernel}
     m = session.call_with_progress("image.pull", params)
     click.echo(f"image {m['name']} ready ({_human(m['size'])}, sha256 {m['sha256'][:12]})")
 
@@ -66,10 +74,31 @@ def _pull(source: str, sha256: str | None, name: str | None) -> None:
 @image.command("pull")
 @click.argument("source")
 @click.option("--sha256", help="Expected sha256 of a bundle file or URL.")
-@click.option("--name", help="Register under this name instead of the manifest's.")
-def image_pull(source: str, sha256: str | None, name: str | None) -> None:
-    """Build or fetch an image: a catalog NAME, a bundle FILE or a bundle URL."""
-    _pull(source, sha256, name)
+@click.option("--name", help="Register under this name (default: from the manifest or the ref).")
+@click.option("--size", help="OCI refs: ext4 size such as 4G (default: content x 1.5, >= 1G).")
+@click.option("--kernel", help="OCI refs: kernel to boot it with (default: debian-bookworm-cloud).")
+def image_pull(source: str, sha256: str | None, name: str | None, size: str | None,
+               kernel: str | None) -> None:
+    """Build or fetch an image: a catalog NAME, a bundle FILE or URL, or an OCI REF.
+
+    OCI refs look like debian:bookworm, registry:5000/team/img:tag or img@sha256:HEX.
+    """
+    _pull(source, sha256, name, size, kernel)
+
+
+@image.group("cache")
+def image_cache() -> None:
+    """The OCI blob cache shared by `image pull REF`."""
+
+
+@image_cache.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only report what would be freed.")
+def image_cache_prune(dry_run: bool) -> None:
+    """Delete cached blobs that no pulled reference uses any more."""
+    res = session.call_with_progress("image.cache_prune", {"dry_run": dry_run})
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{verb} {_human(res['bytes'])} in {res['blobs']} blobs "
+               f"({res['kept']} blobs still in use)")
 
 
 @image.command("import")

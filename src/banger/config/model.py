@@ -58,6 +58,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     firecracker_bin: str = ""
     jailer_bin: str = ""
     jailer_enabled: bool = False
+    oci_insecure_registries: list[str] = []  # HOST[:PORT] pulled over plain HTTP / unverified TLS
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,22 @@ class NameParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PullParams(msgspec.Struct, forbid_unknown_fields=True):
-    source: str  # a catalog name, a bundle file path (absolute) or an http(s) URL
+    source: str  # a catalog name, a bundle file path (absolute), an http(s) URL or an OCI ref
     sha256: str | None = None
     name: str | None = None
+    size: str | None = None  # OCI pulls: ext4 size such as 4G (default: content x 1.5, >= 1 GiB)
+    kernel: str | None = None  # OCI pulls: the kernel recorded in the manifest
+
+
+class CachePruneParams(msgspec.Struct, forbid_unknown_fields=True):
+    dry_run: bool = False
+
+
+class CachePruneResult(msgspec.Struct):
+    blobs: int
+    bytes: int
+    kept: int
+    dry_run: bool
 
 
 class ExportParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,11 +87,31 @@ async def image_show(ctx: Context, p: NameParams) -> ImageManifest:
     return get_image(ctx.daemon.paths, p.name)
 
 
+async def _pull_oci(ctx: Context, p: PullParams) -> ImageManifest:
+    from banger.config.sizes import parse_size_bytes
+    from banger.images.oci.pull import PullOptions, pull_oci
+
+    if p.sha256:
+        raise InvalidArgument("--sha256 applies to bundle files and URLs, not OCI references")
+    kernel = p.kernel or catalog.DEFAULT_KERNEL
+    ctx.daemon.artifacts.check_known(kernel=kernel)
+    size = parse_size_bytes(p.size, what="--size") if p.size else None
+    opts = PullOptions(name=p.name, size=size, kernel=kernel,
+                       insecure_registries=list(ctx.daemon.config.oci_insecure_registries))
+    return await pull_oci(ctx.daemon.paths, p.source, ctx.progress, opts)
+
+
 @method("image.pull", PullParams, long=True)
 async def image_pull(ctx: Context, p: PullParams) -> ImageManifest:
+    from banger.images.oci.ref import looks_like_oci_ref
+
     is_file = p.source.startswith("/")
     is_url = p.source.startswith(("http://", "https://", "file://"))
-    if is_file or is_url:
+    if looks_like_oci_ref(p.source, catalog.load_catalog().names()):
+        manifest = await _pull_oci(ctx, p)
+    elif p.size or p.kernel:
+        raise InvalidArgument("--size and --kernel apply to OCI references such as debian:bookworm")
+    elif is_file or is_url:
         from banger.images.bundle import import_bundle
 
         if not p.sha256:
@@ -92,6 +125,14 @@ async def image_pull(ctx: Context, p: PullParams) -> ImageManifest:
         manifest = files.manifest
     _register(ctx, manifest)
     return manifest
+
+
+@method("image.cache_prune", CachePruneParams, long=True)
+async def image_cache_prune(ctx: Context, p: CachePruneParams) -> CachePruneResult:
+    from banger.images.oci.pull import prune_cache
+
+    report = await prune_cache(ctx.daemon.paths, dry_run=p.dry_run)
+    return CachePruneResult(report.blobs, report.bytes, report.kept, p.dry_run)
 
 
 @method("image.delete", NameParams)
