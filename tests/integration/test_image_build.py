@@ -175,9 +175,13 @@ def test_bundle_over_http(built: tuple[Paths, ImageManifest], http_dir: tuple[Pa
 
 
 STUB_AGENT = """\
-import os, sys
-with open("/var/lib/banger/agent-ran", "w") as f:
-    f.write(" ".join(sys.argv[1:]) + f" pid={os.getpid()}\\n")
+import os
+
+
+def main(argv):
+    with open("/var/lib/banger/agent-ran", "w") as f:
+        f.write(" ".join(argv) + f" pid={os.getpid()}\\n")
+    return 0
 """
 
 

@@ -71,6 +71,8 @@ def vm_list(as_json: bool, show_all: bool) -> None:
     "exec": "banger.cli.vm_exec:vm_exec",
     "shell": "banger.cli.vm_exec:vm_shell",
     "run": "banger.cli.vm_exec:vm_run",
+    "workspace": "banger.cli.workspace_cmds:workspace",
+    "template": "banger.cli.template_cmds:template",
 })
 def vm() -> None:
     """Create, run and manage VMs."""
@@ -88,6 +90,7 @@ def create_options(fn: Any) -> Any:
         click.option("--vcpu", type=int, help="Virtual CPUs (default: config/host-aware)."),
         size_option("--memory", "Memory, e.g. 1G or 1536M (default: config/host-aware)."),
         size_option("--disk", "Root disk size, e.g. 8G (default: config, 8G)."),
+        click.option("--cold", is_flag=True, help="Boot normally instead of restoring a template."),
     ]):
         fn = option(fn)
     return fn
@@ -106,26 +109,28 @@ def create_params(name: str | None, image: str | None, kernel: str | None, vcpu:
 @create_options
 @click.option("--no-start", is_flag=True, help="Create without booting.")
 def vm_create(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
-              memory: str | None, disk: str | None, no_start: bool) -> None:
+              memory: str | None, disk: str | None, cold: bool, no_start: bool) -> None:
     """Create a VM (and start it unless --no-start)."""
-    vm_ = session.call_with_progress(
-        "vm.create", create_params(name, image, kernel, vcpu, memory, disk, not no_start))
+    params = create_params(name, image, kernel, vcpu, memory, disk, not no_start)
+    vm_ = session.call_with_progress("vm.create", {**params, "cold": cold})
     click.echo(f"{vm_['name']} {vm_['state']}")
 
 
 @vm.command("start")
 @VM_ARG
-def vm_start(vm: str) -> None:
-    """Start a stopped VM."""
-    click.echo(f"{session.call_with_progress('vm.start', {'vm': vm})['name']} running")
+@click.option("--cold", is_flag=True, help="Boot from the disk even if a saved state exists.")
+def vm_start(vm: str, cold: bool) -> None:
+    """Start a stopped VM (resuming its saved state after `vm stop --save`)."""
+    click.echo(f"{session.call_with_progress('vm.start', {'vm': vm, 'cold': cold})['name']} running")
 
 
 @vm.command("stop")
 @VM_ARG
 @click.option("--timeout", default=20.0, show_default=True, help="Seconds before forcing.")
-def vm_stop(vm: str, timeout: float) -> None:
-    """Stop a VM: guest poweroff, then VMM quit, then kill."""
-    res = session.call_with_progress("vm.stop", {"vm": vm, "timeout": timeout})
+@click.option("--save", is_flag=True, help="Save memory state; `vm start` resumes right there.")
+def vm_stop(vm: str, timeout: float, save: bool) -> None:
+    """Stop a VM: guest poweroff, then VMM quit, then kill (or save its state with --save)."""
+    res = session.call_with_progress("vm.stop", {"vm": vm, "timeout": timeout, "save": save})
     click.echo(f"{res['name']} {res['state']}")
 
 

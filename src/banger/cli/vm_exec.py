@@ -26,12 +26,13 @@ class DashDashCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-def run_in_guest(vm: str, command: list[str], *, interactive: bool, tty: bool) -> int:
+def run_in_guest(vm: str, command: list[str], *, interactive: bool, tty: bool,
+                 cwd: str = "/root") -> int:
     from banger.cli.terminal import stream, terminal_size
 
     rows, cols = terminal_size()
     params: dict[str, Any] = {"vm": vm, "stdin": interactive, "tty": tty, "rows": rows,
-                              "cols": cols, "env": {"HOME": "/root"}, "cwd": "/root"}
+                              "cols": cols, "env": {"HOME": "/root"}, "cwd": cwd}
     if command:
         params["argv"] = command
     else:
@@ -58,14 +59,18 @@ def _modes(command: list[str], interactive: bool | None, tty: bool | None) -> tu
 @VM_ARG
 @click.option("-i", "--interactive/--no-interactive", default=None, help="Forward stdin.")
 @click.option("-t", "--tty/--no-tty", default=None, help="Allocate a PTY in the guest.")
+@click.option("--sync", is_flag=True, help="Re-ship the workspace repo first.")
 @click.pass_context
-def vm_exec(ctx: click.Context, vm: str, interactive: bool | None, tty: bool | None) -> None:
-    """Run a command in a running VM: banger vm exec VM [-it] -- CMD..."""
+def vm_exec(ctx: click.Context, vm: str, interactive: bool | None, tty: bool | None,
+            sync: bool) -> None:
+    """Run a command in a running VM (in its workspace, if any): banger vm exec VM -- CMD..."""
+    from banger.cli.workspace_cmds import exec_cwd
+
     command: list[str] = ctx.meta["guest_command"]
     if not command:
         raise click.UsageError("give the command after --, e.g. banger vm exec NAME -- uname -a")
     stdin, pty = _modes(command, interactive, tty)
-    sys.exit(run_in_guest(vm, command, interactive=stdin, tty=pty))
+    sys.exit(run_in_guest(vm, command, interactive=stdin, tty=pty, cwd=exec_cwd(vm, sync)))
 
 
 @click.command("shell")
@@ -84,8 +89,8 @@ def vm_shell(vm: str) -> None:
 @click.option("-t", "--tty/--no-tty", default=None, help="Allocate a PTY in the guest.")
 @click.pass_context
 def vm_run(ctx: click.Context, name: str | None, image: str | None, kernel: str | None,
-           vcpu: int | None, memory: str | None, disk: str | None, remove: bool, detach: bool,
-           interactive: bool | None, tty: bool | None) -> None:
+           vcpu: int | None, memory: str | None, disk: str | None, cold: bool, remove: bool,
+           detach: bool, interactive: bool | None, tty: bool | None) -> None:
     """Create and boot a VM, then run a command (exit code passed on) or a shell.
 
     banger vm run [OPTIONS] [-- CMD...]
@@ -94,8 +99,8 @@ def vm_run(ctx: click.Context, name: str | None, image: str | None, kernel: str 
     if detach and (remove or command):
         raise click.UsageError("-d/--detach cannot be combined with --rm or a command")
     stdin, pty = (False, False) if detach else _modes(command, interactive, tty)
-    created = session.call_with_progress(
-        "vm.create", create_params(name, image, kernel, vcpu, memory, disk, True))
+    params = create_params(name, image, kernel, vcpu, memory, disk, True)
+    created = session.call_with_progress("vm.create", {**params, "cold": cold})
     vm_name = created["name"]
     if detach:
         click.echo(f"{vm_name} is running: `banger vm shell {vm_name}`, "

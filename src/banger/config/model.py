@@ -59,6 +59,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     jailer_bin: str = ""
     jailer_enabled: bool = False
     oci_insecure_registries: list[str] = []  # HOST[:PORT] pulled over plain HTTP / unverified TLS
+    fast_start: bool = True
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,15 @@ log = logging.getLogger("banger.daemon")
 
 def _load_handlers() -> None:
     """Importing a handler module registers its methods."""
-    from banger.daemon.handlers import exec, images, kernels, system, vms  # noqa: F401
+    from banger.daemon.handlers import (  # noqa: F401
+        exec,
+        images,
+        kernels,
+        net,
+        system,
+        templates,
+        vms,
+    )
 
 
 def acquire_lock(paths: Paths) -> IO[str] | None:
@@ -55,6 +63,7 @@ def build_daemon(paths: Paths, config: Config, store: Store) -> Daemon:
 
 async def serve(daemon: Daemon) -> None:
     from banger.daemon.server import handle_connection
+    from banger.dns.server import serve as serve_dns
     from banger.vms.monitor import reconcile, watch
 
     await reconcile(daemon.vms)  # before serving: no request may see pre-restart state
@@ -74,11 +83,14 @@ async def serve(daemon: Daemon) -> None:
         loop.add_signal_handler(sig, daemon.shutdown.set)
     log.info("bangerd %s listening on %s (pid %d)", __version__, sock_path, os.getpid())
     watcher = asyncio.create_task(watch(daemon.vms))
+    dns = await serve_dns(daemon.config.dns_listen, daemon.vms.repo.running_address)
     async with server:
         await daemon.shutdown.wait()
         log.info("shutting down")
         server.close()
         watcher.cancel()
+        if dns is not None:
+            dns.close()
         for task in asyncio.all_tasks() - {asyncio.current_task()}:
             task.cancel()
     with contextlib.suppress(FileNotFoundError):

@@ -60,8 +60,7 @@ class Watchdog:
                 f"{console_tail(self.spec.console_log)}")
 
 
-async def _connect_agent(backend: Backend, handles: VmHandles,
-                         watchdog: Watchdog) -> AgentClient:
+async def connect_agent(backend: Backend, handles: VmHandles, watchdog: Watchdog) -> AgentClient:
     """Connect and say hello while the watchdog keeps an eye on the boot."""
     while True:
         watchdog.check()
@@ -88,7 +87,7 @@ async def _launch_once(backend: Backend, spec: VmSpec, progress: Progress,
         handles.save(spec.vm_dir)
         undo.callback(VmHandles.clear, spec.vm_dir)
         progress("agent", None, "waiting for the guest agent")
-        agent = await _connect_agent(backend, handles, Watchdog(backend, handles, spec, timeout))
+        agent = await connect_agent(backend, handles, Watchdog(backend, handles, spec, timeout))
         undo.pop_all()
         return handles, agent
     raise AssertionError("unreachable")  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import shutil
@@ -13,21 +14,29 @@ from dataclasses import dataclass
 import msgspec
 
 from banger.agent.client import AgentClient
-from banger.artifacts import Artifacts
+from banger.artifacts import Artifacts, ImageFiles, KernelFiles, kernel_files
 from banger.config import Config, format_size_mib
 from banger.config import host as host_facts
 from banger.errors import BangerError, Conflict, InvalidArgument, NotRunning, OperationFailed
+from banger.images.manifest import get_image
+from banger.kernels.manifest import get_kernel
 from banger.namegen import generate
+from banger.net.plan import parse_publish
+from banger.net.service import Network
 from banger.paths import Paths
 from banger.progress import Progress
+from banger.ssh.keys import forget_host
 from banger.store import Store
 from banger.store.db import utcnow
 from banger.vmm.accel import choose_accel
-from banger.vmm.base import Backend, BootArtifacts, VmHandles, VmSpec
+from banger.vmm.base import Backend, BootArtifacts, Snapshotter, VmHandles, VmSpec
+from banger.vms import events
 from banger.vms.agents import AgentPool
-from banger.vms.boot import boot
+from banger.vms.fastboot import saved_state
+from banger.vms.launch import Launcher, kernel_digest
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
+from banger.vms.templates import TemplateInfo, Templates
 
 log = logging.getLogger("banger.vms")
 STOP_GRACE = 20.0
@@ -43,6 +52,10 @@ class CreateRequest:
     memory_mib: int | None
     disk_mib: int | None
     start: bool = True
+    cold: bool = False
+    net: str | None = None  # auto | tap | user (default: config network_mode)
+    nat: bool = False
+    publish: tuple[str, ...] = ()  # "HOSTPORT:GUESTPORT"
 
 
 def spec_line(vm: VmRecord) -> str:
@@ -61,13 +74,16 @@ class VmManager:
         self.agents = AgentPool()
         self._locks: dict[str, asyncio.Lock] = {}
         self.accel = choose_accel(config.accel)
+        self.templates = Templates(paths, backend)
+        self.launcher = Launcher(backend, self.templates, fast_start=config.fast_start)
+        self.net = Network(paths, config)
 
     def lock(self, vm_id: str) -> asyncio.Lock:
         return self._locks.setdefault(vm_id, asyncio.Lock())
 
     # ---- create
 
-    def _new_record(self, req: CreateRequest) -> VmRecord:
+    def new_record(self, req: CreateRequest) -> VmRecord:
         d = self.config.vm_defaults
         name = validate_name(req.name) if req.name else generate(self.repo.names())
         vm = VmRecord(
@@ -75,14 +91,15 @@ class VmManager:
             image=req.image or self.config.default_image,
             kernel=req.kernel or "", vcpu=req.vcpu or d.vcpu.value,
             memory_mib=req.memory_mib or d.memory_mib.value, disk_mib=req.disk_mib or d.disk_mib.value,
-            created_at=utcnow(), updated_at=utcnow(),
+            created_at=utcnow(), updated_at=utcnow(), net_mode=self.net.mode(req.net), nat=req.nat,
+            publish=[str(parse_publish(p)) for p in req.publish],
         )
         validate_shape(vm.vcpu, vm.memory_mib, vm.disk_mib, host_cpus=host_facts.cpu_count(),
                        host_memory_mib=host_facts.memory_mib())
         return vm
 
     async def create(self, req: CreateRequest, progress: Progress, info: Info) -> VmRecord:
-        vm = self._new_record(req)
+        vm = self.new_record(req)
         if vm.name in self.repo.names():
             raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name")
         self.artifacts.check_known(image=vm.image, kernel=req.kernel)
@@ -95,22 +112,28 @@ class VmManager:
                                   f"{vm.image}; use --disk of at least "
                                   f"{-(-image.rootfs.stat().st_size // 1024**3)}G")
         vm = msgspec.structs.replace(vm, kernel=kernel_name)
+        vm = self.net.allocate(vm, self.repo.addresses())  # no await until insert: no races
         self.repo.insert(vm)
         log.info("created VM %s (%s)", vm.name, vm.id)
         if req.start:
-            await self.start(vm.id, progress)
+            await self.start(vm.id, progress, cold=req.cold)
         return self.repo.find(vm.id)
 
     # ---- start / stop
 
     async def _spec(self, vm: VmRecord, progress: Progress) -> VmSpec:
+        return (await self.boot_inputs(vm, progress))[0]
+
+    async def boot_inputs(self, vm: VmRecord,
+                           progress: Progress) -> tuple[VmSpec, ImageFiles, KernelFiles]:
         image = await self.artifacts.image(vm.image, progress)
         kernel = await self.artifacts.kernel(vm.kernel, progress)
         boot_files = BootArtifacts(kernel.kernel, kernel.initrd, image.rootfs, kernel.vmlinux)
-        return VmSpec(vm.id, vm.name, vm.vcpu, vm.memory_mib, vm.disk_mib,
+        spec = VmSpec(vm.id, vm.name, vm.vcpu, vm.memory_mib, vm.disk_mib,
                       self.paths.vm_dir(vm.id), boot_files, accel=self.accel)
+        return spec, image, kernel
 
-    async def start(self, ref: str, progress: Progress) -> VmRecord:
+    async def start(self, ref: str, progress: Progress, *, cold: bool = False) -> VmRecord:
         vm = self.repo.find(ref)
         async with self.lock(vm.id):
             vm = self.repo.find(vm.id)
@@ -121,10 +144,11 @@ class VmManager:
             self.repo.set_state(vm.id, VmState.STARTING)
             started = time.monotonic()
             try:
-                spec = await self._spec(vm, progress)
-                handles, agent = await boot(self.backend, spec, progress)
+                spec, image, kernel = await self.boot_inputs(vm, progress)
+                spec = dataclasses.replace(spec, network=await self.net.prepare(vm))
+                handles, agent = await self.launcher.launch(spec, image, kernel, progress, cold=cold)
                 self.agents.adopt(vm.id, agent)
-                await self._personalise(agent)
+                await self.net.attach(vm, agent)
             except asyncio.CancelledError:
                 await self.cleanup(vm)
                 self.repo.set_state(vm.id, VmState.STOPPED, error="start cancelled")
@@ -139,9 +163,6 @@ class VmManager:
             progress("ready", 1.0, f"{vm.name} is running")
             return self.repo.find(vm.id)
 
-    async def _personalise(self, agent: AgentClient) -> None:
-        await agent.configure(clock=time.time())
-
     async def cleanup(self, vm: VmRecord) -> None:
         """Undo a VM's transient resources: agent connection, VMM process, handles, sockets."""
         await self.agents.drop(vm.id)
@@ -153,18 +174,35 @@ class VmManager:
             VmHandles.clear(vm_dir)
         for name in ("qmp.sock", "agent.sock", "qemu.pid"):
             (vm_dir / name).unlink(missing_ok=True)
+        await self.net.teardown(vm)  # tap, NAT rules, forwards: nothing of a stopped VM stays
 
-    async def stop(self, ref: str, progress: Progress, *, timeout: float = STOP_GRACE) -> VmRecord:
+    async def stop(self, ref: str, progress: Progress, *, timeout: float = STOP_GRACE,
+                   save: bool = False) -> VmRecord:
         vm = self.repo.find(ref)
         async with self.lock(vm.id):
             vm = self.repo.find(vm.id)
             if vm.state not in (VmState.RUNNING, VmState.STARTING, VmState.STOPPING):
                 return vm
             self.repo.set_state(vm.id, VmState.STOPPING)
+            if save:
+                await self._save(vm, progress)
             await self._shutdown(vm, progress, timeout)
             self.repo.set_state(vm.id, VmState.STOPPED)
             progress("stopped", 1.0, f"{vm.name} stopped")
             return self.repo.find(vm.id)
+
+    async def _save(self, vm: VmRecord, progress: Progress) -> None:
+        """Write the running VM's memory next to its disk; `vm start` resumes from it once."""
+        if not isinstance(self.backend, Snapshotter):
+            raise InvalidArgument(f"the {self.backend.name} backend cannot save VM state")
+        handles = VmHandles.load(self.paths.vm_dir(vm.id))
+        if handles is None or not self.backend.is_alive(handles):
+            raise NotRunning(f"VM {vm.name} is not running; nothing to save")
+        progress("save", None, "saving memory and device state")
+        await self.agents.drop(vm.id)
+        await self.backend.save_state(handles, saved_state(self.paths.vm_dir(vm.id)))
+        await self.backend.kill(handles)  # paused and saved: nothing left to shut down cleanly
+        events.record(self.paths.vm_dir(vm.id), "stopped with its memory saved")
 
     async def _shutdown(self, vm: VmRecord, progress: Progress, timeout: float) -> None:
         """Agent poweroff, then the VMM's own shutdown, then kill."""
@@ -203,6 +241,7 @@ class VmManager:
         async with self.lock(vm.id):
             shutil.rmtree(self.paths.vm_dir(vm.id), ignore_errors=True)
             self.repo.delete(vm.id)
+            await asyncio.to_thread(forget_host, self.paths.state_dir, vm.name)
         self._locks.pop(vm.id, None)
         log.info("deleted VM %s (%s)", vm.name, vm.id)
         return vm
@@ -228,8 +267,20 @@ class VmManager:
                 if vm.state == VmState.RUNNING:
                     raise Conflict(f"VM {vm.name} is running; stop it to grow its disk")
                 await self.backend.resize_disk(await self._spec(new, lambda *a: None))
+            if (new.vcpu, new.memory_mib, new.disk_mib) != (vm.vcpu, vm.memory_mib, vm.disk_mib):
+                saved_state(self.paths.vm_dir(vm.id)).unlink(missing_ok=True)  # other shape now
             self.repo.update(vm.id, vcpu=new.vcpu, memory_mib=new.memory_mib, disk_mib=new.disk_mib)
             return self.repo.find(vm.id)
+
+    def template_current(self, info: TemplateInfo) -> bool:
+        """Whether the template's image and kernel are still the ones on disk."""
+        try:
+            image = get_image(self.paths, info.key.image)
+            kernel = kernel_files(self.paths, get_kernel(self.paths, info.key.kernel))
+        except BangerError:
+            return False
+        return (image.sha256 == info.key.image_sha256
+                and kernel_digest(kernel) == info.key.kernel_digest)
 
     async def agent_for(self, ref: str) -> tuple[VmRecord, AgentClient]:
         vm = self.repo.find(ref)

@@ -7,6 +7,8 @@ import msgspec
 from banger.daemon.context import Context
 from banger.daemon.registry import method
 from banger.errors import BangerError
+from banger.vms import events
+from banger.vms.fastboot import saved_state
 from banger.vms.manager import CreateRequest
 from banger.vms.model import VmRecord, VmState
 
@@ -27,11 +29,21 @@ class CreateParams(msgspec.Struct, forbid_unknown_fields=True):
     memory_mib: int | None = None
     disk_mib: int | None = None
     start: bool = True
+    cold: bool = False
+    net: str | None = None
+    nat: bool = False
+    publish: list[str] = []
 
 
 class StopParams(msgspec.Struct, forbid_unknown_fields=True):
     vm: str
     timeout: float = 20.0
+    save: bool = False
+
+
+class StartParams(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+    cold: bool = False
 
 
 class DeleteParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,24 +74,26 @@ async def vm_show(ctx: Context, p: VmRef) -> dict[str, object]:
     vm_dir = ctx.daemon.paths.vm_dir(vm.id)
     backend = ctx.daemon.vms.backend
     return {**msgspec.to_builtins(vm), "dir": str(vm_dir), "console_log": str(vm_dir / "console.log"),
-            "backend": backend.name, "backend_reason": backend.reason}
+            "backend": backend.name, "backend_reason": backend.reason,
+            "saved_state": saved_state(vm_dir).exists(), "events": events.recent(vm_dir)}
 
 
 @method("vm.create", CreateParams, long=True)
 async def vm_create(ctx: Context, p: CreateParams) -> VmRecord:
-    req = CreateRequest(p.name, p.image, p.kernel, p.vcpu, p.memory_mib, p.disk_mib, p.start)
+    req = CreateRequest(p.name, p.image, p.kernel, p.vcpu, p.memory_mib, p.disk_mib, p.start,
+                        p.cold, net=p.net, nat=p.nat, publish=tuple(p.publish))
     vm = await ctx.daemon.vms.create(req, ctx.progress, ctx.info)
     return vm
 
 
-@method("vm.start", VmRef, long=True)
-async def vm_start(ctx: Context, p: VmRef) -> VmRecord:
-    return await ctx.daemon.vms.start(p.vm, ctx.progress)
+@method("vm.start", StartParams, long=True)
+async def vm_start(ctx: Context, p: StartParams) -> VmRecord:
+    return await ctx.daemon.vms.start(p.vm, ctx.progress, cold=p.cold)
 
 
 @method("vm.stop", StopParams, long=True)
 async def vm_stop(ctx: Context, p: StopParams) -> VmRecord:
-    return await ctx.daemon.vms.stop(p.vm, ctx.progress, timeout=p.timeout)
+    return await ctx.daemon.vms.stop(p.vm, ctx.progress, timeout=p.timeout, save=p.save)
 
 
 @method("vm.restart", StopParams, long=True)

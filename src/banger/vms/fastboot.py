@@ -1,0 +1,70 @@
+"""Start a VM by restoring saved state: from a template, or from its own `vm stop --save`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from pathlib import Path
+
+from banger.agent.client import AgentClient
+from banger.errors import OperationFailed
+from banger.progress import Progress
+from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
+from banger.vms.boot import Watchdog, connect_agent
+
+log = logging.getLogger("banger.vms.fastboot")
+RESTORE_TIMEOUT = 20.0
+
+
+def saved_state(vm_dir: Path) -> Path:
+    return vm_dir / "memory.snap"
+
+
+async def restore(backend: Backend, spec: VmSpec, progress: Progress) -> tuple[VmHandles, AgentClient]:
+    """Launch the VMM on spec.incoming, resume it and reconnect the agent; undo all on failure."""
+    assert spec.incoming is not None and isinstance(backend, Snapshotter)
+    async with contextlib.AsyncExitStack() as undo:
+        progress("restore", None, f"restoring {spec.incoming.name}")
+        handles = await backend.start(spec)
+        undo.push_async_callback(backend.kill, handles)
+        handles.save(spec.vm_dir)
+        undo.callback(VmHandles.clear, spec.vm_dir)
+        await backend.resume(handles, RESTORE_TIMEOUT)
+        agent = await connect_agent(backend, handles, Watchdog(backend, handles, spec, RESTORE_TIMEOUT))
+        undo.pop_all()
+        return handles, agent
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def personalise_clone(agent: AgentClient, name: str, *, has_sshd: bool) -> None:
+    """A restored template is a clone: give it its own identity before anything else runs."""
+    await agent.configure(hostname=name, machine_id=secrets.token_hex(16),
+                          entropy=secrets.token_bytes(64), clock=time.time())
+    if has_sshd:
+        await _fresh_host_keys(agent)
+
+
+async def _fresh_host_keys(agent: AgentClient) -> None:
+    """New ssh host keys, never shared between VMs; ed25519 only, RSA keygen is slow under TCG."""
+    script = ("rm -f /etc/ssh/ssh_host_*; ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key"
+              " && (systemctl try-reload-or-restart ssh.service 2>/dev/null || true)")
+    proc = await agent.exec(shell=script)
+    _, err, status = await proc.communicate()
+    if status.code != 0:
+        raise OperationFailed(f"regenerating ssh host keys failed: {err.decode(errors='replace')}")
+
+
+async def grow_root(backend: Backend, agent: AgentClient, handles: VmHandles, disk_mib: int) -> None:
+    """The clone's disk is the template's size: grow the device, then the filesystem, online."""
+    assert isinstance(backend, Snapshotter)
+    await backend.grow_live(handles, disk_mib)
+    for _ in range(50):  # the guest kernel applies the new capacity asynchronously
+        proc = await agent.exec(shell="resize2fs /dev/vda 2>&1")
+        out, _, status = await proc.communicate()
+        if status.code == 0 and b"Nothing to do" not in out:
+            return
+        await asyncio.sleep(0.02)
+    log.warning("the root filesystem did not grow to %d MiB", disk_mib)

@@ -1,0 +1,113 @@
+"""Choose how a VM starts: resume its own saved state, restore a template, or boot cold."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from banger.agent.client import AgentClient
+from banger.artifacts import ImageFiles, KernelFiles
+from banger.errors import BangerError
+from banger.progress import Progress
+from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
+from banger.vms import events
+from banger.vms.boot import boot
+from banger.vms.fastboot import grow_root, personalise_clone, restore, saved_state
+from banger.vms.templates import TemplateKey, Templates
+
+log = logging.getLogger("banger.vms.launch")
+Started = tuple[VmHandles, AgentClient]
+
+
+def kernel_digest(kernel: KernelFiles) -> str:
+    """Changes whenever the kernel is pulled again (files are replaced, never edited)."""
+    return f"{kernel.kernel.stat().st_mtime_ns}-{kernel.initrd.stat().st_mtime_ns}"
+
+
+def template_key(spec: VmSpec, image: ImageFiles, kernel: KernelFiles, backend: Backend) -> TemplateKey:
+    assert isinstance(backend, Snapshotter)
+    return TemplateKey(image.name, image.manifest.sha256, kernel.name, kernel_digest(kernel), backend.name,
+                       backend.state_version(), spec.vcpu, spec.memory_mib, spec.accel,
+                       spec.network is not None)
+
+
+def has_sshd(image: ImageFiles) -> bool:
+    return any(p.split("=")[0] == "openssh-server" for p in image.manifest.installed)
+
+
+class Launcher:
+    def __init__(self, backend: Backend, templates: Templates, *, fast_start: bool) -> None:
+        self.backend = backend
+        self.templates = templates
+        self.fast_start = fast_start and isinstance(backend, Snapshotter)
+
+    async def launch(self, spec: VmSpec, image: ImageFiles, kernel: KernelFiles,
+                     progress: Progress, *, cold: bool) -> Started:
+        if cold:
+            saved_state(spec.vm_dir).unlink(missing_ok=True)  # --cold: the user chose the disk
+        if saved_state(spec.vm_dir).exists():
+            started = await self._resume_saved(spec, progress)
+            if started is not None:
+                return started
+        if self.fast_start and not cold and not (spec.vm_dir / "root.qcow2").exists():
+            started = await self._from_template(spec, image, kernel, progress)
+            if started is not None:
+                return started
+        handles, agent = await boot(self.backend, spec, progress)
+        await agent.configure(clock=time.time())
+        return handles, agent
+
+    async def _resume_saved(self, spec: VmSpec, progress: Progress) -> Started | None:
+        state = saved_state(spec.vm_dir)
+        try:
+            handles, agent = await restore(self.backend, dataclasses.replace(spec, incoming=state),
+                                           progress)
+            await agent.configure(clock=time.time())
+        except BangerError as exc:
+            events.record(spec.vm_dir, f"resuming the saved state failed ({exc.message}); "
+                                       "booting cold from the VM's disk")
+            progress("boot", None, "saved state unusable; booting cold")
+            return None
+        finally:
+            state.unlink(missing_ok=True)  # the disk moves on from here: the state is single-use
+        events.record(spec.vm_dir, "resumed from its saved state")
+        return handles, agent
+
+    async def _from_template(self, spec: VmSpec, image: ImageFiles, kernel: KernelFiles,
+                             progress: Progress) -> Started | None:
+        key = template_key(spec, image, kernel, self.backend)
+        assert isinstance(self.backend, Snapshotter)
+        try:
+            info = await self.templates.ensure(key, spec, progress)
+        except BangerError as exc:
+            events.record(spec.vm_dir, f"building a template failed ({exc.message}); booting cold")
+            return None
+        try:
+            spec.vm_dir.mkdir(parents=True, exist_ok=True)
+            await self.backend.prepare_disk_on(spec, self.templates.disk(info), None)
+            incoming = dataclasses.replace(spec, incoming=self.templates.memory(info))
+            handles, agent = await restore(self.backend, incoming, progress)
+        except BangerError as exc:
+            self._forget(spec)
+            self.templates.remove(info.id)  # unusable (corrupt, foreign QEMU): rebuild next time
+            events.record(spec.vm_dir, f"restoring template {info.id} failed ({exc.message}); "
+                                       "booting cold")
+            progress("boot", None, "template unusable; booting cold")
+            return None
+        try:
+            await personalise_clone(agent, spec.name, has_sshd=has_sshd(image))
+            if spec.disk_mib > info.disk_mib:
+                await grow_root(self.backend, agent, handles, spec.disk_mib)
+        except BaseException:
+            await agent.close()
+            await self.backend.kill(handles)
+            VmHandles.clear(spec.vm_dir)
+            self._forget(spec)
+            raise
+        events.record(spec.vm_dir, f"started from template {info.id}")
+        return handles, agent
+
+    def _forget(self, spec: VmSpec) -> None:
+        """Drop a disk layered on a template, so the next start can boot cold from the image."""
+        (spec.vm_dir / "root.qcow2").unlink(missing_ok=True)

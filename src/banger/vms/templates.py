@@ -1,0 +1,177 @@
+"""Templates: a VM shape booted once and saved, so new VMs restore instead of booting.
+
+A template is `templates/<id>/` with `disk.qcow2` (the template VM's disk, frozen read-only),
+`memory.snap` (its saved memory and device state) and `template.json`, written last. It is built
+in a staging dir and renamed into place, so a half-built template is never used. Its id hashes
+everything that must match for a restore: image and kernel content, VMM build, vcpu, memory,
+accelerator and whether the VM has a NIC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import msgspec
+
+from banger.errors import NotFound, OperationFailed
+from banger.paths import Paths
+from banger.progress import Progress
+from banger.store.db import utcnow
+from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
+from banger.vms.boot import boot
+
+log = logging.getLogger("banger.vms.templates")
+FORMAT = 1
+TEMPLATE_HOSTNAME = "banger-template"
+
+
+class TemplateKey(msgspec.Struct, frozen=True):
+    image: str
+    image_sha256: str
+    kernel: str
+    kernel_digest: str
+    backend: str
+    state_version: str
+    vcpu: int
+    memory_mib: int
+    accel: str
+    nic: bool
+    format: int = FORMAT
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:16]
+
+
+class TemplateInfo(msgspec.Struct):
+    id: str
+    key: TemplateKey
+    created: str
+    disk_mib: int
+    memory_bytes: int
+    build_seconds: float
+
+
+class Templates:
+    def __init__(self, paths: Paths, backend: Backend) -> None:
+        self.root = paths.state_dir / "templates"
+        self.backend = backend
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def dir(self, template_id: str) -> Path:
+        return self.root / template_id
+
+    def disk(self, info: TemplateInfo) -> Path:
+        return self.dir(info.id) / "disk.qcow2"
+
+    def memory(self, info: TemplateInfo) -> Path:
+        return self.dir(info.id) / "memory.snap"
+
+    def _read(self, d: Path) -> TemplateInfo | None:
+        try:
+            info = msgspec.json.decode((d / "template.json").read_bytes(), type=TemplateInfo)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return info
+
+    def find(self, key: TemplateKey) -> TemplateInfo | None:
+        """A complete template for this key, or None (a truncated state file does not count)."""
+        info = self._read(self.dir(key.id))
+        if info is None or info.key != key:
+            return None
+        try:
+            if self.memory(info).stat().st_size != info.memory_bytes or not self.disk(info).exists():
+                log.warning("template %s is incomplete or truncated; ignoring it", info.id)
+                return None
+        except OSError:
+            return None
+        return info
+
+    def list(self) -> list[TemplateInfo]:
+        if not self.root.is_dir():
+            return []
+        found = [self._read(d) for d in sorted(self.root.iterdir()) if not d.name.startswith(".")]
+        return [t for t in found if t is not None]
+
+    def remove(self, template_id: str) -> None:
+        d = self.dir(template_id)
+        if not d.exists():
+            raise NotFound(f"no template {template_id!r}; `banger vm template list` shows them")
+        trash = self.root / f".trash-{template_id}-{secrets.token_hex(4)}"
+        os.replace(d, trash)  # vanish atomically, then delete at leisure
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def cleanup_staging(self) -> None:
+        if self.root.is_dir():
+            for d in self.root.iterdir():
+                if d.name.startswith((".staging-", ".trash-")):
+                    shutil.rmtree(d, ignore_errors=True)
+
+    async def ensure(self, key: TemplateKey, base_spec: VmSpec, progress: Progress) -> TemplateInfo:
+        """The template for key, built now when missing; concurrent callers share one build."""
+        async with self._locks.setdefault(key.id, asyncio.Lock()):
+            info = self.find(key)
+            if info is not None:
+                return info
+            return await self._build(key, base_spec, progress)
+
+    async def _build(self, key: TemplateKey, base_spec: VmSpec, progress: Progress) -> TemplateInfo:
+        if not isinstance(self.backend, Snapshotter):
+            raise OperationFailed(f"the {self.backend.name} backend cannot save VM state")
+        started = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        stage = self.root / f".staging-{key.id}-{secrets.token_hex(4)}"
+        stage.mkdir()
+        spec = template_spec(base_spec, key, stage)
+        try:
+            progress("template", None, f"building a template for {key.image} "
+                     f"({key.vcpu} vcpu, {key.memory_mib} MiB): one cold boot, then restores")
+            handles, agent = await boot(self.backend, spec, progress)
+            try:
+                await agent.close()  # the snapshot must show the host as gone, not mid-session
+                await asyncio.sleep(0.05)
+                progress("template", None, "saving memory and device state")
+                await self.backend.save_state(handles, stage / "memory.snap")
+            finally:
+                await self.backend.kill(handles)
+                VmHandles.clear(stage)
+            info = _freeze(stage, key, spec, time.monotonic() - started)
+            os.replace(stage, self.dir(key.id))
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        log.info("built template %s in %.1fs", key.id, info.build_seconds)
+        return info
+
+
+def template_spec(base: VmSpec, key: TemplateKey, vm_dir: Path) -> VmSpec:
+    """The template boots the VM's shape with a neutral identity and the image's own disk size."""
+    network = base.network
+    if network is not None:  # same NIC model; its backend is host-side and not in the snapshot
+        network = dataclasses.replace(network, mode="user", tap="")
+    disk_mib = -(-base.boot.rootfs.stat().st_size // 1024**2)
+    return dataclasses.replace(base, vm_id=f"t{key.id[:11]}", name=TEMPLATE_HOSTNAME,
+                               vm_dir=vm_dir, disk_mib=disk_mib, network=network, incoming=None)
+
+
+def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, took: float) -> TemplateInfo:
+    disk = stage / "disk.qcow2"
+    os.replace(stage / "root.qcow2", disk)
+    disk.chmod(0o444)
+    for leftover in ("qmp.sock", "agent.sock", "qemu.pid"):
+        (stage / leftover).unlink(missing_ok=True)
+    info = TemplateInfo(key.id, key, utcnow(), spec.disk_mib,
+                        (stage / "memory.snap").stat().st_size, round(took, 2))
+    tmp = stage / "template.json.tmp"
+    tmp.write_bytes(msgspec.json.encode(info))
+    tmp.replace(stage / "template.json")
+    return info
+
