@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "completion": "banger.cli.completion:completion",
     "image": "banger.cli.image_cmds:image",
     "kernel": "banger.cli.kernel_cmds:kernel",
+    "ssh-config": "banger.cli.net_cmds:ssh_config",
 }
 
 

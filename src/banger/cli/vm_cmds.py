@@ -73,6 +73,9 @@ def vm_list(as_json: bool, show_all: bool) -> None:
     "run": "banger.cli.vm_exec:vm_run",
     "workspace": "banger.cli.workspace_cmds:workspace",
     "template": "banger.cli.template_cmds:template",
+    "ssh": "banger.cli.net_cmds:vm_ssh",
+    "ports": "banger.cli.net_cmds:vm_ports",
+    "forward": "banger.cli.net_cmds:vm_forward",
 })
 def vm() -> None:
     """Create, run and manage VMs."""
@@ -80,6 +83,22 @@ def vm() -> None:
 
 vm.add_command(vm_list)
 vm.add_command(vm_list, "ps")
+
+
+def _keep_net(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Network options ride in ctx.meta so create/run signatures stay as they are."""
+    ctx.meta.setdefault("net_params", {})[param.name or ""] = value
+    return value
+
+
+NET_OPTIONS = [
+    click.option("--net", type=click.Choice(["auto", "tap", "user"]), expose_value=False,
+                 callback=_keep_net, help="Network mode (default: config network_mode)."),
+    click.option("--nat", is_flag=True, expose_value=False, callback=_keep_net,
+                 help="Let the guest reach outside networks (NAT / unrestricted user mode)."),
+    click.option("--publish", "-p", multiple=True, metavar="HOST:GUEST", expose_value=False,
+                 callback=_keep_net, help="Publish a guest port on 127.0.0.1 (repeatable)."),
+]
 
 
 def create_options(fn: Any) -> Any:
@@ -91,6 +110,7 @@ def create_options(fn: Any) -> Any:
         size_option("--memory", "Memory, e.g. 1G or 1536M (default: config/host-aware)."),
         size_option("--disk", "Root disk size, e.g. 8G (default: config, 8G)."),
         click.option("--cold", is_flag=True, help="Boot normally instead of restoring a template."),
+        *NET_OPTIONS,
     ]):
         fn = option(fn)
     return fn
@@ -100,9 +120,11 @@ def create_params(name: str | None, image: str | None, kernel: str | None, vcpu:
                   memory: str | None, disk: str | None, start: bool) -> dict[str, Any]:
     if vcpu is not None and vcpu <= 0:
         raise click.BadParameter("must be a positive number", param_hint="--vcpu")
+    net = click.get_current_context().meta.get("net_params", {})
     return {"name": name, "image": image, "kernel": kernel, "vcpu": vcpu,
             "memory_mib": to_mib(memory, "memory"), "disk_mib": to_mib(disk, "disk"),
-            "start": start}
+            "start": start, "net": net.get("net"), "nat": bool(net.get("nat")),
+            "publish": list(net.get("publish") or [])}
 
 
 @vm.command("create")

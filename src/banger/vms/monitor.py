@@ -23,6 +23,7 @@ async def reconcile(mgr: VmManager) -> None:
         if vm.state == VmState.RUNNING and handles and mgr.backend.is_alive(handles):
             log.info("re-adopted VM %s (pid %d); its agent reconnects on first use", vm.name,
                      handles.pid)
+            await mgr.net.activate(vm)  # NAT rules and forwards die with the daemon: renew them
             continue
         await mgr.cleanup(vm)
         mgr.repo.set_state(vm.id, VmState.STOPPED,

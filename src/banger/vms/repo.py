@@ -47,6 +47,11 @@ class VmRepo:
             held.setdefault(r["net_mode"] or "user", set()).add(r["ip"])
         return held
 
+    def running_address(self, name: str) -> str | None:
+        """The host-reachable address of a running VM (what `<name>.vm` resolves to)."""
+        rows = self.store.query("SELECT ip FROM vms WHERE name=? AND state=?", (name, VmState.RUNNING))
+        return rows[0]["ip"] if rows and rows[0]["ip"] else None
+
     def names(self) -> set[str]:
         return {r["name"] for r in self.store.query("SELECT name FROM vms")}
 

@@ -1,0 +1,110 @@
+"""vm.ssh_info, vm.ports, vm.forward: reaching a VM's network from the host."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from typing import Any
+
+import msgspec
+
+from banger.daemon.context import Context
+from banger.daemon.registry import method
+from banger.errors import InvalidArgument, NotRunning
+from banger.net.nsock import answers_http
+from banger.net.plan import parse_publish
+from banger.ssh.keys import ensure_key, host_alias, known_hosts
+from banger.vmm.base import VmHandles
+from banger.vms.manager import VmManager
+from banger.vms.model import VmRecord, VmState
+
+
+class VmRef(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+
+
+class PortsParams(msgspec.Struct, forbid_unknown_fields=True):
+    vms: list[str]
+
+
+class ForwardParams(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+    publish: str  # HOSTPORT:GUESTPORT
+
+
+def _running(mgr: VmManager, ref: str) -> VmRecord:
+    vm = mgr.repo.find(ref)
+    if vm.state != VmState.RUNNING:
+        raise NotRunning(f"VM {vm.name} is {vm.state}; start it with `banger vm start {vm.name}`")
+    if vm.net_mode is None:
+        raise InvalidArgument(f"VM {vm.name} has no network (created before networking existed)")
+    return vm
+
+
+def _qmp(mgr: VmManager, vm: VmRecord) -> Any:
+    """A QMP caller for the VM's QEMU, or None for other backends."""
+    handles = VmHandles.load(mgr.paths.vm_dir(vm.id))
+    qmp = getattr(mgr.backend, "qmp", None)
+    return functools.partial(qmp, handles) if qmp is not None and handles is not None else None
+
+
+@method("vm.ssh_info", VmRef)
+async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
+    mgr = ctx.daemon.vms
+    vm = _running(mgr, p.vm)
+    key = ctx.daemon.config.ssh_key_path
+    await asyncio.to_thread(ensure_key, key)
+    where = mgr.net.endpoint(vm)
+    return {"name": vm.name, "host": where.host, "port": where.ssh_port, "netns": where.netns,
+            "key": str(key), "known_hosts": str(known_hosts(ctx.daemon.paths.state_dir)),
+            "alias": host_alias(vm.name), "user": "root"}
+
+
+async def _host_port(mgr: VmManager, vm: VmRecord, guest_port: int) -> int | None:
+    """The port on the VM's host-reachable address that reaches guest_port, if any."""
+    if vm.net_mode == "tap":
+        return guest_port
+    if guest_port == 22:
+        return mgr.net.endpoint(vm).ssh_port
+    qmp = _qmp(mgr, vm)
+    ok = qmp is not None and await mgr.net.ensure_loopback_forward(vm, guest_port, qmp)
+    return guest_port if ok else None
+
+
+async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[dict[str, Any]]:
+    _, agent = await mgr.agent_for(vm.id)
+    where = mgr.net.endpoint(vm)
+    rows = []
+    for entry in await agent.ports():
+        row = {"vm": vm.name, **entry, "endpoint": None, "http": False}
+        guest_only = entry["address"].startswith("127.") or entry["address"] == "::1"
+        if entry["proto"].startswith("tcp") and not guest_only:
+            port = await _host_port(mgr, vm, entry["port"])
+            if port is not None:
+                row["endpoint"] = f"{vm.name}.vm:{port}"
+                row["http"] = await answers_http(where.netns, where.host, port)
+        rows.append(row)
+    return rows
+
+
+@method("vm.ports", PortsParams)
+async def vm_ports(ctx: Context, p: PortsParams) -> list[dict[str, Any]]:
+    mgr = ctx.daemon.vms
+    vms = [_running(mgr, ref) for ref in p.vms]
+    found = await asyncio.gather(*(_ports_of(mgr, vm) for vm in vms))
+    return [row for rows in found for row in rows]
+
+
+@method("vm.forward", ForwardParams)
+async def vm_forward(ctx: Context, p: ForwardParams) -> dict[str, Any]:
+    """Publish a guest port on 127.0.0.1 now and on every later start."""
+    mgr = ctx.daemon.vms
+    pub = parse_publish(p.publish)
+    async with mgr.lock(mgr.repo.find(p.vm).id):
+        vm = _running(mgr, p.vm)
+        if any(parse_publish(s).host_port == pub.host_port for s in vm.publish):
+            raise InvalidArgument(f"{vm.name} already publishes host port {pub.host_port}")
+        await mgr.net.add_forward(vm, pub, _qmp(mgr, vm))
+        mgr.repo.update(vm.id, publish_json=json.dumps([*vm.publish, str(pub)]))
+    return {"vm": vm.name, "url": f"127.0.0.1:{pub.host_port}", "guest_port": pub.guest_port}

@@ -1,0 +1,1 @@
+"""banger's authoritative DNS for the `.vm` zone."""

@@ -1,0 +1,1 @@
+"""VM networking: tap (bridge, NAT) and QEMU user modes, addresses, forwards."""

@@ -1,0 +1,122 @@
+"""Per-VM NAT in a banger-owned nftables table (iptables when nft is missing).
+
+Rules carry the comment `banger:<vm id>` so they can be found and removed by VM; the table goes
+when its last VM rule does. A base rule drops forwarding from the bridge for VMs without --nat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from banger.errors import OperationFailed
+from banger.runner import Result, arun, which
+
+log = logging.getLogger("banger.net.nat")
+TABLE = "banger"
+
+
+def in_netns(netns: str, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
+def _tag(vm_id: str) -> str:
+    return f"banger:{vm_id}"
+
+
+async def _nft(netns: str, script: str, *, check: bool = True) -> Result:
+    return await arun(in_netns(netns, ["nft", "-f", "-"]), input=script.encode(), check=check,
+                      what="nft")
+
+
+async def enable(netns: str, bridge: str, vm_id: str, ip: str) -> None:
+    """MASQUERADE the VM's traffic leaving through anything but the bridge; allow forwarding."""
+    await arun(in_netns(netns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]), what="sysctl")
+    if not which("nft"):
+        await _iptables_enable(netns, bridge, vm_id, ip)
+        return
+    tag = _tag(vm_id)
+    await disable(netns, vm_id)  # idempotent: never two copies
+    await _nft(netns, f"""
+table inet {TABLE} {{
+  chain postrouting {{ type nat hook postrouting priority srcnat; }}
+  chain forward {{ type filter hook forward priority filter; }}
+}}
+""")
+    if not await _has_rule(netns, "banger:base"):
+        await _nft(netns, f'add rule inet {TABLE} forward iifname "{bridge}" oifname != "{bridge}" '
+                          f'drop comment "banger:base"\n')
+    await _nft(netns, f"""
+add rule inet {TABLE} postrouting ip saddr {ip} oifname != "{bridge}" masquerade comment "{tag}"
+insert rule inet {TABLE} forward iifname "{bridge}" ip saddr {ip} accept comment "{tag}"
+insert rule inet {TABLE} forward oifname "{bridge}" ip daddr {ip} ct state established,related \
+  accept comment "{tag}"
+""")
+    log.info("NAT on for %s (%s)", vm_id, ip)
+
+
+async def _rules(netns: str) -> list[dict[str, object]]:
+    res = await arun(in_netns(netns, ["nft", "-j", "list", "table", "inet", TABLE]), check=False,
+                     what="nft")
+    if not res.ok:
+        return []
+    items = json.loads(res.stdout).get("nftables", [])
+    return [item["rule"] for item in items if "rule" in item]
+
+
+async def _has_rule(netns: str, comment: str) -> bool:
+    return any(rule.get("comment") == comment for rule in await _rules(netns))
+
+
+async def rules_for(netns: str, vm_id: str) -> list[dict[str, object]]:
+    if not which("nft"):
+        return [{"rule": line} for line in await _iptables_lines(netns, vm_id)]
+    return [rule for rule in await _rules(netns) if rule.get("comment") == _tag(vm_id)]
+
+
+async def disable(netns: str, vm_id: str) -> None:
+    """Remove the VM's rules; drop the table when no VM rule is left. Safe when absent."""
+    if not which("nft"):
+        await _iptables_disable(netns, vm_id)
+        return
+    rules = await _rules(netns)
+    mine = [r for r in rules if r.get("comment") == _tag(vm_id)]
+    if mine:
+        script = "".join(f"delete rule inet {TABLE} {r['chain']} handle {r['handle']}\n"
+                         for r in mine)
+        await _nft(netns, script)
+    others = [r for r in rules if r not in mine and r.get("comment") != "banger:base"]
+    if rules and not others:
+        await _nft(netns, f"delete table inet {TABLE}\n", check=False)
+
+
+# ---- iptables fallback (hosts without nft)
+
+async def _iptables_enable(netns: str, bridge: str, vm_id: str, ip: str) -> None:
+    await _iptables_disable(netns, vm_id)
+    tag = ["-m", "comment", "--comment", _tag(vm_id)]
+    for rule in (["-t", "nat", "-A", "POSTROUTING", "-s", ip, "!", "-o", bridge, "-j", "MASQUERADE"],
+                 ["-I", "FORWARD", "-i", bridge, "-s", ip, "-j", "ACCEPT"],
+                 ["-I", "FORWARD", "-o", bridge, "-d", ip, "-m", "conntrack", "--ctstate",
+                  "ESTABLISHED,RELATED", "-j", "ACCEPT"]):
+        await arun(in_netns(netns, ["iptables", *rule, *tag]), what="iptables")
+
+
+async def _iptables_lines(netns: str, vm_id: str) -> list[tuple[str, str]]:
+    found = []
+    for table in ("nat", "filter"):
+        res = await arun(in_netns(netns, ["iptables", "-t", table, "-S"]), what="iptables")
+        found += [(table, line) for line in res.stdout.splitlines() if _tag(vm_id) in line]
+    return found
+
+
+async def _iptables_disable(netns: str, vm_id: str) -> None:
+    for table, line in await _iptables_lines(netns, vm_id):
+        args = line.split()
+        if args[0] != "-A":
+            continue
+        args = [a.strip('"') for a in args]
+        try:
+            await arun(in_netns(netns, ["iptables", "-t", table, "-D", *args[1:]]), what="iptables")
+        except OperationFailed as exc:
+            log.warning("could not remove %s: %s", line, exc.message)

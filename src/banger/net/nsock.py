@@ -1,0 +1,65 @@
+"""TCP connections from the daemon (root namespace) into a VM's network namespace.
+
+setns() affects only the calling thread, so a worker thread enters the netns, creates the socket
+(a socket keeps the namespace it was created in) and returns to the daemon's namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import socket
+import threading
+
+from banger.net.links import netns_path
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_lock = threading.Lock()
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def socket_in_netns(netns: str, family: int = socket.AF_INET) -> socket.socket:
+    if not netns:
+        return socket.socket(family, socket.SOCK_STREAM)
+    with _lock, open("/proc/thread-self/ns/net") as home, open(netns_path(netns)) as target:
+        _setns(target.fileno())
+        try:
+            return socket.socket(family, socket.SOCK_STREAM)
+        finally:
+            _setns(home.fileno())
+
+
+async def open_connection(netns: str, host: str, port: int, timeout: float = 5.0
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = await asyncio.to_thread(socket_in_netns, netns)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
+async def answers_http(netns: str, host: str, port: int, timeout: float = 3.0) -> bool:
+    """A quick HEAD /: any HTTP status line counts as answering."""
+    try:
+        reader, writer = await open_connection(netns, host, port, timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        return line.startswith(b"HTTP/")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()

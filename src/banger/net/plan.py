@@ -1,0 +1,77 @@
+"""Pure decisions: which mode, which addresses, which MAC, which published ports."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from banger.errors import Conflict, InvalidArgument
+
+# QEMU user networking's fixed guest view (inside QEMU only).
+USER_GUEST_ADDRESS = "10.0.2.15/24"
+USER_GATEWAY = "10.0.2.2"
+USER_DNS = "10.0.2.3"
+# Each user-mode VM gets one host loopback address from here, so `<name>.vm` is reachable.
+LOOPBACK_POOL = ipaddress.ip_network("127.77.0.0/16")
+
+
+@dataclass(frozen=True)
+class Publish:
+    host_port: int
+    guest_port: int
+
+    def __str__(self) -> str:
+        return f"{self.host_port}:{self.guest_port}"
+
+
+def resolve_mode(requested: str | None, configured: str, netns: str) -> str:
+    """`auto` is tap only when a netns is configured: a root-namespace bridge is opt-in."""
+    mode = requested or configured
+    if mode not in ("auto", "tap", "user"):
+        raise InvalidArgument(f"invalid network mode {mode!r}: use auto, tap or user")
+    if mode == "auto":
+        return "tap" if netns else "user"
+    return mode
+
+
+def parse_publish(spec: str) -> Publish:
+    host, sep, guest = spec.partition(":")
+    if not sep or not host.isdigit() or not guest.isdigit() or not (
+            0 < int(host) < 65536 and 0 < int(guest) < 65536):
+        raise InvalidArgument(f"invalid port mapping {spec!r}: use HOSTPORT:GUESTPORT, e.g. 8080:80")
+    return Publish(int(host), int(guest))
+
+
+def mac_for(vm_id: str) -> str:
+    """Stable, locally administered MAC derived from the VM id (QEMU's 52:54:00 prefix)."""
+    digest = hashlib.sha256(vm_id.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def tap_name(vm_id: str) -> str:
+    return f"bt{vm_id}"[:15]  # IFNAMSIZ - 1
+
+
+def gateway_of(cidr: str) -> ipaddress.IPv4Address:
+    net = ipaddress.IPv4Network(cidr)
+    return next(net.hosts())
+
+
+def allocate_ip(cidr: str, taken: set[str]) -> str:
+    """Lowest free host address after the gateway (deterministic)."""
+    net = ipaddress.IPv4Network(cidr)
+    gateway = gateway_of(cidr)
+    for addr in net.hosts():
+        if addr != gateway and str(addr) not in taken:
+            return str(addr)
+    raise Conflict(f"no free address left in bridge_cidr {cidr} ({len(taken)} VMs hold one); "
+                   "delete a VM or configure a larger bridge_cidr")
+
+
+def allocate_loopback(taken: set[str]) -> str:
+    for addr in LOOPBACK_POOL.hosts():
+        if addr.packed[-1] in (0, 1, 255) or str(addr) in taken:
+            continue
+        return str(addr)
+    raise Conflict("no free loopback address left for user-mode VMs; delete a VM")

@@ -1,0 +1,217 @@
+"""The network side of a VM's life: plan at create, attach at start, tear down at stop/delete.
+
+Called by the VmManager; everything here is idempotent so stop, kill, delete and reconcile can
+all call teardown() without knowing what was set up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from banger.agent.client import AgentClient
+from banger.config import Config
+from banger.errors import Conflict, Unavailable
+from banger.net import links, nat, plan
+from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
+from banger.paths import Paths
+from banger.ssh.keys import ensure_key
+from banger.vmm.base import NetworkAttachment
+from banger.vms.model import VmRecord
+
+log = logging.getLogger("banger.net")
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the host reaches a VM: address, ssh port and (tap mode) the netns to enter."""
+
+    host: str
+    ssh_port: int
+    netns: str
+
+
+def host_nameservers() -> list[str]:
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return []
+    servers = [line.split()[1] for line in text.splitlines()
+               if line.startswith("nameserver") and len(line.split()) > 1]
+    return [s for s in servers if not s.startswith("127.")]
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Network:
+    def __init__(self, paths: Paths, config: Config) -> None:
+        self.paths = paths
+        self.config = config
+        self.netns: str = config.netns
+        self.bridge: str = config.bridge_name
+        self.cidr: str = config.bridge_cidr
+        self.proxies = Proxies()
+
+    # ---- create
+
+    def mode(self, requested: str | None) -> str:
+        """The VM's network mode; tap is refused early without the privilege for it."""
+        resolved = plan.resolve_mode(requested, self.config.network_mode, self.netns)
+        if resolved == "tap":
+            links.require_net_admin()
+        return resolved
+
+    def allocate(self, vm: VmRecord, taken: dict[str, set[str]]) -> VmRecord:
+        """MAC and address (tap IP or user-mode loopback); call with no await before insert."""
+        if vm.net_mode is None or vm.ip:
+            return vm
+        if vm.net_mode == "tap":
+            ip = plan.allocate_ip(self.cidr, taken.get("tap", set()))
+        else:
+            ip = plan.allocate_loopback(taken.get("user", set()))
+        return msgspec.structs.replace(vm, ip=ip, mac=vm.mac or plan.mac_for(vm.id))
+
+    # ---- start
+
+    def _runtime_file(self, vm: VmRecord) -> Path:
+        return self.paths.vm_dir(vm.id) / "net.json"
+
+    def endpoint(self, vm: VmRecord) -> Endpoint:
+        if vm.net_mode == "tap":
+            return Endpoint(vm.ip or "", SSH_PORT, self.netns)
+        try:
+            port = int(json.loads(self._runtime_file(vm).read_text())["ssh_port"])
+        except (OSError, ValueError, KeyError):
+            port = SSH_PORT
+        return Endpoint(vm.ip or "", port, "")
+
+    async def prepare(self, vm: VmRecord) -> NetworkAttachment | None:
+        """Bridge + tap (tap mode) or host forwards (user mode); refuses busy host ports."""
+        if vm.net_mode is None:
+            return None  # a VM created before networking existed
+        for spec in vm.publish:
+            check_port_free(plan.parse_publish(spec).host_port)
+        if vm.net_mode == "tap":
+            links.require_net_admin()
+            tap = plan.tap_name(vm.id)
+            await asyncio.to_thread(links.ensure_bridge, self.netns, self.bridge, self.cidr)
+            await asyncio.to_thread(links.add_tap, self.netns, tap, self.bridge)
+            return NetworkAttachment("tap", tap=tap, mac=vm.mac or plan.mac_for(vm.id),
+                                     netns=self.netns)
+        loop = vm.ip or ""
+        fwds = [f"tcp:{loop}:{self._ssh_port(vm, loop)}-:{SSH_PORT}"]
+        for spec in vm.publish:
+            pub = plan.parse_publish(spec)
+            fwds.append(f"tcp:{PUBLISH_HOST}:{pub.host_port}-:{pub.guest_port}")
+            if pub.guest_port != SSH_PORT:
+                fwds.append(f"tcp:{loop}:{pub.guest_port}-:{pub.guest_port}")
+        return NetworkAttachment("user", mac=vm.mac or plan.mac_for(vm.id),
+                                 hostfwds=tuple(fwds), restrict=not vm.nat)
+
+    def _ssh_port(self, vm: VmRecord, loop: str) -> int:
+        """22 on the VM's own loopback address unless the host already listens there."""
+        try:
+            check_port_free(SSH_PORT, loop)
+            port = SSH_PORT
+        except Conflict:
+            port = free_port(loop)
+        self._runtime_file(vm).write_text(json.dumps({"ssh_port": port}))
+        return port
+
+    def guest_config(self, vm: VmRecord) -> dict[str, Any]:
+        """What the agent's `configure` op sets in the guest."""
+        mac = vm.mac or plan.mac_for(vm.id)
+        if vm.net_mode == "tap":
+            prefix = ipaddress.IPv4Network(self.cidr).prefixlen
+            gateway = str(plan.gateway_of(self.cidr))
+            return {"mac": mac, "address": f"{vm.ip}/{prefix}", "gateway": gateway,
+                    "dns": host_nameservers() or [gateway]}
+        return {"mac": mac, "address": plan.USER_GUEST_ADDRESS, "gateway": plan.USER_GATEWAY,
+                "dns": [plan.USER_DNS]}
+
+    async def attach(self, vm: VmRecord, agent: AgentClient) -> None:
+        """Right after boot: guest address, DNS, ssh key; then NAT and forwards."""
+        if vm.net_mode is None:
+            return
+        key = await asyncio.to_thread(ensure_key, self.config.ssh_key_path)
+        await agent.configure(network=self.guest_config(vm), authorized_keys=[key])
+        await self.activate(vm)
+
+    async def activate(self, vm: VmRecord) -> None:
+        """After boot (and after a daemon restart): NAT rules and tap-mode forwards."""
+        if vm.net_mode != "tap" or not vm.ip:
+            return
+        if vm.nat:
+            await nat.enable(self.netns, self.bridge, vm.id, vm.ip)
+        self.proxies.close(vm.id)
+        for spec in vm.publish:
+            pub = plan.parse_publish(spec)
+            await self.proxies.add(vm.id, self.netns, vm.ip, pub.host_port, pub.guest_port)
+
+    async def add_forward(self, vm: VmRecord, pub: plan.Publish, qmp: Any) -> None:
+        """Publish on a running VM: QMP hostfwd_add (user) or a daemon proxy (tap)."""
+        check_port_free(pub.host_port)
+        if vm.net_mode == "tap":
+            await self.proxies.add(vm.id, self.netns, vm.ip or "", pub.host_port, pub.guest_port)
+            return
+        if qmp is None:
+            raise Unavailable("user-mode forwards on a running VM need the qemu backend")
+        await hostfwd_add(qmp, f"tcp:{PUBLISH_HOST}:{pub.host_port}-:{pub.guest_port}")
+        await self.ensure_loopback_forward(vm, pub.guest_port, qmp)
+
+    async def ensure_loopback_forward(self, vm: VmRecord, port: int, qmp: Any) -> bool:
+        """User mode: make `<name>.vm:port` reach the guest's port (once per VM run)."""
+        state = self._runtime(vm)
+        done = set(state.get("loopback_ports", []))
+        if port in done or port == SSH_PORT:
+            return True
+        try:
+            check_port_free(port, vm.ip or "")
+            await hostfwd_add(qmp, f"tcp:{vm.ip}:{port}-:{port}")
+        except (Conflict, Unavailable) as exc:
+            log.info("no loopback forward for %s:%d: %s", vm.name, port, exc)
+            return False
+        state["loopback_ports"] = sorted(done | {port})
+        self._runtime_file(vm).write_text(json.dumps(state))
+        return True
+
+    def _runtime(self, vm: VmRecord) -> dict[str, Any]:
+        try:
+            data = json.loads(self._runtime_file(vm).read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    # ---- stop / delete / reconcile
+
+    async def teardown(self, vm: VmRecord) -> None:
+        """Remove everything the VM had on the host network; safe to call any number of times."""
+        self.proxies.close(vm.id)
+        if vm.net_mode == "tap":
+            if vm.nat or vm.ip:
+                await nat.disable(self.netns, vm.id)
+            await asyncio.to_thread(links.delete_link, self.netns, plan.tap_name(vm.id))
+        loopback_state = self._runtime(vm)
+        loopback_state.pop("loopback_ports", None)
+        if self._runtime_file(vm).exists():
+            self._runtime_file(vm).write_text(json.dumps(loopback_state))
+
+
+async def hostfwd_add(qmp: Any, rule: str) -> None:
+    answer = await qmp("human-monitor-command", **{"command-line": f"hostfwd_add net0 {rule}"})
+    if isinstance(answer, str) and answer.strip():
+        raise Unavailable(f"QEMU refused forward {rule}: {answer.strip()}")

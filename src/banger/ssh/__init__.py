@@ -1,0 +1,1 @@
+"""ssh into VMs: banger's key, its own known_hosts (trust on first use), ~/.ssh/config Include."""
