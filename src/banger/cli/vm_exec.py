@@ -9,6 +9,7 @@ import click
 
 from banger.cli import session
 from banger.cli.vm_cmds import VM_ARG, create_options, create_params
+from banger.cli.workspace_cmds import ship_options
 
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
 
@@ -87,28 +88,43 @@ def vm_shell(vm: str) -> None:
 @click.option("-d", "--detach", is_flag=True, help="Leave the VM running and print how to reach it.")
 @click.option("-i", "--interactive/--no-interactive", default=None, help="Forward stdin.")
 @click.option("-t", "--tty/--no-tty", default=None, help="Allocate a PTY in the guest.")
+@click.argument("path", required=False, type=click.Path())
+@ship_options
 @click.pass_context
-def vm_run(ctx: click.Context, name: str | None, image: str | None, kernel: str | None,
+def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: str | None,
            vcpu: int | None, memory: str | None, disk: str | None, cold: bool, remove: bool,
-           detach: bool, interactive: bool | None, tty: bool | None) -> None:
+           detach: bool, interactive: bool | None, tty: bool | None, path: str | None,
+           dry_run: bool, **ship: Any) -> None:
     """Create and boot a VM, then run a command (exit code passed on) or a shell.
 
-    banger vm run [OPTIONS] [-- CMD...]
+    banger vm run [OPTIONS] [PATH] [-- CMD...]: with PATH, the git repo holding it is shipped
+    to /root/repo (see `banger vm workspace --help`) and the command starts there.
     """
+    from banger.cli import workspace_cmds as ws
+
     command: list[str] = ctx.meta["guest_command"]
     if detach and (remove or command):
         raise click.UsageError("-d/--detach cannot be combined with --rm or a command")
+    ship_to = ws.ship_opts(ship) if path else None
+    if dry_run:
+        if path is None or ship_to is None:
+            raise click.UsageError("--dry-run needs a PATH")
+        ws.print_dry_run(path, ship_to)
+        return
+    if path and ship_to:
+        ws.check_shippable(path, ship_to)  # bad input is refused before a VM exists
     stdin, pty = (False, False) if detach else _modes(command, interactive, tty)
     params = create_params(name, image, kernel, vcpu, memory, disk, True)
     created = session.call_with_progress("vm.create", {**params, "cold": cold})
     vm_name = created["name"]
+    cwd = ws.ship_into_new_vm(vm_name, path, ship_to) if path and ship_to else "/root"
     if detach:
         click.echo(f"{vm_name} is running: `banger vm shell {vm_name}`, "
                    f"`banger vm exec {vm_name} -- CMD`; stop it with `banger vm stop {vm_name}`")
         return
     code = 1
     try:
-        code = run_in_guest(vm_name, command, interactive=stdin, tty=pty)
+        code = run_in_guest(vm_name, command, interactive=stdin, tty=pty, cwd=cwd)
     finally:
         if remove:
             session.call("vm.delete", {"vm": vm_name, "force": True})

@@ -34,6 +34,7 @@ def _load_handlers() -> None:
         system,
         templates,
         vms,
+        workspace,
     )
 
 

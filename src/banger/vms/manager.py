@@ -37,6 +37,7 @@ from banger.vms.launch import Launcher, kernel_digest
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
 from banger.vms.templates import TemplateInfo, Templates
+from banger.workspace.filesync import sync_home
 
 log = logging.getLogger("banger.vms")
 STOP_GRACE = 20.0
@@ -149,6 +150,8 @@ class VmManager:
                 handles, agent = await self.launcher.launch(spec, image, kernel, progress, cold=cold)
                 self.agents.adopt(vm.id, agent)
                 await self.net.attach(vm, agent)
+                await sync_home(agent, self.config.file_sync,
+                                lambda message: progress("file_sync", None, message))
             except asyncio.CancelledError:
                 await self.cleanup(vm)
                 self.repo.set_state(vm.id, VmState.STOPPED, error="start cancelled")

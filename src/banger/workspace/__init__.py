@@ -1,0 +1,1 @@
+"""Workspaces: ship a git repo into a VM, get commits and changes back out."""
