@@ -201,7 +201,8 @@ def workspace_apply(vm: str, export_file: str | None, repo: str | None,
             res = session.call_with_progress("workspace.export", {"vm": vm, "output": str(export)})
             record = res.get("workspace") or {}
         else:
-            export, record = Path(export_file), {}
+            export = Path(export_file)
+            record = (None if repo else workspace_cwd(vm)[1]) or {}
         target = Path(repo or record.get("host_repo") or ".")
         applied = apply_export(export, target, vm=vm, branch=branch)
     click.echo(summary(applied, target))
