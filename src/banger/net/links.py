@@ -36,7 +36,7 @@ def netns_path(netns: str) -> Path:
 
 @contextmanager
 def netlink(netns: str) -> Iterator[Any]:
-    from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute, NetNS
 
     if netns and not netns_path(netns).exists():
         raise InvalidArgument(f"network namespace {netns!r} does not exist; create it with "

@@ -18,7 +18,7 @@ import msgspec
 
 from banger.agent.client import AgentClient
 from banger.config import Config
-from banger.errors import Conflict, Unavailable
+from banger.errors import BangerError, Conflict, Unavailable
 from banger.net import links, nat, plan
 from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
 from banger.paths import Paths
@@ -113,24 +113,28 @@ class Network:
             return NetworkAttachment("tap", tap=tap, mac=vm.mac or plan.mac_for(vm.id),
                                      netns=self.netns)
         loop = vm.ip or ""
-        fwds = [f"tcp:{loop}:{self._ssh_port(vm, loop)}-:{SSH_PORT}"]
+        ssh_port = self._ssh_port(loop)
+        fwds = [f"tcp:{loop}:{ssh_port}-:{SSH_PORT}"]
+        on_loopback = []
         for spec in vm.publish:
             pub = plan.parse_publish(spec)
             fwds.append(f"tcp:{PUBLISH_HOST}:{pub.host_port}-:{pub.guest_port}")
-            if pub.guest_port != SSH_PORT:
+            if pub.guest_port != SSH_PORT and pub.guest_port not in on_loopback:
                 fwds.append(f"tcp:{loop}:{pub.guest_port}-:{pub.guest_port}")
+                on_loopback.append(pub.guest_port)
+        self._runtime_file(vm).parent.mkdir(parents=True, exist_ok=True)
+        self._runtime_file(vm).write_text(json.dumps({"ssh_port": ssh_port,
+                                                      "loopback_ports": on_loopback}))
         return NetworkAttachment("user", mac=vm.mac or plan.mac_for(vm.id),
                                  hostfwds=tuple(fwds), restrict=not vm.nat)
 
-    def _ssh_port(self, vm: VmRecord, loop: str) -> int:
+    def _ssh_port(self, loop: str) -> int:
         """22 on the VM's own loopback address unless the host already listens there."""
         try:
             check_port_free(SSH_PORT, loop)
-            port = SSH_PORT
+            return SSH_PORT
         except Conflict:
-            port = free_port(loop)
-        self._runtime_file(vm).write_text(json.dumps({"ssh_port": port}))
-        return port
+            return free_port(loop)
 
     def guest_config(self, vm: VmRecord) -> dict[str, Any]:
         """What the agent's `configure` op sets in the guest."""
@@ -182,7 +186,7 @@ class Network:
         try:
             check_port_free(port, vm.ip or "")
             await hostfwd_add(qmp, f"tcp:{vm.ip}:{port}-:{port}")
-        except (Conflict, Unavailable) as exc:
+        except BangerError as exc:
             log.info("no loopback forward for %s:%d: %s", vm.name, port, exc)
             return False
         state["loopback_ports"] = sorted(done | {port})

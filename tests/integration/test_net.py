@@ -1,0 +1,284 @@
+"""Networking on real VMs: user mode (forwards, .vm DNS, ports) and tap mode inside test-made
+network namespaces (gateway, DNS, NAT to an uplink namespace, cleanup after delete and crash).
+
+Network rule: traffic goes only to loopback or into namespaces this file creates and deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dnslib import DNSRecord
+
+from tests.conftest import Banger
+from tests.vmtest import SLIM, vm_home, vm_lock
+
+pytestmark = [pytest.mark.vm, pytest.mark.network]
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def configure(b: Banger, extra: str) -> int:
+    dns_port = free_port()
+    cfg = b.home / "config" / "config.toml"
+    cfg.write_text(f'dns_listen = "127.0.0.1:{dns_port}"\nfast_start = false\n{extra}\n'
+                   + cfg.read_text())
+    return dns_port
+
+
+def resolve(dns_port: int, name: str) -> tuple[int, list[str]]:
+    reply = DNSRecord.parse(DNSRecord.question(name).send("127.0.0.1", dns_port, timeout=3))
+    return reply.header.rcode, [str(rr.rdata) for rr in reply.rr]
+
+
+def guest(b: Banger, vm: str, script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return b.run("vm", "exec", vm, "--", "sh", "-c", script, timeout=timeout)
+
+
+def guest_fetch(b: Banger, vm: str, url: str) -> str:
+    code = (f"import urllib.request\ntry: print(urllib.request.urlopen('{url}', timeout=4).status)\n"
+            "except Exception as e: print('fail', e)")
+    return guest(b, vm, f"python3 -c \"{code}\"").stdout.strip()
+
+
+def start_http(b: Banger, vm: str, port: int) -> None:
+    res = guest(b, vm, f"cd /tmp && (nohup python3 -m http.server {port} >/dev/null 2>&1 &); "
+                       f"for i in $(seq 50); do grep -q ':{port:04X} ' /proc/net/tcp* && exit 0; "
+                       "sleep 0.2; done; exit 1")
+    assert res.returncode == 0, res.stderr
+
+
+def http_status(url: str) -> int | str:
+    try:
+        return int(urllib.request.urlopen(url, timeout=5).status)
+    except Exception as exc:
+        return str(exc)
+
+
+def vm_show(b: Banger, name: str) -> dict[str, object]:
+    return json.loads(b.run("vm", "show", name, check=True).stdout)
+
+
+# ---------------------------------------------------------------- user mode
+
+
+@pytest.fixture(scope="module")
+def ub() -> Iterator[tuple[Banger, int]]:
+    with vm_lock(), vm_home(SLIM) as b:
+        yield b, configure(b, 'network_mode = "user"')
+
+
+def test_user_mode_forward_dns_and_ports(ub: tuple[Banger, int]) -> None:
+    b, dns_port = ub
+    host_port = free_port()
+    res = b.run("vm", "create", "--name", "web", "-p", f"{host_port}:8000", timeout=120)
+    assert res.returncode == 0, res.stderr + b.log.read_text()[-3000:]
+    info = vm_show(b, "web")
+    assert info["net_mode"] == "user" and str(info["ip"]).startswith("127.77.")
+    addr = guest(b, "web", "ip -4 -o addr show; cat /etc/resolv.conf").stdout
+    assert "10.0.2.15/24" in addr and "nameserver 10.0.2.3" in addr
+    start_http(b, "web", 8000)
+    assert http_status(f"http://127.0.0.1:{host_port}/") == 200  # the published forward
+    rcode, answers = resolve(dns_port, "web.vm")
+    assert rcode == 0 and answers == [info["ip"]]
+    assert http_status(f"http://{answers[0]}:8000/") == 200  # by its .vm address
+    assert resolve(dns_port, "nosuch.vm")[0] == 3  # NXDOMAIN
+    rows = json.loads(b.run("vm", "ports", "web", "--json", check=True).stdout)
+    row = next(r for r in rows if r["port"] == 8000)
+    assert row["proto"] == "tcp" and "http.server" in row["process"]
+    assert row["endpoint"] == "web.vm:8000" and row["http"] is True
+    table = b.run("vm", "ports", "web", check=True).stdout
+    assert "web.vm:8000" in table and "yes" in table
+    # A runtime forward, then a host port already in use.
+    extra = free_port()
+    b.run("vm", "forward", "web", f"{extra}:8000", check=True)
+    assert http_status(f"http://127.0.0.1:{extra}/") == 200
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        res = b.run("vm", "forward", "web", f"{busy.getsockname()[1]}:8000")
+        assert res.returncode != 0 and "already in use" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    b.run("vm", "stop", "web", check=True)
+    assert resolve(dns_port, "web.vm")[0] == 3  # stopped: gone from DNS
+    assert http_status(f"http://127.0.0.1:{host_port}/") != 200
+    b.run("vm", "delete", "web", check=True)
+
+
+def test_user_mode_bad_input(ub: tuple[Banger, int]) -> None:
+    b, _ = ub
+    res = b.run("vm", "create", "--no-start", "--name", "bad", "-p", "80")
+    assert res.returncode != 0 and "HOSTPORT:GUESTPORT" in res.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        res = b.run("vm", "create", "--name", "busy", "-p", f"{busy.getsockname()[1]}:80")
+        assert res.returncode != 0 and "already in use" in res.stderr
+    b.run("vm", "delete", "-f", "busy")
+
+
+# ---------------------------------------------------------------- tap mode in a test netns
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[tuple[str, str]]:
+    """A namespace for bridge/taps/QEMU and an "uplink" namespace behind a veth pair."""
+    tag = f"{os.getpid() % 100000}"
+    ns, up = f"bgn{tag}", f"bgu{tag}"
+    sh("ip", "netns", "add", ns)
+    sh("ip", "netns", "add", up)
+    try:
+        sh("ip", "link", "add", "vbn" + tag, "netns", ns, "type", "veth", "peer", "name",
+           "vbu" + tag, "netns", up)
+        for space, dev, addr in ((ns, "vbn" + tag, "10.200.0.1/30"), (up, "vbu" + tag,
+                                                                       "10.200.0.2/30")):
+            sh("ip", "-n", space, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", space, "link", "set", dev, "up")
+            sh("ip", "-n", space, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "route", "add", "default", "via", "10.200.0.2")
+        yield ns, up
+    finally:
+        sh("ip", "netns", "pids", ns, check=False)
+        for space in (ns, up):
+            for pid in sh("ip", "netns", "pids", space, check=False).stdout.split():
+                os.kill(int(pid), signal.SIGKILL)
+            sh("ip", "netns", "del", space, check=False)
+
+
+def in_ns(ns: str, *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def ns_fetch(ns: str, url: str) -> str:
+    code = (f"import urllib.request\ntry: print(urllib.request.urlopen('{url}', timeout=4).status)\n"
+            "except Exception as e: print('fail', e)")
+    return sh("ip", "netns", "exec", ns, PY, "-c", code).stdout.strip()
+
+
+def leftovers(ns: str, vm_id: str) -> list[str]:
+    links = sh("ip", "-n", ns, "-o", "link").stdout
+    rules = sh("ip", "netns", "exec", ns, "nft", "list", "ruleset").stdout
+    found = [f"tap bt{vm_id}" for _ in [1] if f"bt{vm_id}" in links]
+    return found + [f"nft rule for {vm_id}" for _ in [1] if f"banger:{vm_id}" in rules]
+
+
+@pytest.fixture(scope="module")
+def tb(netns: tuple[str, str]) -> Iterator[tuple[Banger, int, str, str]]:
+    ns, up = netns
+    with vm_lock(), vm_home(SLIM) as b:
+        dns_port = configure(b, f'network_mode = "tap"\nnetns = "{ns}"\n'
+                                'bridge_cidr = "10.77.0.0/24"')
+        yield b, dns_port, ns, up
+
+
+def test_tap_gateway_dns_and_nat(tb: tuple[Banger, int, str, str]) -> None:
+    b, dns_port, ns, up = tb
+    res = b.run("vm", "create", "--name", "tapa", "--nat", timeout=120)
+    assert res.returncode == 0, res.stderr + b.log.read_text()[-3000:]
+    info = vm_show(b, "tapa")
+    assert info["net_mode"] == "tap" and info["ip"] == "10.77.0.2"
+    gw = in_ns(ns, PY, "-m", "http.server", "9100", "--bind", "10.77.0.1")
+    upl = in_ns(up, PY, "-m", "http.server", "9000", "--bind", "10.200.0.2")
+    try:
+        time.sleep(1.0)
+        assert guest_fetch(b, "tapa", "http://10.77.0.1:9100/") == "200"  # the gateway
+        start_http(b, "tapa", 8000)
+        rcode, answers = resolve(dns_port, "tapa.vm")
+        assert rcode == 0 and answers == ["10.77.0.2"]
+        assert ns_fetch(ns, f"http://{answers[0]}:8000/") == "200"  # a host client in the netns
+        rows = json.loads(b.run("vm", "ports", "tapa", "--json", check=True).stdout)
+        assert any(r["port"] == 8000 and r["endpoint"] == "tapa.vm:8000" and r["http"]
+                   for r in rows)
+        assert guest_fetch(b, "tapa", "http://10.200.0.2:9000/") == "200"  # NAT to the uplink
+        res = b.run("vm", "create", "--name", "tapb", timeout=120)  # no --nat
+        assert res.returncode == 0, res.stderr
+        assert vm_show(b, "tapb")["ip"] == "10.77.0.3"
+        assert guest_fetch(b, "tapb", "http://10.77.0.1:9100/") == "200"
+        assert guest_fetch(b, "tapb", "http://10.200.0.2:9000/").startswith("fail")
+        tapa_id = str(info["id"])
+        b.run("vm", "stop", "tapa", check=True)
+        assert leftovers(ns, tapa_id) == []
+        b.run("vm", "start", "tapa", check=True, timeout=120)
+        assert guest_fetch(b, "tapa", "http://10.200.0.2:9000/") == "200"
+        b.run("vm", "delete", "-f", "tapa", check=True)
+        assert leftovers(ns, tapa_id) == []
+        b.run("vm", "delete", "-f", "tapb", check=True)
+    finally:
+        gw.kill()
+        upl.kill()
+
+
+def test_tap_crash_and_reconcile_leave_nothing(tb: tuple[Banger, int, str, str]) -> None:
+    b, dns_port, ns, _ = tb
+    host_port = free_port()
+    res = b.run("vm", "create", "--name", "crash", "--nat", "-p", f"{host_port}:8000", timeout=120)
+    assert res.returncode == 0, res.stderr
+    vm_id = str(vm_show(b, "crash")["id"])
+    start_http(b, "crash", 8000)
+    assert http_status(f"http://127.0.0.1:{host_port}/") == 200  # daemon proxy into the netns
+    assert leftovers(ns, vm_id) != []
+    qemu_pid = int((b.home / "state" / "vms" / vm_id / "qemu.pid").read_text())
+    daemon = b.daemon_pid()
+    assert daemon
+    os.kill(daemon, signal.SIGKILL)
+    os.kill(qemu_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert vm_show(b, "crash")["state"] == "stopped"  # the new daemon reconciled
+    assert leftovers(ns, vm_id) == []
+    assert http_status(f"http://127.0.0.1:{host_port}/") != 200
+    assert resolve(dns_port, "crash.vm")[0] == 3
+    b.run("vm", "delete", "crash", check=True)
+
+
+def test_tap_bad_input(tb: tuple[Banger, int, str, str]) -> None:
+    b, _, ns, _ = tb
+    cfg = b.home / "config" / "config.toml"
+    original = cfg.read_text()
+    try:
+        b.stop_daemon()
+        cfg.write_text(original.replace('bridge_cidr = "10.77.0.0/24"',
+                                        'bridge_cidr = "10.200.0.0/29"\nbridge_name = "br-clash"'))
+        res = b.run("vm", "create", "--name", "overlap", timeout=120)
+        assert res.returncode != 0 and "overlaps the existing route 10.200.0.0/30" in res.stderr
+        assert "br-clash" not in sh("ip", "-n", ns, "-o", "link").stdout
+        b.run("vm", "delete", "overlap")
+        b.stop_daemon()
+        cfg.write_text(original.replace('bridge_cidr = "10.77.0.0/24"',
+                                        'bridge_cidr = "10.78.0.0/30"\nbridge_name = "br-tiny"'))
+        b.run("vm", "create", "--no-start", "--name", "one", check=True)
+        res = b.run("vm", "create", "--no-start", "--name", "two")
+        assert res.returncode != 0 and "no free address left in bridge_cidr" in res.stderr
+        b.run("vm", "delete", "one", check=True)
+    finally:
+        b.stop_daemon()
+        cfg.write_text(original)
+
+
+def test_tap_without_privilege_says_what_to_do(tmp_path: Path) -> None:
+    """A daemon without CAP_NET_ADMIN (capsh drops it) refuses tap mode in one line."""
+    if not Path("/usr/sbin/capsh").exists() and not Path("/sbin/capsh").exists():
+        pytest.skip("capsh not installed")
+    code = ("from banger.net.links import require_net_admin\nrequire_net_admin()")
+    res = subprocess.run(["capsh", "--drop=cap_net_admin", "--", "-c", f"{PY} -c '{code}'"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "use --net user" in res.stderr
