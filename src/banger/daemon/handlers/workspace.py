@@ -72,3 +72,19 @@ async def workspace_export(ctx: Context, p: ExportParams) -> dict[str, object]:
         commits, files = await guest.export(agent, guest_path, p.base, output)
     return {"vm": vm.name, "output": str(output), "commits": commits, "files": files,
             "workspace": vm.workspace}
+
+
+class PutTarParams(msgspec.Struct, forbid_unknown_fields=True):
+    vm: str
+    tar: str
+    dest: str
+
+
+@method("workspace.put_tar", PutTarParams, long=True)
+async def workspace_put_tar(ctx: Context, p: PutTarParams) -> dict[str, object]:
+    """Extract a plain host tar file under a guest dir (the baseline bench/workspace.py uses)."""
+    source = Path(p.tar)
+    if not source.is_file():
+        raise InvalidArgument(f"{p.tar} is not a file")
+    _, agent = await ctx.daemon.vms.agent_for(p.vm)
+    return await agent.put(p.dest, guest.file_chunks(source), timeout=600)
