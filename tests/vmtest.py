@@ -25,6 +25,7 @@ SLIM = "debian-bookworm-slim"
 VM_LOCK = Path("/tmp/banger-vm-test.lock")
 KEY_SOURCES = ["src/banger/images", "src/banger/kernels", "src/banger/guest", "src/banger/agent",
                "src/banger/debian"]
+KEY_IGNORED = ("src/banger/images/oci/",)  # OCI pulls don't build the cached images
 
 
 def cache_dir() -> Path:
@@ -35,8 +36,9 @@ def artifacts_key() -> str:
     h = hashlib.sha256()
     for src in KEY_SOURCES:
         for f in sorted((ROOT / src).rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts:
-                h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+            rel = f.relative_to(ROOT).as_posix()
+            if f.is_file() and "__pycache__" not in f.parts and not rel.startswith(KEY_IGNORED):
+                h.update(rel.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 

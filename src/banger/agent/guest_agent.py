@@ -32,6 +32,8 @@ AGENT_VERSION = "0.1.0"
 READ_SIZE = 256 * 1024
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PORT_RETRY_SECONDS = 0.1  # virtio-serial reads return EOF while the host is away
+FAST_RETRY_SECONDS = 0.005
+FAST_RETRY_WINDOW = 3.0
 LINUX_REBOOT_CMD_POWER_OFF = 0x4321FEDC
 UNCLAIMED_STATUS_LIMIT = 256
 
@@ -1235,10 +1237,14 @@ def serve_virtio_port(agent: Agent, name: str) -> None:
         except OSError:
             return b""
 
+    gone_since = time.monotonic()
     while True:
         if serve_stream(agent, read, lambda data: write_all(fd, data)):
             log("host disconnected; waiting for it to come back")
-        time.sleep(PORT_RETRY_SECONDS)
+            gone_since = time.monotonic()
+        # Poll fast just after a disconnect: a restored snapshot's new host connects at once.
+        recent = time.monotonic() - gone_since < FAST_RETRY_WINDOW
+        time.sleep(FAST_RETRY_SECONDS if recent else PORT_RETRY_SECONDS)
 
 
 KERNEL_CMDLINE = "/proc/cmdline"

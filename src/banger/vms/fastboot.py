@@ -28,12 +28,17 @@ async def restore(backend: Backend, spec: VmSpec, progress: Progress) -> tuple[V
     assert spec.incoming is not None and isinstance(backend, Snapshotter)
     async with contextlib.AsyncExitStack() as undo:
         progress("restore", None, f"restoring {spec.incoming.name}")
+        t0 = time.monotonic()
         handles = await backend.start(spec)
         undo.push_async_callback(backend.kill, handles)
         handles.save(spec.vm_dir)
         undo.callback(VmHandles.clear, spec.vm_dir)
+        t1 = time.monotonic()
         await backend.resume(handles, RESTORE_TIMEOUT)
+        t2 = time.monotonic()
         agent = await connect_agent(backend, handles, Watchdog(backend, handles, spec, RESTORE_TIMEOUT))
+        log.debug("restore: launch %.3fs, load+resume %.3fs, agent %.3fs", t1 - t0, t2 - t1,
+                  time.monotonic() - t2)
         undo.pop_all()
         return handles, agent
     raise AssertionError("unreachable")  # pragma: no cover

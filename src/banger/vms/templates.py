@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 
+from banger.agent.client import AgentClient
 from banger.errors import NotFound, OperationFailed
 from banger.paths import Paths
 from banger.progress import Progress
@@ -42,6 +43,7 @@ class TemplateKey(msgspec.Struct, frozen=True):
     state_version: str
     vcpu: int
     memory_mib: int
+    disk_mib: int  # the template grows its filesystem once, so its clones need no grow
     accel: str
     nic: bool
     format: int = FORMAT
@@ -136,6 +138,7 @@ class Templates:
                      f"({key.vcpu} vcpu, {key.memory_mib} MiB): one cold boot, then restores")
             handles, agent = await boot(self.backend, spec, progress)
             try:
+                await _warm_up(agent)
                 await agent.close()  # the snapshot must show the host as gone, not mid-session
                 await asyncio.sleep(0.05)
                 progress("template", None, "saving memory and device state")
@@ -152,14 +155,21 @@ class Templates:
         return info
 
 
+async def _warm_up(agent: AgentClient) -> None:
+    """Run what every clone runs first, so its code and files are already in the saved memory."""
+    await agent.configure(hostname=TEMPLATE_HOSTNAME, machine_id=secrets.token_hex(16),
+                          entropy=secrets.token_bytes(64), clock=time.time())
+    proc = await agent.exec(["true"])
+    await proc.wait()
+
+
 def template_spec(base: VmSpec, key: TemplateKey, vm_dir: Path) -> VmSpec:
-    """The template boots the VM's shape with a neutral identity and the image's own disk size."""
+    """The template boots the VM's shape with a neutral identity."""
     network = base.network
     if network is not None:  # same NIC model; its backend is host-side and not in the snapshot
         network = dataclasses.replace(network, mode="user", tap="")
-    disk_mib = -(-base.boot.rootfs.stat().st_size // 1024**2)
     return dataclasses.replace(base, vm_id=f"t{key.id[:11]}", name=TEMPLATE_HOSTNAME,
-                               vm_dir=vm_dir, disk_mib=disk_mib, network=network, incoming=None)
+                               vm_dir=vm_dir, network=network, incoming=None)
 
 
 def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, took: float) -> TemplateInfo:
