@@ -175,6 +175,13 @@ def ns_fetch(ns: str, url: str) -> str:
     return sh("ip", "netns", "exec", ns, PY, "-c", code).stdout.strip()
 
 
+def wait_listening(ns: str, url: str) -> None:
+    deadline = time.monotonic() + 15
+    while ns_fetch(ns, url) != "200":
+        assert time.monotonic() < deadline, f"{url} never answered in {ns}"
+        time.sleep(0.2)
+
+
 def leftovers(ns: str, vm_id: str) -> list[str]:
     links = sh("ip", "-n", ns, "-o", "link").stdout
     rules = sh("ip", "netns", "exec", ns, "nft", "list", "ruleset").stdout
@@ -200,7 +207,8 @@ def test_tap_gateway_dns_and_nat(tb: tuple[Banger, int, str, str]) -> None:
     gw = in_ns(ns, PY, "-m", "http.server", "9100", "--bind", "10.77.0.1")
     upl = in_ns(up, PY, "-m", "http.server", "9000", "--bind", "10.200.0.2")
     try:
-        time.sleep(1.0)
+        wait_listening(ns, "http://10.77.0.1:9100/")
+        wait_listening(up, "http://10.200.0.2:9000/")
         assert guest_fetch(b, "tapa", "http://10.77.0.1:9100/") == "200"  # the gateway
         start_http(b, "tapa", 8000)
         rcode, answers = resolve(dns_port, "tapa.vm")
@@ -282,3 +290,48 @@ def test_tap_without_privilege_says_what_to_do(tmp_path: Path) -> None:
     res = subprocess.run(["capsh", "--drop=cap_net_admin", "--", "-c", f"{PY} -c '{code}'"],
                          capture_output=True, text=True)
     assert res.returncode != 0 and "use --net user" in res.stderr
+
+
+# ---------------------------------------------------------------- ssh (default image: has sshd)
+
+
+def known_host(file: Path, alias: str) -> bool:
+    return subprocess.run(["ssh-keygen", "-F", alias, "-f", str(file)], capture_output=True
+                          ).returncode == 0
+
+
+def test_vm_ssh_in_both_modes(netns: tuple[str, str]) -> None:
+    ns, _ = netns
+    with vm_lock(), vm_home(SLIM, "debian-bookworm") as b:
+        configure(b, f'netns = "{ns}"\nbridge_cidr = "10.77.0.0/24"')
+        known = b.home / "state" / "ssh" / "known_hosts"
+        for name, mode in (("sshuser", "user"), ("sshtap", "tap")):
+            res = b.run("vm", "create", "--name", name, "--image", "debian-bookworm", "--net", mode,
+                        "--memory", "1G", timeout=180)
+            assert res.returncode == 0, res.stderr
+            deadline = time.monotonic() + 60
+            while True:  # sshd starts under systemd a little after the agent answers
+                res = b.run("vm", "ssh", name, "--", "hostname", timeout=30)
+                if res.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            assert res.returncode == 0 and res.stdout.strip() == name, res.stderr
+            assert known_host(known, f"{name}.vm")  # trusted on first use
+            b.run("vm", "delete", "-f", name, check=True)
+            assert not known_host(known, f"{name}.vm")  # forgotten on delete
+
+
+def test_ssh_config_install_is_idempotent(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(home), "BANGER_HOME": str(tmp_path / "bh")}
+    banger = [str(Path(PY).parent / "banger"), "ssh-config"]
+    block = subprocess.run(banger, env=env, capture_output=True, text=True, check=True).stdout
+    assert block.startswith("Host *.vm") and "StrictHostKeyChecking accept-new" in block
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host other\n    User me\n")
+    for _ in range(2):
+        subprocess.run([*banger, "--install"], env=env, check=True, capture_output=True)
+    text = (home / ".ssh" / "config").read_text()
+    assert text.count("Include ") == 1 and text.index("Include") < text.index("Host other")
+    subprocess.run([*banger, "--uninstall"], env=env, check=True, capture_output=True)
+    assert (home / ".ssh" / "config").read_text() == "Host other\n    User me\n"

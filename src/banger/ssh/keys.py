@@ -43,5 +43,5 @@ def ssh_options(key: Path, state_dir: Path, vm_name: str) -> list[str]:
     """Key only, banger's known_hosts, accept a new host key, refuse a changed one."""
     return ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
             "-o", f"UserKnownHostsFile={known_hosts(state_dir)}",
-            "-o", "StrictHostKeyChecking=accept-new",
+            "-o", "StrictHostKeyChecking=accept-new", "-o", "HashKnownHosts=no",
             "-o", f"HostKeyAlias={host_alias(vm_name)}", "-o", "LogLevel=ERROR"]
