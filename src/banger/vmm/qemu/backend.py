@@ -52,7 +52,7 @@ class QemuBackend:
         await snapshot.save(handles.control_socket, dest)
 
     async def resume(self, handles: VmHandles, timeout: float) -> None:
-        await snapshot.resume(handles.control_socket, timeout)
+        await snapshot.resume(handles.control_socket, timeout, lambda: self.is_alive(handles))
 
     async def grow_live(self, handles: VmHandles, size_mib: int) -> None:
         await self.qmp(handles, "block_resize", device="root", size=size_mib * 1024 * 1024)

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,18 @@ async def _client(socket: str) -> Any:
     from qemu.qmp import QMPClient
 
     client = QMPClient("banger-snapshot")
-    await asyncio.wait_for(client.connect(socket), 5.0)
+    try:
+        await asyncio.wait_for(client.connect(socket), 5.0)
+    except Exception as exc:  # qemu.qmp has its own error hierarchy; a dying QEMU resets
+        raise OperationFailed(f"cannot talk to QEMU over QMP: {exc}") from exc
     return client
+
+
+async def _execute(client: Any, command: str, args: dict[str, Any] | None = None) -> Any:
+    try:
+        return await client.execute(command, args)
+    except Exception as exc:
+        raise OperationFailed(f"QMP {command} failed: {exc}") from exc
 
 
 async def save(socket: str, dest: Path) -> None:
@@ -40,15 +51,15 @@ async def save(socket: str, dest: Path) -> None:
     part.unlink(missing_ok=True)
     client = await _client(socket)
     try:
-        await client.execute("stop")
-        await client.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(part))}"})
+        await _execute(client, "stop")
+        await _execute(client, "migrate", {"uri": f"exec:cat > {shlex.quote(str(part))}"})
         deadline = time.monotonic() + MIGRATE_TIMEOUT
         while True:
-            status = (await client.execute("query-migrate")).get("status")
+            status = (await _execute(client, "query-migrate")).get("status")
             if status == "completed":
                 break
             if status in ("failed", "cancelled") or time.monotonic() > deadline:
-                info = await client.execute("query-migrate")
+                info = await _execute(client, "query-migrate")
                 raise OperationFailed(
                     f"saving VM state failed ({status}): {info.get('error-desc', 'no detail')}; "
                     "check free disk space")
@@ -62,22 +73,25 @@ async def save(socket: str, dest: Path) -> None:
     part.replace(dest)
 
 
-async def resume(socket: str, timeout: float) -> None:
+async def resume(socket: str, timeout: float, alive: Callable[[], bool]) -> None:
     """Wait until the incoming state is loaded (status paused), then continue the guest."""
     deadline = time.monotonic() + timeout
     client = None
     while client is None:
         try:
             client = await _client(socket)
-        except (OSError, TimeoutError) as exc:
+        except OperationFailed as exc:
+            if not alive():
+                raise OperationFailed("QEMU exited while loading the saved state (corrupt, or "
+                                      "from another QEMU build)") from exc
             if time.monotonic() > deadline:
-                raise OperationFailed(f"restored QEMU never opened QMP: {exc}") from exc
+                raise OperationFailed(f"restored QEMU never answered: {exc.message}") from exc
             await asyncio.sleep(0.01)
     try:
         while True:
-            status = (await client.execute("query-status")).get("status")
+            status = (await _execute(client, "query-status")).get("status")
             if status in ("paused", "postmigrate", "prelaunch"):
-                await client.execute("cont")
+                await _execute(client, "cont")
                 return
             if status == "running":
                 return
