@@ -16,14 +16,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.vmtest import SLIM, ensure_artifacts, vm_lock  # noqa: E402
+from tests.vmtest import SLIM, ensure_artifacts, make_home, vm_lock  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MARKER = "BANGER-FLOOR-MARKER"
@@ -88,14 +87,8 @@ def main() -> None:
     cache = ensure_artifacts(SLIM)
     kdir = cache / "state" / "kernels" / "debian-bookworm-cloud"
     image = cache / "state" / "images" / SLIM / "rootfs.ext4"
-    home = Path(tempfile.mkdtemp(prefix="bb-", dir="/tmp"))
+    home = make_home(cache, prefix="bb-")
     env = {**os.environ, "BANGER_HOME": str(home)}
-    (home / "state").mkdir()
-    for sub in ("kernels", "images"):
-        (home / "state" / sub).symlink_to(cache / "state" / sub)
-    (home / "config").mkdir()
-    (home / "config" / "config.toml").write_text(
-        f'default_image = "{SLIM}"\n[vm_defaults]\nvcpu = 1\nmemory = "1G"\ndisk = "4G"\n')
     try:
         with vm_lock():
             rootfs = make_floor_rootfs(image, home)

@@ -75,16 +75,21 @@ def ensure_artifacts(*images: str) -> Path:
     return home
 
 
-@contextmanager
-def vm_home(*images: str) -> Iterator[Banger]:
-    cache = ensure_artifacts(*images)
-    home = Path(tempfile.mkdtemp(prefix="bv-", dir="/tmp"))
+def make_home(cache: Path, prefix: str = "bv-") -> Path:
+    """A fresh BANGER_HOME sharing the cache's kernels and images; small VMs by default."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     (home / "state").mkdir()
     for sub in ("kernels", "images"):
         (home / "state" / sub).symlink_to(cache / "state" / sub)
     (home / "config").mkdir()
     (home / "config" / "config.toml").write_text(
         f'default_image = "{SLIM}"\n[vm_defaults]\nvcpu = 1\nmemory = "1G"\ndisk = "4G"\n')
+    return home
+
+
+@contextmanager
+def vm_home(*images: str) -> Iterator[Banger]:
+    home = make_home(ensure_artifacts(*images))
     b = Banger(home, {**os.environ, "BANGER_HOME": str(home), "BANGER_LOG_LEVEL": "debug"})
     try:
         yield b

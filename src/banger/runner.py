@@ -41,6 +41,14 @@ def _failure(argv: list[str], code: int, stderr: str, what: str | None) -> Opera
     return OperationFailed(f"{msg}: {tail}" if tail else msg, argv=shlex.join(argv))
 
 
+def _finish(argv: list[str], code: int, out: bytes, err: bytes, check: bool,
+            what: str | None) -> Result:
+    result = Result(argv, code, out.decode(errors="replace"), err.decode(errors="replace"))
+    if check and not result.ok:
+        raise _failure(argv, code, result.stderr, what)
+    return result
+
+
 def which(tool: str) -> str | None:
     return shutil.which(tool, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
@@ -66,15 +74,7 @@ def run(
         raise OperationFailed(f"{argv[0]} is not installed; run `banger doctor`") from exc
     except subprocess.TimeoutExpired as exc:
         raise OperationFailed(f"{what or argv[0]} timed out after {timeout:.0f}s") from exc
-    result = Result(
-        argv,
-        proc.returncode,
-        proc.stdout.decode(errors="replace"),
-        proc.stderr.decode(errors="replace"),
-    )
-    if check and not result.ok:
-        raise _failure(argv, result.returncode, result.stderr, what)
-    return result
+    return _finish(argv, proc.returncode, proc.stdout, proc.stderr, check, what)
 
 
 async def arun(
@@ -111,10 +111,7 @@ async def arun(
             raise OperationFailed(f"{what or argv[0]} timed out after {timeout:.0f}s") from exc
         raise
     assert proc.returncode is not None
-    result = Result(argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
-    if check and not result.ok:
-        raise _failure(argv, result.returncode, result.stderr, what)
-    return result
+    return _finish(argv, proc.returncode, out, err, check, what)
 
 
 __all__ = ["Result", "arun", "run", "which"]
