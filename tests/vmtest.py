@@ -42,12 +42,27 @@ def artifacts_key() -> str:
     return h.hexdigest()[:16]
 
 
+_lock_depth = 0
+
+
 @contextmanager
 def vm_lock() -> Iterator[None]:
-    """Never two VM suites at once on this 2-core machine."""
+    """Never two VM suites at once on this 2-core machine; re-entrant within one process."""
+    global _lock_depth
+    if _lock_depth:
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
+        return
     with open(VM_LOCK, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        _lock_depth = 1
+        try:
+            yield
+        finally:
+            _lock_depth = 0
 
 
 def _cli(home: Path, *args: str) -> None:
