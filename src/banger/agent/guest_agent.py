@@ -644,15 +644,49 @@ def configure_network(agent: Agent, net: dict[str, Any]) -> None:
     if agent.testing:
         log(f"testing: not configuring interface {net['mac']}")
         return
-    iface = interface_with_mac(net["mac"].lower())
-    run_tool(agent, ["ip", "link", "set", "lo", "up"])
-    run_tool(agent, ["ip", "link", "set", iface, "up"])
-    if net.get("address"):
+    mac = net["mac"].lower()
+    iface = interface_with_mac(mac)
+    # A clone restored from a template still has the template's MAC: give it its own.
+    if read_text(f"/sys/class/net/{iface}/address").strip().lower() != mac:
+        run_tool(agent, ["ip", "link", "set", iface, "address", mac, "up"])
+    elif read_text(f"/sys/class/net/{iface}/operstate").strip() != "up":
+        run_tool(agent, ["ip", "link", "set", iface, "up"])
+    # Every fork costs under TCG: skip what a restored clone already has.
+    address = str(net.get("address") or "")
+    if address and address not in ipv4_addresses(iface):
         run_tool(agent, ["ip", "addr", "flush", "dev", iface, "scope", "global"])
-        run_tool(agent, ["ip", "addr", "add", str(net["address"]), "dev", iface])
-    if net.get("gateway"):
-        run_tool(agent, ["ip", "route", "replace", "default", "via", str(net["gateway"]),
-                         "dev", iface])
+        run_tool(agent, ["ip", "addr", "add", address, "dev", iface])
+    gateway = str(net.get("gateway") or "")
+    if gateway and default_gateway() != gateway:
+        run_tool(agent, ["ip", "route", "replace", "default", "via", gateway, "dev", iface])
+
+
+def ipv4_addresses(iface: str) -> list[str]:
+    """ADDR/PREFIX of iface, read with ioctls (no `ip` process)."""
+    import fcntl
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("256s", iface.encode()[:15])
+            addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, req)[20:24])  # SIOCGIFADDR
+            mask = fcntl.ioctl(s.fileno(), 0x891B, req)[20:24]  # SIOCGIFNETMASK
+    except OSError:
+        return []
+    prefix = bin(struct.unpack("!I", mask)[0]).count("1")
+    return [f"{addr}/{prefix}"]
+
+
+def default_gateway() -> str:
+    import socket
+    import struct
+
+    for line in read_text("/proc/net/route").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000":
+            return socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+    return ""
 
 
 def interface_with_mac(mac: str) -> str:
