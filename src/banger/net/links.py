@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from banger.errors import Conflict, InvalidArgument, OperationFailed, Unavailable
+from banger.runner import run
 
 log = logging.getLogger("banger.net")
+logging.getLogger("pyroute2").setLevel(logging.WARNING)  # it logs every netlink message at debug
 CAP_NET_ADMIN = 12
 TAP_HINT = ("tap mode needs CAP_NET_ADMIN: run bangerd as root (or grant it with "
             "`setcap cap_net_admin+ep`), or use --net user")
@@ -112,7 +114,9 @@ def add_tap(netns: str, tap: str, bridge: str) -> None:
     with netlink(netns) as ipr:
         if _index(ipr, tap) is not None:
             ipr.link("del", ifname=tap)  # a leftover from a crash
-        ipr.link("add", ifname=tap, kind="tuntap", mode="tap")
+        # pyroute2 makes taps in a netns by forking a helper: unsafe in the threaded daemon.
+        run(["ip", *(["-n", netns] if netns else []), "tuntap", "add", "dev", tap, "mode", "tap"],
+            what="ip tuntap add")
         try:
             idx = _index(ipr, tap)
             ipr.link("set", index=idx, master=_index(ipr, bridge), state="up")
