@@ -70,6 +70,12 @@ def http_status(url: str) -> int | str:
         return str(exc)
 
 
+def delete(b: Banger, name: str) -> None:
+    res = b.run("vm", "delete", "-f", name)
+    log = [line for line in b.log.read_text().splitlines() if "pyroute2" not in line]
+    assert res.returncode == 0, res.stderr + "\n".join(log[-40:])
+
+
 def vm_show(b: Banger, name: str) -> dict[str, object]:
     return json.loads(b.run("vm", "show", name, check=True).stdout)
 
@@ -228,9 +234,9 @@ def test_tap_gateway_dns_and_nat(tb: tuple[Banger, int, str, str]) -> None:
         assert leftovers(ns, tapa_id) == []
         b.run("vm", "start", "tapa", check=True, timeout=120)
         assert guest_fetch(b, "tapa", "http://10.200.0.2:9000/") == "200"
-        b.run("vm", "delete", "-f", "tapa", check=True)
+        delete(b, "tapa")
         assert leftovers(ns, tapa_id) == []
-        b.run("vm", "delete", "-f", "tapb", check=True)
+        delete(b, "tapb")
     finally:
         gw.kill()
         upl.kill()
@@ -317,7 +323,7 @@ def test_vm_ssh_in_both_modes(netns: tuple[str, str]) -> None:
                 time.sleep(1)
             assert res.returncode == 0 and res.stdout.strip() == name, res.stderr
             assert known_host(known, f"{name}.vm")  # trusted on first use
-            b.run("vm", "delete", "-f", name, check=True)
+            delete(b, name)
             assert not known_host(known, f"{name}.vm")  # forgotten on delete
 
 

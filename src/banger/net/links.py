@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from banger.errors import Conflict, InvalidArgument, OperationFailed, Unavailable
+from banger.net.nsock import inside_netns, netns_path
 from banger.runner import run
 
 log = logging.getLogger("banger.net")
@@ -32,18 +33,17 @@ def require_net_admin() -> None:
         raise Unavailable(TAP_HINT)
 
 
-def netns_path(netns: str) -> Path:
-    return Path("/run/netns") / netns
-
-
 @contextmanager
 def netlink(netns: str) -> Iterator[Any]:
-    from pyroute2 import IPRoute, NetNS
+    from pyroute2 import IPRoute
 
     if netns and not netns_path(netns).exists():
         raise InvalidArgument(f"network namespace {netns!r} does not exist; create it with "
-                            f"`ip netns add {netns}` or clear config netns")
-    ipr = NetNS(netns, flags=0) if netns else IPRoute()
+                              f"`ip netns add {netns}` or clear config netns")
+    # pyroute2's NetNS forks a helper: a fork of the threaded daemon can hang, and the child
+    # shares the daemon's signal wakeup fd. A netlink socket made inside the netns needs no fork.
+    with inside_netns(netns):
+        ipr = IPRoute()
     try:
         yield ipr
     finally:

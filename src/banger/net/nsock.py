@@ -11,8 +11,9 @@ import ctypes
 import os
 import socket
 import threading
-
-from banger.net.links import netns_path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -25,15 +26,27 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def socket_in_netns(netns: str, family: int = socket.AF_INET) -> socket.socket:
+def netns_path(netns: str) -> Path:
+    return Path("/run/netns") / netns
+
+
+@contextmanager
+def inside_netns(netns: str) -> Iterator[None]:
+    """Run the block with this thread in netns (sockets made there stay there). No fork."""
     if not netns:
-        return socket.socket(family, socket.SOCK_STREAM)
+        yield
+        return
     with _lock, open("/proc/thread-self/ns/net") as home, open(netns_path(netns)) as target:
         _setns(target.fileno())
         try:
-            return socket.socket(family, socket.SOCK_STREAM)
+            yield
         finally:
             _setns(home.fileno())
+
+
+def socket_in_netns(netns: str, family: int = socket.AF_INET) -> socket.socket:
+    with inside_netns(netns):
+        return socket.socket(family, socket.SOCK_STREAM)
 
 
 async def open_connection(netns: str, host: str, port: int, timeout: float = 5.0
