@@ -167,7 +167,8 @@ def template_spec(base: VmSpec, key: TemplateKey, vm_dir: Path) -> VmSpec:
     """The template boots the VM's shape with a neutral identity."""
     network = base.network
     if network is not None:  # same NIC model; its backend is host-side and not in the snapshot
-        network = dataclasses.replace(network, mode="user", tap="")
+        network = dataclasses.replace(network, mode="user", tap="", netns="", hostfwds=(),
+                                      restrict=True)
     return dataclasses.replace(base, vm_id=f"t{key.id[:11]}", name=TEMPLATE_HOSTNAME,
                                vm_dir=vm_dir, network=network, incoming=None)
 
