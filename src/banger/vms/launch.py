@@ -63,7 +63,6 @@ class Launcher:
         try:
             handles, agent = await restore(self.backend, dataclasses.replace(spec, incoming=state),
                                            progress)
-            await agent.configure(clock=time.time())
         except BangerError as exc:
             events.record(spec.vm_dir, f"resuming the saved state failed ({exc.message}); "
                                        "booting cold from the VM's disk")
@@ -71,6 +70,8 @@ class Launcher:
             return None
         finally:
             state.unlink(missing_ok=True)  # the disk moves on from here: the state is single-use
+        # A running restored VM must never be followed by a cold boot on the same disk.
+        await agent.configure(clock=time.time())  # on failure the caller's cleanup kills it
         events.record(spec.vm_dir, "resumed from its saved state")
         return handles, agent
 
