@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from banger.catalogs import close_names, decode
 from banger.errors import InvalidArgument, NotFound
 
 DEFAULT_KERNEL = "debian-bookworm-cloud"
@@ -79,7 +79,7 @@ class Catalog:
 
 
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close = close_names(name, known)
     if close:
         return f"unknown {kind} {name!r}; did you mean {', '.join(close)}?"
     return f"unknown {kind} {name!r}; `banger {kind} catalog` lists the available ones"
@@ -109,13 +109,7 @@ def _check(cat: _CatalogFile, origin: str) -> Catalog:
 
 
 def parse_catalog(data: bytes, origin: str = "catalog.json") -> Catalog:
-    try:
-        raw = msgspec.json.decode(data, type=_CatalogFile)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"{origin} is invalid: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"{origin} is not valid JSON: {exc}") from exc
-    return _check(raw, origin)
+    return _check(decode(data, _CatalogFile, origin), origin)
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from importlib import resources
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Literal
 
 import msgspec
 
+from banger.catalogs import close_names, decode
 from banger.errors import InvalidArgument, NotFound
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -54,12 +54,7 @@ def _check_entry(entry: CatalogEntry, origin: str) -> None:
 
 
 def parse_catalog(data: bytes, origin: str = "kernel catalog") -> Catalog:
-    try:
-        catalog = msgspec.json.decode(data, type=Catalog)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"{origin} is invalid: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"{origin} is not valid JSON: {exc}") from exc
+    catalog = decode(data, Catalog, origin)
     for entry in catalog.kernels:
         _check_entry(entry, origin)
     if catalog.default not in {e.name for e in catalog.kernels}:
@@ -77,7 +72,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
 
 def suggest(name: str, names: list[str]) -> str:
     """' (did you mean X?)' for a near miss, else ' (known: a, b)'."""
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close = close_names(name, names)
     if close:
         return f" (did you mean {' or '.join(close)}?)"
     return f" (known: {', '.join(sorted(names))})" if names else ""
