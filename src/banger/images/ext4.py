@@ -120,22 +120,23 @@ async def set_owners(img: Path, entries: Iterable[Owner]) -> None:
         await debugfs_batch(img, script)
 
 
-async def stat_path(img: Path, path: str) -> str:
-    """`debugfs -R 'stat PATH'` output, or OperationFailed when the path is missing."""
-    res = await arun(["debugfs", "-R", f"stat {_quote(path)}", img], what="debugfs")
+async def _debugfs_read(img: Path, request: str, path: str) -> str:
+    """One read-only debugfs request on a path; OperationFailed when debugfs reports an error."""
+    res = await arun(["debugfs", "-R", f"{request} {_quote(path)}", img], what="debugfs")
     errors = _debugfs_errors(res.stderr)
     if errors:
         raise OperationFailed(f"{path} in {img.name}: {errors[0]}")
     return res.stdout
+
+
+async def stat_path(img: Path, path: str) -> str:
+    """`debugfs -R 'stat PATH'` output, or OperationFailed when the path is missing."""
+    return await _debugfs_read(img, "stat", path)
 
 
 async def read_text(img: Path, path: str) -> str:
     """The contents of a (text) file inside the image."""
-    res = await arun(["debugfs", "-R", f"cat {_quote(path)}", img], what="debugfs")
-    errors = _debugfs_errors(res.stderr)
-    if errors:
-        raise OperationFailed(f"{path} in {img.name}: {errors[0]}")
-    return res.stdout
+    return await _debugfs_read(img, "cat", path)
 
 
 __all__ = [
