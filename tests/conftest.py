@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,10 @@ class Banger:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([str(BIN / "banger"), *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=self.env)
+
+    def show(self, vm: str) -> dict[str, Any]:
+        """`banger vm show VM` as JSON."""
+        return dict(json.loads(self.run("vm", "show", vm, check=True).stdout))
 
     @property
     def socket(self) -> Path:

@@ -24,10 +24,6 @@ def fb() -> Iterator[Banger]:
         yield b
 
 
-def show(b: Banger, name: str) -> dict[str, object]:
-    return json.loads(b.run("vm", "show", name, check=True).stdout)
-
-
 def identity(b: Banger, name: str) -> tuple[list[str], float]:
     out = b.run("vm", "exec", name, "--", "sh", "-c", IDENTITY, check=True).stdout.splitlines()
     return out, float(out[3])
@@ -38,7 +34,7 @@ def test_two_clones_of_one_template_are_different_machines(fb: Banger) -> None:
     fb.run("vm", "create", "--name", "clone-b", check=True, timeout=300)
     templates = json.loads(fb.run("vm", "template", "list", "--json", check=True).stdout)
     assert len(templates) == 1
-    events = [e["message"] for e in show(fb, "clone-b")["events"]]  # type: ignore[union-attr]
+    events = [e["message"] for e in fb.show("clone-b")["events"]]  # type: ignore[union-attr]
     assert any(m.startswith("started from template") for m in events), events
     a, a_clock = identity(fb, "clone-a")
     b, b_clock = identity(fb, "clone-b")
@@ -63,12 +59,12 @@ def test_stop_save_then_start_keeps_processes(fb: Banger) -> None:
                  "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!", check=True).stdout.strip()
     res = fb.run("vm", "stop", "--save", "saver", check=True)
     assert "stopped" in res.stdout
-    assert show(fb, "saver")["saved_state"] is True
+    assert fb.show("saver")["saved_state"] is True
     fb.run("vm", "start", "saver", check=True)
     assert fb.run("vm", "exec", "saver", "--", "test", "-d", f"/proc/{pid}").returncode == 0
-    events = [e["message"] for e in show(fb, "saver")["events"]]  # type: ignore[union-attr]
+    events = [e["message"] for e in fb.show("saver")["events"]]  # type: ignore[union-attr]
     assert "resumed from its saved state" in events
-    assert show(fb, "saver")["saved_state"] is False
+    assert fb.show("saver")["saved_state"] is False
     fb.run("vm", "delete", "-f", "saver", check=True)
 
 
@@ -87,7 +83,7 @@ def test_corrupt_template_falls_back_to_cold_boot(fb: Banger) -> None:
 
 def test_cold_flag_boots_normally(fb: Banger) -> None:
     fb.run("vm", "create", "--cold", "--name", "coldie", check=True, timeout=300)
-    events = [e["message"] for e in show(fb, "coldie")["events"]]  # type: ignore[union-attr]
+    events = [e["message"] for e in fb.show("coldie")["events"]]  # type: ignore[union-attr]
     assert not any("template" in m for m in events)
     assert fb.run("vm", "exec", "coldie", "--", "hostname", check=True).stdout.strip() == "coldie"
     fb.run("vm", "delete", "-f", "coldie", check=True)

@@ -25,14 +25,10 @@ def vb() -> Iterator[Banger]:
         yield b
 
 
-def vm_json(b: Banger, name: str) -> dict[str, object]:
-    return json.loads(b.run("vm", "show", name, check=True).stdout)
-
-
 def wait_state(b: Banger, name: str, states: set[str], timeout: float = 30) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while True:
-        info = vm_json(b, name)
+        info = b.show(name)
         if info["state"] in states or time.monotonic() > deadline:
             return info
         time.sleep(0.2)
@@ -40,7 +36,7 @@ def wait_state(b: Banger, name: str, states: set[str], timeout: float = 30) -> d
 
 def test_lifecycle_persists_disk_across_stop_start(vb: Banger) -> None:
     vb.run("vm", "create", "--name", "life", check=True)
-    assert vm_json(vb, "life")["state"] == "running"
+    assert vb.show("life")["state"] == "running"
     res = vb.run("vm", "exec", "life", "--", "sh", "-c", "echo kept > /root/marker && sync && hostname")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "life"
@@ -80,7 +76,7 @@ def test_run_keeps_vm_without_rm_and_detach(vb: Banger) -> None:
     assert "keeper keeps running" in res.stderr and "banger vm stop keeper" in res.stderr
     res = vb.run("vm", "run", "-d", "--name", "detached")
     assert res.returncode == 0 and "banger vm shell detached" in res.stdout
-    assert vm_json(vb, "detached")["state"] == "running"
+    assert vb.show("detached")["state"] == "running"
     for name in ("keeper", "detached"):
         vb.run("vm", "delete", "-f", name, check=True)
 
@@ -121,13 +117,13 @@ def test_daemon_kill_9_readopts_running_vm(vb: Banger) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout == "still-here\n"
     assert vb.daemon_pid() != pid
-    assert vm_json(vb, "adopt")["state"] == "running"
+    assert vb.show("adopt")["state"] == "running"
     vb.run("vm", "delete", "-f", "adopt", check=True)
 
 
 def test_qemu_kill_9_marks_vm_error(vb: Banger) -> None:
     vb.run("vm", "create", "--name", "doomed", check=True)
-    info = vm_json(vb, "doomed")
+    info = vb.show("doomed")
     handles = json.loads((Path(str(info["dir"])) / "handles.json").read_text())
     os.kill(handles["pid"], signal.SIGKILL)
     info = wait_state(vb, "doomed", {"error", "stopped"})
