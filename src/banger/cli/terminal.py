@@ -47,7 +47,7 @@ def raw_terminal() -> Iterator[None]:
 
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # not TCSAFLUSH: keep what the user typed while the VM started
     try:
         yield
     finally:
@@ -62,8 +62,6 @@ def terminal_size() -> tuple[int, int]:
 def stream(call: Call, *, forward_stdin: bool, tty: bool) -> int:
     """Run until the guest command ends; returns its exit code (128 + signal when killed)."""
     sender = Sender(call)
-    if forward_stdin:
-        threading.Thread(target=_pump_stdin, args=(sender,), daemon=True).start()
 
     def on_winch(_sig: int, _frame: FrameType | None) -> None:
         rows, cols = terminal_size()
@@ -79,6 +77,8 @@ def stream(call: Call, *, forward_stdin: bool, tty: bool) -> int:
         signal.signal(signal.SIGTERM, on_interrupt)
     try:
         with raw_terminal() if tty else contextlib.nullcontext():
+            if forward_stdin:  # after raw mode, so typeahead is read raw, not cooked
+                threading.Thread(target=_pump_stdin, args=(sender,), daemon=True).start()
             for event in call.events():
                 if event.get("type") == "data":
                     fd = 1 if event.get("stream") == "stdout" else 2
