@@ -2,6 +2,7 @@
 
 The peer stands in for the firecracker process, which cannot run on these machines (no binary,
 PVM KVM): it records every request the backend sends and answers like Firecracker does.
+tests/unit/fc_fake.py runs the peer as a whole fake firecracker process.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,13 +105,17 @@ class RequestValidator:
                 raise SpecViolation(f"{req.path}: body {key} {req.body.get(key)!r} != {value!r}")
 
 
+Handler = Callable[[Request], tuple[int, str]]  # -> (HTTP status, fault message)
+
+
 @dataclass
 class ApiPeer:
-    """A Unix-socket HTTP/1.1 server answering 204 (or a canned fault) to every request."""
+    """A Unix-socket HTTP/1.1 server answering 204 (or a canned fault, or what handler says)."""
 
     socket_path: Path
     requests: list[Request] = field(default_factory=list)
     fault: tuple[int, str] | None = None
+    handler: Handler | None = None
     _server: asyncio.AbstractServer | None = None
 
     async def __aenter__(self) -> ApiPeer:
@@ -134,16 +140,19 @@ class ApiPeer:
                     headers[name.strip().lower()] = value.strip()
                 raw = await reader.readexactly(int(headers.get("content-length", "0")))
                 body = json.loads(raw) if raw else None
-                self.requests.append(Request(method, target, headers, body))
-                writer.write(self._answer().encode())
+                request = Request(method, target, headers, body)
+                self.requests.append(request)
+                fault = self.handler(request) if self.handler else self.fault or (204, "")
+                writer.write(self._answer(fault).encode())
                 await writer.drain()
         finally:
             writer.close()
 
-    def _answer(self) -> str:
-        if self.fault is None:
+    def _answer(self, fault: tuple[int, str]) -> str:
+        code, message = fault
+        if code < 300:
             return "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
-        code, message = self.fault
         payload = json.dumps({"fault_message": message})
         return (f"HTTP/1.1 {code} Bad Request\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\n\r\n{payload}")
+

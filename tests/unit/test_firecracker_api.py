@@ -96,9 +96,12 @@ def test_boot_requests_match_spec_and_order(tmp_path: Path, validator: RequestVa
     if jailer:  # chroot-relative paths, and the files are where the chroot expects them
         assert boot["kernel_image_path"] == "/vmlinux" and drive["path_on_host"] == "/root.ext4"
         assert layout.chroot == spec.vm_dir / "jail" / "firecracker" / "banger-0123456789ab" / "root"
-    else:
+    else:  # drive and vsock relative to firecracker's cwd, the VM dir: snapshots restore anywhere
         assert boot["kernel_image_path"] == str(tmp_path / "vmlinux")
-        assert drive["path_on_host"] == str(spec.vm_dir / "root.ext4")
+        assert drive["path_on_host"] == "root.ext4" and layout.cwd == spec.vm_dir
+        assert layout.host(drive["path_on_host"]) == spec.vm_dir / "root.ext4"
+        vsock = next(r.body for r in requests if r.path == "/vsock")
+        assert layout.host(vsock["uds_path"]) == spec.vm_dir / "vsock.sock"
 
 
 def test_stop_request_matches_spec(tmp_path: Path, validator: RequestValidator) -> None:

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 from banger.config import Config
-from banger.errors import InvalidArgument, OperationFailed
+from banger.errors import Conflict, InvalidArgument, NotFound, OperationFailed
 from banger.runner import arun
 from banger.vmm.base import VmHandles, VmSpec
+from banger.vmm.firecracker import snapshot
 from banger.vmm.firecracker.api import FirecrackerApi
 from banger.vmm.firecracker.plan import (
     AGENT_VSOCK_PORT,
@@ -23,6 +24,7 @@ from banger.vmm.firecracker.plan import (
     disk_path,
     jail_id,
     launch_argv,
+    state_files,
 )
 from banger.vmm.firecracker.version import BinaryProbe, find_binary, probe_binary
 from banger.vmm.firecracker.vsock import connect_vsock
@@ -34,6 +36,7 @@ SOCKET_WAIT = 5.0
 # `setsid` detaches firecracker from the daemon (it outlives a daemon restart and is never our
 # zombie); `exec`-free background job so `$!` is firecracker's own pid.
 SPAWN_SCRIPT = 'log=$1; shift; setsid "$@" </dev/null >>"$log" 2>&1 & echo $!'
+SAVED_STATE_HINT = "the saved state cannot be restored"
 
 
 class FirecrackerBackend:
@@ -65,6 +68,60 @@ class FirecrackerBackend:
     async def resize_disk(self, spec: VmSpec) -> None:
         await grow_ext4(disk_path(spec.vm_dir), spec.disk_mib)
 
+    def disk_path(self, vm_dir: Path) -> Path:
+        """The VM's raw root disk (the core must not assume qemu's root.qcow2)."""
+        return disk_path(vm_dir)
+
+    async def prepare_disk_on(self, spec: VmSpec, base: Path, size_mib: int | None) -> None:
+        """The VM's own raw disk: a reflink (or sparse) copy of the template's frozen disk."""
+        disk = disk_path(spec.vm_dir)
+        if disk.exists():
+            raise Conflict(f"{disk} already exists; a VM's own disk is never replaced by a "
+                           "template's")
+        if not base.is_file():
+            raise NotFound(f"the template's disk {base} is missing; prune the template")
+        tmp = disk.with_suffix(".ext4.tmp")
+        try:
+            await arun(["cp", "--reflink=auto", "--sparse=always", base, tmp],
+                       what="copying the template's disk")
+            tmp.chmod(0o644)  # the frozen base is read-only; this copy is the VM's own disk
+            if size_mib:
+                snapshot.grow_raw(tmp, size_mib)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(disk)
+
+    # ---- snapshots
+
+    def state_version(self) -> str:
+        """Firecracker restores only snapshots in its own data format: key templates by version."""
+        return f"firecracker {self.binary().version_text}"
+
+    def state_files(self, dest: Path) -> tuple[Path, ...]:
+        """Every file a saved state at dest consists of (for the core to move or delete)."""
+        return state_files(dest)
+
+    async def save_state(self, handles: VmHandles, dest: Path) -> None:
+        chroot = handles.extra.get("chroot")
+        await snapshot.save(handles.control_socket, dest, Path(chroot) if chroot else None)
+
+    async def resume(self, handles: VmHandles, timeout: float) -> None:
+        """start() returned after /snapshot/load finished (it is synchronous): just run it."""
+        if not self.is_alive(handles):
+            raise OperationFailed(f"firecracker exited while loading; {SAVED_STATE_HINT}")
+        async with FirecrackerApi(handles.control_socket, timeout=timeout) as api:
+            await api.call(snapshot.resume_call())
+
+    async def grow_live(self, handles: VmHandles, size_mib: int) -> None:
+        disk, drive = handles.extra.get("disk"), handles.extra.get("drive")
+        if not disk or not drive:
+            raise OperationFailed("this VM was started by an older banger; restart it to grow "
+                                  "its disk")
+        snapshot.grow_raw(Path(disk), size_mib)
+        async with FirecrackerApi(handles.control_socket) as api:
+            await api.call(snapshot.rescan_call(drive))
+
     # ---- lifecycle
 
     def binary(self) -> BinaryProbe:
@@ -85,22 +142,28 @@ class FirecrackerBackend:
                                  owner.st_uid, owner.st_gid))
 
     async def start(self, spec: VmSpec) -> VmHandles:
+        """Boot, or with spec.incoming restore a saved state (left paused for resume())."""
         check_shape(spec)
         binary = self.binary()
         if not binary.usable or binary.path is None:
             raise InvalidArgument(f"cannot use firecracker: {binary.reason}; install "
                                   "Firecracker >= 1.8.0 or set vmm = qemu")
+        if spec.incoming is not None:
+            snapshot.check_restore(spec, binary)
         layout = self.layout(spec)
-        calls = boot_calls(layout)  # computed first: bad input fails before anything runs
+        # computed first: bad input fails before anything runs
+        calls = boot_calls(layout) if spec.incoming is None else snapshot.restore_calls(layout)
         _remove_runtime_files(layout)
         _stage_files(layout)
         argv = launch_argv(layout, binary.path)
         (spec.vm_dir / "firecracker.argv").write_text("\n".join(argv) + "\n")
-        pid = await spawn_detached(argv, spec.console_log)
+        pid = await spawn_detached(argv, spec.console_log, layout.cwd)
         handles = VmHandles("firecracker", pid, str(layout.host(layout.api_socket)),
                             str(layout.host(layout.vsock)),
                             extra={"marker": jail_id(spec), "vsock_port": str(AGENT_VSOCK_PORT),
-                                   "jail": str(spec.vm_dir / "jail") if layout.jail else ""})
+                                   "jail": str(spec.vm_dir / "jail") if layout.jail else "",
+                                   "chroot": str(layout.chroot or ""),
+                                   "disk": str(disk_path(spec.vm_dir)), "drive": layout.disk})
         try:
             await self._wait_api_socket(handles, spec.console_log)
             async with FirecrackerApi(handles.control_socket) as api:
@@ -114,7 +177,8 @@ class FirecrackerBackend:
     async def _wait_api_socket(self, handles: VmHandles, console: Path) -> None:
         deadline = time.monotonic() + SOCKET_WAIT
         while not Path(handles.control_socket).exists():
-            if not self.is_alive(handles):
+            # No marker check: the pid was just spawned, and its cmdline reads empty mid-exec.
+            if not pid_alive(handles.pid):
                 raise OperationFailed(f"firecracker exited at start: {_tail(console)}")
             if time.monotonic() > deadline:
                 raise OperationFailed(f"firecracker made no API socket within {SOCKET_WAIT:.0f}s: "
@@ -166,10 +230,11 @@ async def grow_ext4(image: Path, size_mib: int) -> None:
     await arun(["resize2fs", image], what="resize2fs")
 
 
-async def spawn_detached(argv: list[str], console_log: Path) -> int:
-    """Start argv in its own session, stdout/stderr (the serial console) appended to a file."""
+async def spawn_detached(argv: list[str], console_log: Path, cwd: Path) -> int:
+    """Start argv in cwd in its own session, stdout/stderr (the serial console) appended to a
+    file."""
     res = await arun(["sh", "-c", SPAWN_SCRIPT, "sh", str(console_log), *argv],
-                     what="starting firecracker", timeout=10)
+                     cwd=cwd, what="starting firecracker", timeout=10)
     try:
         return int(res.stdout.strip())
     except ValueError:

@@ -2,6 +2,8 @@
 
 With the jailer, Firecracker runs chrooted: every path it is given is relative to the chroot,
 so each file has a host path (where banger puts it) and an API path (what Firecracker sees).
+Without it, Firecracker runs in the VM dir and the paths a snapshot records (drive, vsock) are
+relative to it, so one template's state restores into many VMs, each onto its own files.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ ROOT_DRIVE = "rootfs"
 GUEST_IFACE = "eth0"
 # reboot=k: a guest reboot (also what panic=-1 does) ends Firecracker through its i8042 device.
 BACKEND_ARGS = ["reboot=k", "pci=off", f"banger.agent=vsock:{AGENT_VSOCK_PORT}"]
-JAIL_FILES = {"kernel": "vmlinux", "initrd": "initrd.img", "disk": "root.ext4"}
+JAIL_FILES = {"kernel": "vmlinux", "initrd": "initrd.img", "disk": "root.ext4",
+              "memory": "state.mem", "vmstate": "state.vmstate"}
+VMSTATE_SUFFIX = ".vmstate"
 
 
 def disk_path(vm_dir: Path) -> Path:
     return vm_dir / "root.ext4"
+
+
+def state_files(dest: Path) -> tuple[Path, Path]:
+    """A saved state is two files: guest memory at dest (the name the core checks and sizes),
+    device state beside it."""
+    return dest, dest.with_name(dest.name + VMSTATE_SUFFIX)
 
 
 def jail_id(spec: VmSpec) -> str:
@@ -62,7 +72,16 @@ class Layout:
 
     def host(self, api_path: str) -> Path:
         chroot = self.chroot
-        return chroot / api_path.lstrip("/") if chroot else Path(api_path)
+        return chroot / api_path.lstrip("/") if chroot else self.spec.vm_dir / api_path
+
+    @property
+    def cwd(self) -> Path:
+        """Where Firecracker runs (the jailer moves it into its chroot itself)."""
+        return self.spec.vm_dir
+
+    def _snapshotted(self, name: str) -> str:
+        """API path of a file a snapshot records: the same for every VM (cwd- or chroot-relative)."""
+        return f"/{name}" if self.jail else name
 
     @property
     def api_socket(self) -> str:
@@ -70,7 +89,7 @@ class Layout:
 
     @property
     def vsock(self) -> str:
-        return self._runtime("vsock.sock")
+        return self._snapshotted("vsock.sock")
 
     @property
     def log(self) -> str:
@@ -97,15 +116,33 @@ class Layout:
 
     @property
     def disk(self) -> str:
-        return self._input("disk", disk_path(self.spec.vm_dir))
+        return self._snapshotted(JAIL_FILES["disk"])
+
+    def _state(self, role: str) -> str:
+        if self.spec.incoming is None:
+            raise InvalidArgument("no saved state to restore")
+        memory, vmstate = state_files(self.spec.incoming)
+        return self._input(role, memory if role == "memory" else vmstate)
+
+    @property
+    def state_memory(self) -> str:
+        return self._state("memory")
+
+    @property
+    def state_vmstate(self) -> str:
+        return self._state("vmstate")
 
     def jail_inputs(self) -> dict[Path, Path]:
         """Files to link into the chroot: {source on the host: destination in the chroot}."""
         if self.jail is None:
             return {}
-        return {Path(self.spec.boot.vmlinux or ""): self.host(self.kernel),
-                self.spec.boot.initrd: self.host(self.initrd),
-                disk_path(self.spec.vm_dir): self.host(self.disk)}
+        inputs = {disk_path(self.spec.vm_dir): self.host(self.disk)}
+        if self.spec.incoming is not None:  # a restore needs no kernel: it is in the memory
+            memory, vmstate = state_files(self.spec.incoming)
+            return {**inputs, memory: self.host(self.state_memory),
+                    vmstate: self.host(self.state_vmstate)}
+        return {**inputs, Path(self.spec.boot.vmlinux or ""): self.host(self.kernel),
+                self.spec.boot.initrd: self.host(self.initrd)}
 
 
 def launch_argv(layout: Layout, firecracker: str) -> list[str]:
@@ -136,14 +173,21 @@ def boot_args(spec: VmSpec) -> str:
     return kernel_cmdline(dataclasses.replace(spec, accel="kvm"), BACKEND_ARGS)
 
 
+def observability_calls(layout: Layout) -> list[ApiCall]:
+    """Logger and metrics: first on a boot, and the only calls allowed before a snapshot load."""
+    return [
+        ApiCall("PUT", "/logger", {"log_path": layout.log, "level": "Warning",
+                                   "show_level": True, "show_log_origin": False}),
+        ApiCall("PUT", "/metrics", {"metrics_path": layout.metrics}),
+    ]
+
+
 def boot_calls(layout: Layout) -> list[ApiCall]:
     """The API requests that boot a VM, in Firecracker's documented order."""
     spec = layout.spec
     check_shape(spec)
     calls = [
-        ApiCall("PUT", "/logger", {"log_path": layout.log, "level": "Warning",
-                                   "show_level": True, "show_log_origin": False}),
-        ApiCall("PUT", "/metrics", {"metrics_path": layout.metrics}),
+        *observability_calls(layout),
         ApiCall("PUT", "/machine-config", {"vcpu_count": spec.vcpu,
                                            "mem_size_mib": spec.memory_mib, "smt": False}),
         ApiCall("PUT", "/boot-source", {"kernel_image_path": layout.kernel,
