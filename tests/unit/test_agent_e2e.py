@@ -120,6 +120,33 @@ def test_configure_writes_hostname_hosts_and_keys(agent: AgentUnderTest) -> None
     assert keys.stat().st_mode & 0o777 == 0o600
 
 
+def test_configure_git_identity_reads_back_with_git(agent: AgentUnderTest) -> None:
+    identity = {"name": 'Ana "the dev" O\\Neil', "email": "ana@example.com"}
+
+    async def scenario(client: AgentClient) -> None:
+        done = await client.configure(git_identity=identity)
+        assert done["configured"] == ["git_identity"]
+        again = await client.configure(git_identity={"name": "Bo", "email": "bo@example.com"})
+        assert again["configured"] == ["git_identity"]  # an existing file is edited with git
+
+    agent.run(scenario)
+    gitconfig = agent.root / "root" / ".gitconfig"
+    read = subprocess.run(["git", "config", "--file", str(gitconfig), "--get-regexp", "^user"],
+                          capture_output=True, text=True, check=True).stdout
+    assert read.splitlines() == ["user.name Bo", "user.email bo@example.com"]
+
+
+def test_configure_git_identity_written_without_git(agent: AgentUnderTest) -> None:
+    async def scenario(client: AgentClient) -> None:
+        await client.configure(git_identity={"name": 'Ana "the dev" O\\Neil', "email": "a@b"})
+
+    agent.run(scenario)
+    gitconfig = agent.root / "root" / ".gitconfig"
+    read = subprocess.run(["git", "config", "--file", str(gitconfig), "user.name"],
+                          capture_output=True, text=True, check=True).stdout
+    assert read == 'Ana "the dev" O\\Neil\n'
+
+
 def test_poweroff_answers_first(agent: AgentUnderTest) -> None:
     async def scenario(client: AgentClient) -> None:
         await client.poweroff()

@@ -298,9 +298,11 @@ class AgentClient:
         machine_id: str | None = None,
         entropy: bytes | None = None,
         network: dict[str, Any] | None = None,
+        git_identity: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"hostname": hostname, "clock": clock, "machine_id": machine_id}
+        params: dict[str, Any] = {"hostname": hostname, "clock": clock, "machine_id": machine_id,
+                                  "git_identity": git_identity}
         if entropy is not None:
             params["entropy"] = base64.b64encode(entropy).decode()
         if authorized_keys is not None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-from banger.agent.client import AgentClient
 from banger.config import Config
 from banger.errors import BangerError, Conflict, Unavailable
 from banger.net import links, nat, plan
@@ -147,13 +146,12 @@ class Network:
         return {"mac": mac, "address": plan.USER_GUEST_ADDRESS, "gateway": plan.USER_GATEWAY,
                 "dns": [plan.USER_DNS]}
 
-    async def attach(self, vm: VmRecord, agent: AgentClient) -> None:
-        """Right after boot: guest address, DNS, ssh key; then NAT and forwards."""
+    async def guest_setup(self, vm: VmRecord) -> dict[str, Any]:
+        """The agent `configure` arguments for the guest side: address, DNS and ssh key."""
         if vm.net_mode is None:
-            return
+            return {}
         key = await asyncio.to_thread(ensure_key, self.config.ssh_key_path)
-        await agent.configure(network=self.guest_config(vm), authorized_keys=[key])
-        await self.activate(vm)
+        return {"network": self.guest_config(vm), "authorized_keys": [key]}
 
     async def activate(self, vm: VmRecord) -> None:
         """After boot (and after a daemon restart): NAT rules and tap-mode forwards."""

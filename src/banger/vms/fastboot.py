@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from banger.agent.client import AgentClient
 from banger.errors import OperationFailed
@@ -44,10 +45,12 @@ async def restore(backend: Backend, spec: VmSpec, progress: Progress) -> tuple[V
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def personalise_clone(agent: AgentClient, name: str, *, has_sshd: bool) -> None:
-    """A restored template is a clone: give it its own identity before anything else runs."""
+async def personalise_clone(agent: AgentClient, name: str, setup: dict[str, Any], *,
+                            has_sshd: bool) -> None:
+    """A restored template is a clone: give it its own identity before anything else runs;
+    setup (network, keys, ...) rides in the same agent call."""
     await agent.configure(hostname=name, machine_id=secrets.token_hex(16),
-                          entropy=secrets.token_bytes(64), clock=time.time())
+                          entropy=secrets.token_bytes(64), clock=time.time(), **setup)
     if has_sshd:
         await _fresh_host_keys(agent)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Any
 
 from banger.agent.client import AgentClient
 from banger.artifacts import ImageFiles, KernelFiles
@@ -18,6 +19,7 @@ from banger.vms.templates import TemplateKey, Templates
 
 log = logging.getLogger("banger.vms.launch")
 Started = tuple[VmHandles, AgentClient]
+Setup = dict[str, Any]
 
 
 def kernel_digest(kernel: KernelFiles) -> str:
@@ -43,22 +45,27 @@ class Launcher:
         self.fast_start = fast_start and isinstance(backend, Snapshotter)
 
     async def launch(self, spec: VmSpec, image: ImageFiles, kernel: KernelFiles,
-                     progress: Progress, *, cold: bool) -> Started:
+                     progress: Progress, *, cold: bool, setup: Setup) -> Started:
+        """Start the VM and apply setup (agent `configure` arguments) in the first call."""
         if cold:
             saved_state(spec.vm_dir).unlink(missing_ok=True)  # --cold: the user chose the disk
         if saved_state(spec.vm_dir).exists():
-            started = await self._resume_saved(spec, progress)
+            started = await self._resume_saved(spec, progress, setup)
             if started is not None:
                 return started
         if self.fast_start and not cold and not (spec.vm_dir / "root.qcow2").exists():
-            started = await self._from_template(spec, image, kernel, progress)
+            started = await self._from_template(spec, image, kernel, progress, setup)
             if started is not None:
                 return started
         handles, agent = await boot(self.backend, spec, progress)
-        await agent.configure(clock=time.time())
+        try:
+            await agent.configure(clock=time.time(), **setup)
+        except BaseException:
+            await _undo(self.backend, spec, handles, agent)
+            raise
         return handles, agent
 
-    async def _resume_saved(self, spec: VmSpec, progress: Progress) -> Started | None:
+    async def _resume_saved(self, spec: VmSpec, progress: Progress, setup: Setup) -> Started | None:
         state = saved_state(spec.vm_dir)
         try:
             handles, agent = await restore(self.backend, dataclasses.replace(spec, incoming=state),
@@ -71,12 +78,12 @@ class Launcher:
         finally:
             state.unlink(missing_ok=True)  # the disk moves on from here: the state is single-use
         # A running restored VM must never be followed by a cold boot on the same disk.
-        await agent.configure(clock=time.time())  # on failure the caller's cleanup kills it
+        await agent.configure(clock=time.time(), **setup)  # on failure the caller's cleanup kills it
         events.record(spec.vm_dir, "resumed from its saved state")
         return handles, agent
 
     async def _from_template(self, spec: VmSpec, image: ImageFiles, kernel: KernelFiles,
-                             progress: Progress) -> Started | None:
+                             progress: Progress, setup: Setup) -> Started | None:
         key = template_key(spec, image, kernel, self.backend)
         assert isinstance(self.backend, Snapshotter)
         try:
@@ -98,15 +105,13 @@ class Launcher:
             return None
         try:
             t0 = time.monotonic()
-            await personalise_clone(agent, spec.name, has_sshd=has_sshd(image))
+            await personalise_clone(agent, spec.name, setup, has_sshd=has_sshd(image))
             t1 = time.monotonic()
             if spec.disk_mib > info.disk_mib:
                 await grow_root(self.backend, agent, handles, spec.disk_mib)
             log.debug("clone: personalise %.3fs, grow %.3fs", t1 - t0, time.monotonic() - t1)
         except BaseException:
-            await agent.close()
-            await self.backend.kill(handles)
-            VmHandles.clear(spec.vm_dir)
+            await _undo(self.backend, spec, handles, agent)
             self._forget(spec)
             raise
         events.record(spec.vm_dir, f"started from template {info.id}")
@@ -115,3 +120,9 @@ class Launcher:
     def _forget(self, spec: VmSpec) -> None:
         """Drop a disk layered on a template, so the next start can boot cold from the image."""
         (spec.vm_dir / "root.qcow2").unlink(missing_ok=True)
+
+
+async def _undo(backend: Backend, spec: VmSpec, handles: VmHandles, agent: AgentClient) -> None:
+    await agent.close()
+    await backend.kill(handles)
+    VmHandles.clear(spec.vm_dir)

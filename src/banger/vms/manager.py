@@ -37,7 +37,7 @@ from banger.vms.launch import Launcher, kernel_digest
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
 from banger.vms.templates import TemplateInfo, Templates
-from banger.workspace.filesync import sync_home
+from banger.workspace.filesync import git_identity_setup, sync_home
 
 log = logging.getLogger("banger.vms")
 STOP_GRACE = 20.0
@@ -147,9 +147,11 @@ class VmManager:
             try:
                 spec, image, kernel = await self.boot_inputs(vm, progress)
                 spec = dataclasses.replace(spec, network=await self.net.prepare(vm))
-                handles, agent = await self.launcher.launch(spec, image, kernel, progress, cold=cold)
+                setup = {**await self.net.guest_setup(vm), **await git_identity_setup()}
+                handles, agent = await self.launcher.launch(spec, image, kernel, progress,
+                                                            cold=cold, setup=setup)
                 self.agents.adopt(vm.id, agent)
-                await self.net.attach(vm, agent)
+                await self.net.activate(vm)
                 await sync_home(agent, self.config.file_sync,
                                 lambda message: progress("file_sync", None, message))
             except asyncio.CancelledError:

@@ -1,4 +1,4 @@
-"""At VM start: copy config file_sync entries into the guest home and set the host git identity."""
+"""At VM start: copy config file_sync entries into the guest home; the host git identity."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import tarfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from banger.agent.client import AgentClient
 from banger.config.model import FileSync
@@ -15,11 +16,6 @@ from banger.runner import arun
 
 log = logging.getLogger("banger.workspace")
 Warn = Callable[[str], None]
-
-SET_IDENTITY = """command -v git >/dev/null 2>&1 || exit 0
-[ -z "$1" ] || git config --global user.name "$1"
-[ -z "$2" ] || git config --global user.email "$2"
-"""
 
 
 def guest_relative(guest: str) -> str:
@@ -59,15 +55,18 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def host_identity() -> tuple[str, str]:
-    async def get(key: str) -> str:
-        res = await arun(["git", "config", "--global", "--get", key], check=False)
-        return res.stdout.strip() if res.ok else ""
-
+async def git_identity_setup() -> dict[str, Any]:
+    """The host's git user.name/email as agent `configure` arguments (none when unset)."""
     try:
-        return await get("user.name"), await get("user.email")
+        res = await arun(["git", "config", "--global", "--get-regexp", r"^user\.(name|email)$"],
+                         check=False)
     except BangerError:  # no git on the host
-        return "", ""
+        return {}
+    identity = {}
+    for line in res.stdout.splitlines() if res.ok else []:
+        key, _, value = line.partition(" ")
+        identity[key.removeprefix("user.")] = value.strip()
+    return {"git_identity": identity} if identity else {}
 
 
 async def sync_home(agent: AgentClient, entries: Sequence[FileSync], warn: Warn) -> None:
@@ -76,11 +75,6 @@ async def sync_home(agent: AgentClient, entries: Sequence[FileSync], warn: Warn)
         data = build_tar(entries, warn)
         if data is not None:
             await agent.put("/root", _one(data))
-        name, email = await host_identity()
-        if name or email:
-            proc = await agent.exec(["sh", "-c", SET_IDENTITY, "sh", name, email],
-                                    env={"HOME": "/root"})
-            await proc.communicate()
     except (BangerError, OSError) as exc:
         message = exc.message if isinstance(exc, BangerError) else str(exc)
         warn(f"file_sync: {message}")
