@@ -596,6 +596,7 @@ def set_machine_id(agent: Agent, machine_id: str) -> None:
 
 
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 
 
 def add_entropy(agent: Agent, b64: str) -> None:
@@ -610,6 +611,8 @@ def add_entropy(agent: Agent, b64: str) -> None:
         return
     with open("/dev/urandom", "wb") as f:
         fcntl.ioctl(f.fileno(), RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
+        # Credited entropy only reaches /dev/urandom at the next periodic reseed: force it now.
+        fcntl.ioctl(f.fileno(), RNDRESEEDCRNG)
 
 
 def require_hostname(name: Any) -> str:
@@ -669,7 +672,9 @@ def configure_network(agent: Agent, net: dict[str, Any]) -> None:
         resolv = agent.path("/etc/resolv.conf")
         if os.path.islink(resolv):
             os.unlink(resolv)  # e.g. a dangling link to systemd-resolved's stub
-        write_file_atomic(resolv, "".join(f"nameserver {s}\n" for s in dns), 0o644)
+        text = "".join(f"nameserver {s}\n" for s in dns)
+        if read_text(resolv) != text:  # a clone usually has it already: writes cost under TCG
+            write_file_atomic(resolv, text, 0o644)
     if agent.testing:
         log(f"testing: not configuring interface {net['mac']}")
         return
