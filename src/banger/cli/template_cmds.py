@@ -23,9 +23,9 @@ def template_list(as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    print_table(["ID", "IMAGE", "VCPU", "MEM", "STATE SIZE", "BUILT IN", "CREATED"],
+    print_table(["ID", "IMAGE", "VCPU", "MEM", "ON DISK", "BUILT IN", "CREATED"],
                 [[r["id"], r["key"]["image"], r["key"]["vcpu"], f"{r['key']['memory_mib']} MiB",
-                  f"{r['memory_bytes'] >> 20} MiB", f"{r['build_seconds']}s", r["created"]]
+                  f"{r['disk_usage'] >> 20} MiB", f"{r['build_seconds']}s", r["created"]]
                  for r in rows],
                 empty="no templates yet: the first `vm run` of a shape builds one")
 

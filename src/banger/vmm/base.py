@@ -46,6 +46,9 @@ class VmSpec:
     kernel_args: tuple[str, ...] = ()
     network: NetworkAttachment | None = None
     incoming: Path | None = None  # restore this saved memory state instead of booting
+    # Back guest RAM with this file: written through while a template boots (no incoming),
+    # mapped copy-on-write when restoring from that template. Backends may ignore it.
+    memory_file: Path | None = None
 
     @property
     def console_log(self) -> Path:
@@ -87,6 +90,10 @@ class VmHandles:
 class Backend(Protocol):
     name: str
     reason: str  # why this backend was selected (shown by doctor and `vm show`)
+    user_network: bool  # has a user-mode (unprivileged) network stack
+
+    def disk_path(self, vm_dir: Path) -> Path:
+        """The VM's root disk file."""
 
     async def prepare_disk(self, spec: VmSpec) -> None:
         """Create the VM's root disk if missing; it persists across stop/start."""
@@ -135,3 +142,6 @@ class Snapshotter(Protocol):
 
     def state_version(self) -> str:
         """Saved state only restores into the same VMM build: part of every template key."""
+
+    def state_files(self, dest: Path) -> tuple[Path, ...]:
+        """Every file a saved state at dest consists of (to move or delete them together)."""

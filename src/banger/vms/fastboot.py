@@ -24,6 +24,13 @@ def saved_state(vm_dir: Path) -> Path:
     return vm_dir / "memory.snap"
 
 
+def drop_saved_state(backend: Backend, vm_dir: Path) -> None:
+    """Delete a VM's `vm stop --save` state, every file of it."""
+    state = saved_state(vm_dir)
+    for path in backend.state_files(state) if isinstance(backend, Snapshotter) else (state,):
+        path.unlink(missing_ok=True)
+
+
 async def restore(backend: Backend, spec: VmSpec, progress: Progress) -> tuple[VmHandles, AgentClient]:
     """Launch the VMM on spec.incoming, resume it and reconnect the agent; undo all on failure."""
     assert spec.incoming is not None and isinstance(backend, Snapshotter)

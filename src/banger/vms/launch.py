@@ -14,7 +14,7 @@ from banger.progress import Progress
 from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
 from banger.vms import events
 from banger.vms.boot import boot
-from banger.vms.fastboot import grow_root, personalise_clone, restore, saved_state
+from banger.vms.fastboot import drop_saved_state, grow_root, personalise_clone, restore, saved_state
 from banger.vms.templates import TemplateKey, Templates
 
 log = logging.getLogger("banger.vms.launch")
@@ -48,12 +48,12 @@ class Launcher:
                      progress: Progress, *, cold: bool, setup: Setup) -> Started:
         """Start the VM and apply setup (agent `configure` arguments) in the first call."""
         if cold:
-            saved_state(spec.vm_dir).unlink(missing_ok=True)  # --cold: the user chose the disk
+            drop_saved_state(self.backend, spec.vm_dir)  # --cold: the user chose the disk
         if saved_state(spec.vm_dir).exists():
             started = await self._resume_saved(spec, progress, setup)
             if started is not None:
                 return started
-        if self.fast_start and not cold and not (spec.vm_dir / "root.qcow2").exists():
+        if self.fast_start and not cold and not self.backend.disk_path(spec.vm_dir).exists():
             started = await self._from_template(spec, image, kernel, progress, setup)
             if started is not None:
                 return started
@@ -76,7 +76,7 @@ class Launcher:
             progress("boot", None, "saved state unusable; booting cold")
             return None
         finally:
-            state.unlink(missing_ok=True)  # the disk moves on from here: the state is single-use
+            drop_saved_state(self.backend, spec.vm_dir)  # the disk moves on: state is single-use
         # A running restored VM must never be followed by a cold boot on the same disk.
         await agent.configure(clock=time.time(), **setup)  # on failure the caller's cleanup kills it
         events.record(spec.vm_dir, "resumed from its saved state")
@@ -94,7 +94,8 @@ class Launcher:
         try:
             spec.vm_dir.mkdir(parents=True, exist_ok=True)
             await self.backend.prepare_disk_on(spec, self.templates.disk(info), None)
-            incoming = dataclasses.replace(spec, incoming=self.templates.memory(info))
+            incoming = dataclasses.replace(spec, incoming=self.templates.memory(info),
+                                           memory_file=self.templates.ram(info))
             handles, agent = await restore(self.backend, incoming, progress)
         except BangerError as exc:
             self._forget(spec)
@@ -119,7 +120,7 @@ class Launcher:
 
     def _forget(self, spec: VmSpec) -> None:
         """Drop a disk layered on a template, so the next start can boot cold from the image."""
-        (spec.vm_dir / "root.qcow2").unlink(missing_ok=True)
+        self.backend.disk_path(spec.vm_dir).unlink(missing_ok=True)
 
 
 async def _undo(backend: Backend, spec: VmSpec, handles: VmHandles, agent: AgentClient) -> None:

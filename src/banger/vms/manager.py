@@ -32,7 +32,7 @@ from banger.vmm.accel import choose_accel
 from banger.vmm.base import Backend, BootArtifacts, Snapshotter, VmHandles, VmSpec
 from banger.vms import events
 from banger.vms.agents import AgentPool
-from banger.vms.fastboot import saved_state
+from banger.vms.fastboot import drop_saved_state, saved_state
 from banger.vms.launch import Launcher, kernel_digest
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
@@ -267,13 +267,13 @@ class VmManager:
                                           disk_mib=disk_mib or vm.disk_mib)
             validate_shape(new.vcpu, new.memory_mib, new.disk_mib, host_cpus=host_facts.cpu_count(),
                            host_memory_mib=host_facts.memory_mib())
-            disk_exists = (self.paths.vm_dir(vm.id) / "root.qcow2").exists()
+            disk_exists = self.backend.disk_path(self.paths.vm_dir(vm.id)).exists()
             if disk_mib and disk_mib != vm.disk_mib and disk_exists:
                 if vm.state == VmState.RUNNING:
                     raise Conflict(f"VM {vm.name} is running; stop it to grow its disk")
                 await self.backend.resize_disk(await self._spec(new, lambda *a: None))
             if (new.vcpu, new.memory_mib, new.disk_mib) != (vm.vcpu, vm.memory_mib, vm.disk_mib):
-                saved_state(self.paths.vm_dir(vm.id)).unlink(missing_ok=True)  # other shape now
+                drop_saved_state(self.backend, self.paths.vm_dir(vm.id))  # other shape now
             self.repo.update(vm.id, vcpu=new.vcpu, memory_mib=new.memory_mib, disk_mib=new.disk_mib)
             return self.repo.find(vm.id)
 

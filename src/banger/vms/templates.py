@@ -23,14 +23,15 @@ import msgspec
 
 from banger.agent.client import AgentClient
 from banger.errors import NotFound, OperationFailed
+from banger.net import plan
 from banger.paths import Paths
 from banger.progress import Progress
 from banger.store.db import utcnow
-from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
+from banger.vmm.base import Backend, NetworkAttachment, Snapshotter, VmHandles, VmSpec
 from banger.vms.boot import boot
 
 log = logging.getLogger("banger.vms.templates")
-FORMAT = 1
+FORMAT = 2  # 2: QEMU templates keep guest RAM in memory.ram, mapped by each clone
 TEMPLATE_HOSTNAME = "banger-template"
 
 
@@ -60,6 +61,8 @@ class TemplateInfo(msgspec.Struct):
     disk_mib: int
     memory_bytes: int
     build_seconds: float
+    ram_bytes: int = 0  # size of memory.ram when the backend keeps RAM in its own file
+    disk_usage: int = 0  # bytes the template takes on disk (its files are sparse)
 
 
 class Templates:
@@ -72,10 +75,13 @@ class Templates:
         return self.root / template_id
 
     def disk(self, info: TemplateInfo) -> Path:
-        return self.dir(info.id) / "disk.qcow2"
+        return template_disk(self.dir(info.id), self.backend)
 
     def memory(self, info: TemplateInfo) -> Path:
         return self.dir(info.id) / "memory.snap"
+
+    def ram(self, info: TemplateInfo) -> Path | None:
+        return self.dir(info.id) / "memory.ram" if info.ram_bytes else None
 
     def _read(self, d: Path) -> TemplateInfo | None:
         try:
@@ -90,7 +96,10 @@ class Templates:
         if info is None or info.key != key:
             return None
         try:
-            if self.memory(info).stat().st_size != info.memory_bytes or not self.disk(info).exists():
+            ram = self.ram(info)
+            if (self.memory(info).stat().st_size != info.memory_bytes
+                    or not self.disk(info).exists()
+                    or (ram is not None and ram.stat().st_size != info.ram_bytes)):
                 log.warning("template %s is incomplete or truncated; ignoring it", info.id)
                 return None
         except OSError:
@@ -132,13 +141,13 @@ class Templates:
         self.root.mkdir(parents=True, exist_ok=True)
         stage = self.root / f".staging-{key.id}-{secrets.token_hex(4)}"
         stage.mkdir()
-        spec = template_spec(base_spec, key, stage)
+        spec = template_spec(base_spec, key, stage, self.backend)
         try:
             progress("template", None, f"building a template for {key.image} "
                      f"({key.vcpu} vcpu, {key.memory_mib} MiB): one cold boot, then restores")
             handles, agent = await boot(self.backend, spec, progress)
             try:
-                await _warm_up(agent)
+                await _warm_up(agent, spec.network)
                 await agent.close()  # the snapshot must show the host as gone, not mid-session
                 await asyncio.sleep(0.05)
                 progress("template", None, "saving memory and device state")
@@ -146,7 +155,7 @@ class Templates:
             finally:
                 await self.backend.kill(handles)
                 VmHandles.clear(stage)
-            info = _freeze(stage, key, spec, time.monotonic() - started)
+            info = _freeze(stage, key, spec, self.backend, time.monotonic() - started)
             os.replace(stage, self.dir(key.id))
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
@@ -155,34 +164,53 @@ class Templates:
         return info
 
 
-async def _warm_up(agent: AgentClient) -> None:
-    """Run what every clone runs first, so its code and files are already in the saved memory."""
+async def _warm_up(agent: AgentClient, network: NetworkAttachment | None) -> None:
+    """Run what every clone runs first, so its code and files are already in the saved memory.
+    User-mode guests all get the same address, so clones find theirs already set."""
+    user_net = None
+    if network is not None and network.mode == "user":
+        user_net = {"mac": network.mac, "address": plan.USER_GUEST_ADDRESS,
+                    "gateway": plan.USER_GATEWAY, "dns": [plan.USER_DNS]}
     await agent.configure(hostname=TEMPLATE_HOSTNAME, machine_id=secrets.token_hex(16),
-                          entropy=secrets.token_bytes(64), clock=time.time())
+                          entropy=secrets.token_bytes(64), clock=time.time(), network=user_net)
     proc = await agent.exec(["true"])
     await proc.wait()
 
 
-def template_spec(base: VmSpec, key: TemplateKey, vm_dir: Path) -> VmSpec:
+def template_spec(base: VmSpec, key: TemplateKey, vm_dir: Path, backend: Backend) -> VmSpec:
     """The template boots the VM's shape with a neutral identity."""
     network = base.network
-    if network is not None:  # same NIC model; its backend is host-side and not in the snapshot
+    # Same NIC model; its host side is not in the snapshot, so a private user-mode one will do
+    # (firecracker has none: the template borrows the VM's tap, free until the clone starts).
+    if network is not None and backend.user_network:
         network = dataclasses.replace(network, mode="user", tap="", netns="", hostfwds=(),
                                       restrict=True)
     return dataclasses.replace(base, vm_id=f"t{key.id[:11]}", name=TEMPLATE_HOSTNAME,
-                               vm_dir=vm_dir, network=network, incoming=None)
+                               vm_dir=vm_dir, network=network, incoming=None,
+                               memory_file=vm_dir / "memory.ram")
 
 
-def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, took: float) -> TemplateInfo:
-    disk = stage / "disk.qcow2"
-    os.replace(stage / "root.qcow2", disk)
+def template_disk(template_dir: Path, backend: Backend) -> Path:
+    return template_dir / ("disk" + backend.disk_path(template_dir).suffix)
+
+
+def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, backend: Backend,
+            took: float) -> TemplateInfo:
+    """Keep the disk (read-only from now on), the saved state and the RAM file; drop the rest."""
+    assert isinstance(backend, Snapshotter)
+    disk = template_disk(stage, backend)
+    os.replace(backend.disk_path(stage), disk)
     disk.chmod(0o444)
-    for leftover in ("qmp.sock", "agent.sock", "qemu.pid"):
-        (stage / leftover).unlink(missing_ok=True)
-    info = TemplateInfo(key.id, key, utcnow(), spec.disk_mib,
-                        (stage / "memory.snap").stat().st_size, round(took, 2))
+    ram = stage / "memory.ram"
+    state = backend.state_files(stage / "memory.snap")
+    keep = {disk, ram, *state, stage / "console.log"}
+    for leftover in stage.iterdir():
+        if leftover not in keep and not leftover.name.endswith(".argv") and not leftover.is_dir():
+            leftover.unlink(missing_ok=True)  # sockets, pid file, VMM logs
+    usage = sum(f.stat().st_blocks * 512 for f in stage.iterdir() if f.is_file())
+    info = TemplateInfo(key.id, key, utcnow(), spec.disk_mib, state[0].stat().st_size,
+                        round(took, 2), ram.stat().st_size if ram.exists() else 0, usage)
     tmp = stage / "template.json.tmp"
     tmp.write_bytes(msgspec.json.encode(info))
     tmp.replace(stage / "template.json")
     return info
-

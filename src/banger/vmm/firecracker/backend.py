@@ -41,6 +41,7 @@ SAVED_STATE_HINT = "the saved state cannot be restored"
 
 class FirecrackerBackend:
     name = "firecracker"
+    user_network = False
 
     def __init__(self, config: Config, binary: BinaryProbe | None = None,
                  reason: str = "vmm = firecracker") -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from banger.guest import AGENT_PORT_NAME
 from banger.vmm.base import NetworkAttachment, VmSpec
 from banger.vmm.cmdline import kernel_cmdline
-from banger.vmm.qemu.snapshot import incoming_uri
 
 __all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
 
@@ -26,6 +25,17 @@ def net_args(net: NetworkAttachment | None) -> list[str]:
     return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0{mac}"]
 
 
+def memory_args(spec: VmSpec) -> list[str]:
+    """RAM is always the backend object mem0, so saved states load whatever backs it."""
+    size = f"size={spec.memory_mib}M"
+    if spec.memory_file is None:
+        backend = f"memory-backend-ram,id=mem0,{size}"
+    else:  # a template's RAM: shared while it boots, a private copy-on-write map in each clone
+        share = "off" if spec.incoming else "on"
+        backend = f"memory-backend-file,id=mem0,{size},mem-path={spec.memory_file},share={share}"
+    return ["-object", backend]
+
+
 def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list[str]:
     accel = "kvm" if spec.accel == "kvm" else "tcg,thread=multi"
     # The tap lives in the configured netns, so QEMU must be started inside it to open it.
@@ -34,11 +44,12 @@ def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list
         *netns,
         QEMU,
         "-name", f"banger-{spec.name},debug-threads=on",
-        "-M", "microvm,pit=on,pic=on,rtc=on",
+        "-M", "microvm,pit=on,pic=on,rtc=on,memory-backend=mem0",
         "-accel", accel,
         "-cpu", "host" if spec.accel == "kvm" else "max",
         "-smp", str(spec.vcpu),
         "-m", f"{spec.memory_mib}M",
+        *memory_args(spec),
         "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
         "-no-reboot",
         "-chardev", f"file,id=console,path={spec.console_log},append=on",
@@ -56,5 +67,6 @@ def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list
         "-qmp", f"unix:{qmp_socket},server=on,wait=off",
         "-pidfile", str(pidfile),
         "-daemonize",
-        *(["-incoming", incoming_uri(spec.incoming)] if spec.incoming else []),
+        # Deferred: the snapshot capabilities are set over QMP before the state streams in.
+        *(["-incoming", "defer"] if spec.incoming else []),
     ]

@@ -17,8 +17,11 @@ from banger.vmm.qemu.argv import qemu_argv
 log = logging.getLogger("banger.vmm.qemu")
 
 
+DISK_NAME = "root.qcow2"
+
+
 def disk_path(spec: VmSpec) -> Path:
-    return spec.vm_dir / "root.qcow2"
+    return spec.vm_dir / DISK_NAME
 
 
 def qmp_path(spec: VmSpec) -> Path:
@@ -27,6 +30,7 @@ def qmp_path(spec: VmSpec) -> Path:
 
 class QemuBackend:
     name = "qemu"
+    user_network = True
 
     def __init__(self, reason: str = "vmm = qemu") -> None:
         self.reason = reason
@@ -52,13 +56,21 @@ class QemuBackend:
         await snapshot.save(handles.control_socket, dest)
 
     async def resume(self, handles: VmHandles, timeout: float) -> None:
-        await snapshot.resume(handles.control_socket, timeout, lambda: self.is_alive(handles))
+        incoming = Path(handles.extra["incoming"])
+        await snapshot.resume(handles.control_socket, incoming, timeout,
+                              lambda: self.is_alive(handles))
 
     async def grow_live(self, handles: VmHandles, size_mib: int) -> None:
         await self.qmp(handles, "block_resize", device="root", size=size_mib * 1024 * 1024)
 
     def state_version(self) -> str:
         return snapshot.qemu_version()
+
+    def state_files(self, dest: Path) -> tuple[Path, ...]:
+        return (dest,)
+
+    def disk_path(self, vm_dir: Path) -> Path:
+        return vm_dir / DISK_NAME
 
     async def resize_disk(self, spec: VmSpec) -> None:
         await arun(["qemu-img", "resize", "-q", disk_path(spec), f"{spec.disk_mib}M"],
@@ -76,7 +88,8 @@ class QemuBackend:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError) as exc:
             raise OperationFailed(f"qemu started but wrote no pid file {pidfile}") from exc
-        return VmHandles("qemu", pid, str(qmp_path(spec)), str(spec.agent_socket))
+        extra = {"incoming": str(spec.incoming)} if spec.incoming else {}
+        return VmHandles("qemu", pid, str(qmp_path(spec)), str(spec.agent_socket), extra)
 
     async def open_agent(self, handles: VmHandles,
                          timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

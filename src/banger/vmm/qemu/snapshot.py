@@ -15,6 +15,9 @@ from banger.errors import OperationFailed
 from banger.runner import run
 
 MIGRATE_TIMEOUT = 120.0
+# Shared (template) RAM stays in its file instead of the stream; set on both sides, always,
+# because QEMU refuses a stream whose x-ignore-shared differs from the loader's.
+CAPABILITIES = [{"capability": "x-ignore-shared", "state": True}]
 
 
 @functools.cache
@@ -52,6 +55,7 @@ async def save(socket: str, dest: Path) -> None:
     client = await _client(socket)
     try:
         await _execute(client, "stop")
+        await _execute(client, "migrate-set-capabilities", {"capabilities": CAPABILITIES})
         await _execute(client, "migrate", {"uri": f"exec:cat > {shlex.quote(str(part))}"})
         deadline = time.monotonic() + MIGRATE_TIMEOUT
         while True:
@@ -73,8 +77,9 @@ async def save(socket: str, dest: Path) -> None:
     part.replace(dest)
 
 
-async def resume(socket: str, timeout: float, alive: Callable[[], bool]) -> None:
-    """Wait until the incoming state is loaded (status paused), then continue the guest."""
+async def resume(socket: str, incoming: Path, timeout: float, alive: Callable[[], bool]) -> None:
+    """Stream the saved state into a QEMU started with `-incoming defer`, wait until it is
+    loaded (status paused), then continue the guest."""
     deadline = time.monotonic() + timeout
     client = None
     while client is None:
@@ -88,6 +93,8 @@ async def resume(socket: str, timeout: float, alive: Callable[[], bool]) -> None
                 raise OperationFailed(f"restored QEMU never answered: {exc.message}") from exc
             await asyncio.sleep(0.01)
     try:
+        await _execute(client, "migrate-set-capabilities", {"capabilities": CAPABILITIES})
+        await _execute(client, "migrate-incoming", {"uri": incoming_uri(incoming)})
         while True:
             status = (await _execute(client, "query-status")).get("status")
             if status in ("paused", "postmigrate", "prelaunch"):
