@@ -77,8 +77,11 @@ def test_run_keeps_vm_without_rm_and_detach(vb: Banger) -> None:
     res = vb.run("vm", "run", "-d", "--name", "detached")
     assert res.returncode == 0 and "banger vm shell detached" in res.stdout
     assert vb.show("detached")["state"] == "running"
-    for name in ("keeper", "detached"):
-        vb.run("vm", "delete", "-f", name, check=True)
+    res = vb.run("vm", "delete", "-f", "keeper", "nope", "detached")  # one bad name stops nothing
+    assert res.returncode != 0
+    assert res.stdout == "deleted keeper\ndeleted detached\n"
+    assert "no VM" in res.stderr and "nope" in res.stderr
+    assert json.loads(vb.run("vm", "list", "--json", check=True).stdout) == []
 
 
 def test_pty_shell_sees_term_and_resize(vb: Banger) -> None:

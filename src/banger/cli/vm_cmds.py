@@ -48,6 +48,25 @@ def complete_vm(ctx: click.Context, param: click.Parameter, incomplete: str) -> 
 
 
 VM_ARG = click.argument("vm", shell_complete=complete_vm)
+VMS_ARG = click.argument("vms", nargs=-1, required=True, metavar="VM...", shell_complete=complete_vm)
+
+
+def for_each_vm(vms: tuple[str, ...], act: Callable[[str], str]) -> None:
+    """Act on every VM named, even after one fails (like `docker rm a b`); exit with the
+    last failure's code."""
+    from banger.errors import BangerError
+
+    failed: BangerError | None = None
+    for vm in vms:
+        try:
+            click.echo(act(vm))
+        except BangerError as exc:
+            if len(vms) == 1:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            failed = exc
+    if failed is not None:
+        sys.exit(failed.exit_code)
 
 
 @click.command("list")
@@ -139,21 +158,25 @@ def vm_create(name: str | None, image: str | None, kernel: str | None, vcpu: int
 
 
 @vm.command("start")
-@VM_ARG
+@VMS_ARG
 @click.option("--cold", is_flag=True, help="Boot from the disk even if a saved state exists.")
-def vm_start(vm: str, cold: bool) -> None:
-    """Start a stopped VM (resuming its saved state after `vm stop --save`)."""
-    click.echo(f"{session.call_with_progress('vm.start', {'vm': vm, 'cold': cold})['name']} running")
+def vm_start(vms: tuple[str, ...], cold: bool) -> None:
+    """Start stopped VMs (resuming a saved state after `vm stop --save`)."""
+    for_each_vm(vms, lambda vm: session.call_with_progress(
+        "vm.start", {"vm": vm, "cold": cold})["name"] + " running")
 
 
 @vm.command("stop")
-@VM_ARG
+@VMS_ARG
 @click.option("--timeout", default=20.0, show_default=True, help="Seconds before forcing.")
 @click.option("--save", is_flag=True, help="Save memory state; `vm start` resumes right there.")
-def vm_stop(vm: str, timeout: float, save: bool) -> None:
-    """Stop a VM: guest poweroff, then VMM quit, then kill (or save its state with --save)."""
-    res = session.call_with_progress("vm.stop", {"vm": vm, "timeout": timeout, "save": save})
-    click.echo(f"{res['name']} {res['state']}")
+def vm_stop(vms: tuple[str, ...], timeout: float, save: bool) -> None:
+    """Stop VMs: guest poweroff, then VMM quit, then kill (or save their state with --save)."""
+    def stop(vm: str) -> str:
+        res = session.call_with_progress("vm.stop", {"vm": vm, "timeout": timeout, "save": save})
+        return f"{res['name']} {res['state']}"
+
+    for_each_vm(vms, stop)
 
 
 @vm.command("restart")
@@ -164,18 +187,19 @@ def vm_restart(vm: str) -> None:
 
 
 @vm.command("kill")
-@VM_ARG
-def vm_kill(vm: str) -> None:
-    """Kill a VM's VMM at once (when stop hangs)."""
-    click.echo(f"{session.call('vm.kill', {'vm': vm})['name']} killed")
+@VMS_ARG
+def vm_kill(vms: tuple[str, ...]) -> None:
+    """Kill VMs' VMMs at once (when stop hangs)."""
+    for_each_vm(vms, lambda vm: f"{session.call('vm.kill', {'vm': vm})['name']} killed")
 
 
 @vm.command("delete")
-@VM_ARG
+@VMS_ARG
 @click.option("-f", "--force", is_flag=True, help="Delete even if running.")
-def vm_delete(vm: str, force: bool) -> None:
-    """Delete a VM and its disk (irreversible)."""
-    click.echo(f"deleted {session.call_with_progress('vm.delete', {'vm': vm, 'force': force})['name']}")
+def vm_delete(vms: tuple[str, ...], force: bool) -> None:
+    """Delete VMs and their disks (irreversible)."""
+    for_each_vm(vms, lambda vm: "deleted " + session.call_with_progress(
+        "vm.delete", {"vm": vm, "force": force})["name"])
 
 
 @vm.command("show")
