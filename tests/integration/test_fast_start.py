@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,25 @@ def test_stop_save_then_start_keeps_processes(fb: Banger) -> None:
     assert "resumed from its saved state" in events
     assert fb.show("saver")["saved_state"] is False
     fb.run("vm", "delete", "-f", "saver", check=True)
+
+
+def test_failed_save_keeps_the_vm_running(fb: Banger) -> None:
+    fb.run("vm", "create", "--name", "unsaved", check=True, timeout=300)
+    vm_dir = fb.home / "state" / "vms" / str(fb.show("unsaved")["id"])
+    # An immutable VM dir: the state file cannot be created, like a full disk.
+    if subprocess.run(["chattr", "+i", str(vm_dir)], capture_output=True).returncode != 0:
+        fb.run("vm", "delete", "-f", "unsaved", check=True)
+        pytest.skip("chattr +i is not supported here")
+    try:
+        res = fb.run("vm", "stop", "--save", "unsaved")
+    finally:
+        subprocess.run(["chattr", "-i", str(vm_dir)], check=True)
+    assert res.returncode != 0
+    assert "saving unsaved failed, it keeps running" in res.stderr
+    assert fb.show("unsaved")["state"] == "running"
+    assert not list(vm_dir.glob("memory.snap*"))
+    assert fb.run("vm", "exec", "unsaved", "--", "echo", "alive", check=True).stdout == "alive\n"
+    fb.run("vm", "delete", "-f", "unsaved", check=True)
 
 
 def test_corrupt_template_falls_back_to_cold_boot(fb: Banger) -> None:

@@ -129,7 +129,8 @@ class Snapshotter(Protocol):
     """
 
     async def save_state(self, handles: VmHandles, dest: Path) -> None:
-        """Pause the guest and write its state to dest (atomically); the VMM stays paused."""
+        """Pause the guest and write its state to dest (atomically); the VMM stays paused.
+        On failure nothing is left at dest and the guest runs again."""
 
     async def resume(self, handles: VmHandles, timeout: float) -> None:
         """Wait for an incoming restore to finish loading, then run the guest."""

@@ -188,24 +188,33 @@ class VmManager:
             vm = self.repo.find(vm.id)
             if vm.state not in (VmState.RUNNING, VmState.STARTING, VmState.STOPPING):
                 return vm
+            handles = self._saveable(vm) if save else None
             self.repo.set_state(vm.id, VmState.STOPPING)
-            if save:
-                await self._save(vm, progress)
+            if handles is not None:
+                await self._save(vm, handles, progress)
             await self._shutdown(vm, progress, timeout)
             self.repo.set_state(vm.id, VmState.STOPPED)
             progress("stopped", 1.0, f"{vm.name} stopped")
             return self.repo.find(vm.id)
 
-    async def _save(self, vm: VmRecord, progress: Progress) -> None:
-        """Write the running VM's memory next to its disk; `vm start` resumes from it once."""
+    def _saveable(self, vm: VmRecord) -> VmHandles:
         if not isinstance(self.backend, Snapshotter):
             raise InvalidArgument(f"the {self.backend.name} backend cannot save VM state")
         handles = VmHandles.load(self.paths.vm_dir(vm.id))
         if handles is None or not self.backend.is_alive(handles):
             raise NotRunning(f"VM {vm.name} is not running; nothing to save")
+        return handles
+
+    async def _save(self, vm: VmRecord, handles: VmHandles, progress: Progress) -> None:
+        """Write the running VM's memory next to its disk; `vm start` resumes from it once."""
+        assert isinstance(self.backend, Snapshotter)
         progress("save", None, "saving memory and device state")
         await self.agents.drop(vm.id)
-        await self.backend.save_state(handles, saved_state(self.paths.vm_dir(vm.id)))
+        try:
+            await self.backend.save_state(handles, saved_state(self.paths.vm_dir(vm.id)))
+        except BangerError as exc:  # the backend resumed the guest: it keeps running
+            self.repo.set_state(vm.id, VmState.RUNNING)
+            raise OperationFailed(f"saving {vm.name} failed, it keeps running: {exc.message}") from exc
         await self.backend.kill(handles)  # paused and saved: nothing left to shut down cleanly
         events.record(self.paths.vm_dir(vm.id), "stopped with its memory saved")
 

@@ -10,6 +10,7 @@ own disk and binds its own vsock socket. Only the tap is named absolutely, hence
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -134,6 +135,9 @@ async def save(socket: str, dest: Path, chroot: Path | None) -> None:
         for target in (memory, vmstate):
             target.written.unlink(missing_ok=True)
             target.part.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # nothing saved: the guest runs on
+            async with FirecrackerApi(socket) as api:
+                await api.call(resume_call())
         raise
 
 

@@ -70,6 +70,8 @@ async def save(socket: str, dest: Path) -> None:
             await asyncio.sleep(0.02)
     except BaseException:
         part.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # nothing saved: the guest runs on
+            await client.execute("cont")
         raise
     finally:
         with contextlib.suppress(Exception):
