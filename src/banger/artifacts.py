@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class KernelFiles:
     kernel: Path
     initrd: Path
     vmlinux: Path | None
+    digest: str = ""  # of the manifest's file sha256s: changes when the kernel is pulled again
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class ImageFiles:
 def kernel_files(paths: Paths, m: KernelManifest) -> KernelFiles:
     d = kernel_dir(paths, m.name)
     vmlinux = d / VMLINUX if VMLINUX in m.files else None
-    return KernelFiles(m.name, d / VMLINUZ, d / INITRAMFS, vmlinux)
+    digest = hashlib.sha256(repr(sorted(m.files.items())).encode()).hexdigest()[:16]
+    return KernelFiles(m.name, d / VMLINUZ, d / INITRAMFS, vmlinux, digest)
 
 
 def image_files(paths: Paths, m: ImageManifest) -> ImageFiles:

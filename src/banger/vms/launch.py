@@ -22,14 +22,9 @@ Started = tuple[VmHandles, AgentClient]
 Setup = dict[str, Any]
 
 
-def kernel_digest(kernel: KernelFiles) -> str:
-    """Changes whenever the kernel is pulled again (files are replaced, never edited)."""
-    return f"{kernel.kernel.stat().st_mtime_ns}-{kernel.initrd.stat().st_mtime_ns}"
-
-
 def template_key(spec: VmSpec, image: ImageFiles, kernel: KernelFiles, backend: Backend) -> TemplateKey:
     assert isinstance(backend, Snapshotter)
-    return TemplateKey(image.name, image.manifest.sha256, kernel.name, kernel_digest(kernel), backend.name,
+    return TemplateKey(image.name, image.manifest.sha256, kernel.name, kernel.digest, backend.name,
                        backend.state_version(), spec.vcpu, spec.memory_mib, spec.disk_mib,
                        spec.accel, spec.network is not None)
 

@@ -33,7 +33,7 @@ from banger.vmm.base import Backend, BootArtifacts, Snapshotter, VmHandles, VmSp
 from banger.vms import events
 from banger.vms.agents import AgentPool
 from banger.vms.fastboot import drop_saved_state, saved_state
-from banger.vms.launch import Launcher, kernel_digest
+from banger.vms.launch import Launcher
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
 from banger.vms.templates import TemplateInfo, Templates
@@ -294,7 +294,7 @@ class VmManager:
         except BangerError:
             return False
         return (image.sha256 == info.key.image_sha256
-                and kernel_digest(kernel) == info.key.kernel_digest)
+                and kernel.digest == info.key.kernel_digest)
 
     async def agent_for(self, ref: str) -> tuple[VmRecord, AgentClient]:
         vm = self.repo.find(ref)
