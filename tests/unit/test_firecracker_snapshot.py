@@ -250,8 +250,33 @@ def test_a_failed_save_leaves_no_state_behind(tmp_path: Path) -> None:
             return peer.requests
 
     requests = asyncio.run(go())
-    assert [(r.method, r.path) for r in requests] == [("PATCH", "/vm")]
+    # The pause is refused; the backend still asks to resume, so the guest runs on.
+    assert [(r.method, r.path, r.body) for r in requests] == [
+        ("PATCH", "/vm", {"state": "Paused"}), ("PATCH", "/vm", {"state": "Resumed"})]
     assert not list(tmp_path.glob("memory.snap*"))  # neither the old pair nor a partial one
+
+
+def test_a_refused_snapshot_resumes_the_paused_guest(tmp_path: Path) -> None:
+    sock = tmp_path / "api.sock"
+    dest = tmp_path / "memory.snap"
+    handles = VmHandles("firecracker", os.getpid(), str(sock), str(tmp_path / "vsock.sock"))
+
+    def disk_full_on_create(request: Request) -> tuple[int, str]:
+        if request.path == "/snapshot/create":
+            return 400, "No space left on device (os error 28)"
+        return 204, ""
+
+    async def go() -> list[Request]:
+        async with ApiPeer(sock, handler=disk_full_on_create) as peer:
+            with pytest.raises(OperationFailed, match="No space left"):
+                await fake_backend(tmp_path).save_state(handles, dest)
+            return peer.requests
+
+    requests = asyncio.run(go())
+    assert [(r.method, r.path) for r in requests] == [
+        ("PATCH", "/vm"), ("PUT", "/snapshot/create"), ("PATCH", "/vm")]
+    assert requests[-1].body == {"state": "Resumed"}
+    assert not list(tmp_path.glob("memory.snap*"))
 
 
 def test_prepare_disk_on_never_replaces_a_vms_own_disk(tmp_path: Path) -> None:
