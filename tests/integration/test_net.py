@@ -311,6 +311,7 @@ def test_vm_ssh_in_both_modes(netns: tuple[str, str]) -> None:
     with vm_lock(), vm_home(SLIM, "debian-bookworm") as b:
         configure(b, f'netns = "{ns}"\nbridge_cidr = "10.77.0.0/24"')
         known = b.home / "state" / "ssh" / "known_hosts"
+        host_keys = []
         for name, mode in (("sshuser", "user"), ("sshtap", "tap")):
             res = b.run("vm", "create", "--name", name, "--image", "debian-bookworm", "--net", mode,
                         "--memory", "1G", timeout=180)
@@ -323,8 +324,10 @@ def test_vm_ssh_in_both_modes(netns: tuple[str, str]) -> None:
                 time.sleep(1)
             assert res.returncode == 0 and res.stdout.strip() == name, res.stderr
             assert known_host(known, f"{name}.vm")  # trusted on first use
+            host_keys.append(known.read_text().split()[-1])
             delete(b, name)
             assert not known_host(known, f"{name}.vm")  # forgotten on delete
+        assert host_keys[0] != host_keys[1]  # the second is a clone of the first's template
 
 
 def test_ssh_config_install_is_idempotent(tmp_path: Path) -> None:

@@ -120,6 +120,25 @@ def test_configure_writes_hostname_hosts_and_keys(agent: AgentUnderTest) -> None
     assert keys.stat().st_mode & 0o777 == 0o600
 
 
+def test_configure_ssh_host_key_replaces_every_host_key(agent: AgentUnderTest) -> None:
+    ssh = agent.root / "etc" / "ssh"
+    ssh.mkdir(parents=True)
+    for old in ("ssh_host_rsa_key", "ssh_host_rsa_key.pub", "ssh_host_ed25519_key"):
+        (ssh / old).write_text("template's\n")
+    (ssh / "sshd_config").write_text("# kept\n")
+
+    async def scenario(client: AgentClient) -> None:
+        done = await client.configure(ssh_host_key={"private": "PRIV\n", "public": "PUB\n"})
+        assert done["configured"] == ["ssh_host_key"]
+
+    agent.run(scenario)
+    assert sorted(p.name for p in ssh.iterdir()) == [
+        "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "sshd_config"]
+    assert (ssh / "ssh_host_ed25519_key").read_text() == "PRIV\n"
+    assert (ssh / "ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
+    assert (ssh / "ssh_host_ed25519_key.pub").read_text() == "PUB\n"
+
+
 def test_configure_git_identity_reads_back_with_git(agent: AgentUnderTest) -> None:
     identity = {"name": 'Ana "the dev" O\\Neil', "email": "ana@example.com"}
 

@@ -299,10 +299,11 @@ class AgentClient:
         entropy: bytes | None = None,
         network: dict[str, Any] | None = None,
         git_identity: dict[str, str] | None = None,
+        ssh_host_key: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"hostname": hostname, "clock": clock, "machine_id": machine_id,
-                                  "git_identity": git_identity}
+                                  "git_identity": git_identity, "ssh_host_key": ssh_host_key}
         if entropy is not None:
             params["entropy"] = base64.b64encode(entropy).decode()
         if authorized_keys is not None:

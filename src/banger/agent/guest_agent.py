@@ -557,6 +557,9 @@ def op_configure(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("network") is not None:
         configure_network(agent, params["network"])
         done.append("network")
+    if params.get("ssh_host_key") is not None:
+        set_ssh_host_key(agent, params["ssh_host_key"])
+        done.append("ssh_host_key")
     if params.get("git_identity") is not None:
         try:
             set_git_identity(agent, params["git_identity"])
@@ -587,6 +590,28 @@ def set_git_identity(agent: Agent, identity: Any) -> None:
     for key, value in values.items():
         if value:
             run_tool(agent, ["git", "config", "--file", path, f"user.{key}", value])
+
+
+def set_ssh_host_key(agent: Agent, key: Any) -> None:
+    """Replace every host key with the host-made ed25519 pair (ssh-keygen costs ~1 s under
+    TCG), then have a running sshd load it: SIGHUP makes sshd re-exec itself."""
+    if not isinstance(key, dict) or not all(isinstance(key.get(k), str) for k in ("private", "public")):
+        raise AgentError(proto.E_BAD_REQUEST, "ssh_host_key must be {private, public}")
+    ssh_dir = agent.path("/etc/ssh")
+    os.makedirs(ssh_dir, exist_ok=True)
+    for name in os.listdir(ssh_dir):
+        if name.startswith("ssh_host_"):
+            os.unlink(os.path.join(ssh_dir, name))
+    base = os.path.join(ssh_dir, "ssh_host_ed25519_key")
+    write_file_atomic(base, key["private"], 0o600)
+    write_file_atomic(base + ".pub", key["public"], 0o644)
+    if agent.testing:
+        return
+    pid = read_text("/run/sshd.pid").strip()
+    if pid.isdigit() and read_text(f"/proc/{pid}/comm").strip() == "sshd":
+        import signal
+
+        os.kill(int(pid), signal.SIGHUP)
 
 
 def set_machine_id(agent: Agent, machine_id: str) -> None:

@@ -1,11 +1,12 @@
-"""banger's ed25519 key (made on first use) and its known_hosts file."""
+"""banger's ed25519 key (made on first use), guests' host keys and the known_hosts file."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
-from banger.runner import run
+from banger.runner import arun, run
 
 log = logging.getLogger("banger.ssh")
 
@@ -19,6 +20,15 @@ def ensure_key(key: Path) -> str:
             what="ssh-keygen")
         log.info("generated ssh key %s", key)
     return pub.read_text().strip()
+
+
+async def new_host_key(comment: str) -> dict[str, str]:
+    """A fresh ed25519 host key pair for a guest, made on the host where ssh-keygen is fast."""
+    with tempfile.TemporaryDirectory(prefix="banger-hostkey-") as tmp:
+        key = Path(tmp) / "key"
+        await arun(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key],
+                   what="ssh-keygen")
+        return {"private": key.read_text(), "public": key.with_suffix(".pub").read_text()}
 
 
 def known_hosts(state_dir: Path) -> Path:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from banger.agent.client import AgentClient
-from banger.errors import OperationFailed
 from banger.progress import Progress
+from banger.ssh.keys import new_host_key
 from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
 from banger.vms.boot import Watchdog, connect_agent
 
@@ -55,21 +55,12 @@ async def restore(backend: Backend, spec: VmSpec, progress: Progress) -> tuple[V
 async def personalise_clone(agent: AgentClient, name: str, setup: dict[str, Any], *,
                             has_sshd: bool) -> None:
     """A restored template is a clone: give it its own identity before anything else runs;
-    setup (network, keys, ...) rides in the same agent call."""
+    setup (network, keys, ...) rides in the same agent call. A new ssh host key too: never
+    shared between VMs."""
+    host_key = await new_host_key(f"root@{name}") if has_sshd else None
     await agent.configure(hostname=name, machine_id=secrets.token_hex(16),
-                          entropy=secrets.token_bytes(64), clock=time.time(), **setup)
-    if has_sshd:
-        await _fresh_host_keys(agent)
-
-
-async def _fresh_host_keys(agent: AgentClient) -> None:
-    """New ssh host keys, never shared between VMs; ed25519 only, RSA keygen is slow under TCG."""
-    script = ("rm -f /etc/ssh/ssh_host_*; ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key"
-              " && (systemctl try-reload-or-restart ssh.service 2>/dev/null || true)")
-    proc = await agent.exec(shell=script)
-    _, err, status = await proc.communicate()
-    if status.code != 0:
-        raise OperationFailed(f"regenerating ssh host keys failed: {err.decode(errors='replace')}")
+                          entropy=secrets.token_bytes(64), clock=time.time(),
+                          ssh_host_key=host_key, **setup)
 
 
 async def grow_root(backend: Backend, agent: AgentClient, handles: VmHandles, disk_mib: int) -> None:
