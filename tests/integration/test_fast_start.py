@@ -109,8 +109,18 @@ def test_cold_flag_boots_normally(fb: Banger) -> None:
     fb.run("vm", "delete", "-f", "coldie", check=True)
 
 
-def test_template_prune(fb: Banger) -> None:
+def test_template_prune_keeps_the_disks_clones_stand_on(fb: Banger) -> None:
+    fb.run("vm", "create", "--name", "keeper", check=True, timeout=300)
+    fb.run("vm", "exec", "keeper", "--", "sh", "-c", "echo kept > /root/note", check=True)
+    fb.run("vm", "stop", "keeper", check=True)
     res = fb.run("vm", "template", "prune", "--all", check=True)
     assert "removed" in res.stdout
     assert json.loads(fb.run("vm", "template", "list", "--json", check=True).stdout) == []
+    disks = fb.home / "state" / "templates" / ".disks"
+    assert len(list(disks.iterdir())) == 1  # keeper's disk is layered on it
+    fb.run("vm", "start", "keeper", check=True, timeout=300)
+    res = fb.run("vm", "exec", "keeper", "--", "cat", "/root/note", check=True)
+    assert res.stdout == "kept\n"
+    fb.run("vm", "delete", "-f", "keeper", check=True)
+    assert not list(disks.iterdir())  # its last user is gone
     assert not any(Path(fb.home / "state" / "templates").glob("[!.]*"))

@@ -60,6 +60,7 @@ def build_daemon(paths: Paths, config: Config, store: Store) -> Daemon:
     artifacts = Artifacts(paths, config)
     manager = VmManager(paths, config, store, artifacts, select_backend(config))
     manager.templates.cleanup_staging()  # half-built templates of a killed daemon
+    manager.templates.collect_disks()
     return Daemon(paths, config, store, artifacts, manager)
 
 

@@ -144,5 +144,8 @@ class Snapshotter(Protocol):
     def state_version(self) -> str:
         """Saved state only restores into the same VMM build: part of every template key."""
 
+    def disk_base(self, vm_dir: Path) -> Path | None:
+        """The frozen base disk the VM's disk is layered on (must outlive its template)."""
+
     def state_files(self, dest: Path) -> tuple[Path, ...]:
         """Every file a saved state at dest consists of (to move or delete them together)."""

@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
@@ -75,9 +76,16 @@ class VmManager:
         self.agents = AgentPool()
         self._locks: dict[str, asyncio.Lock] = {}
         self.accel = choose_accel(config.accel)
-        self.templates = Templates(paths, backend)
+        self.templates = Templates(paths, backend, disks_in_use=self.base_disks_in_use)
         self.launcher = Launcher(backend, self.templates, fast_start=config.fast_start)
         self.net = Network(paths, config)
+
+    def base_disks_in_use(self) -> set[Path]:
+        """Template disks that VMs' own disks are layered on: never deleted while so."""
+        if not isinstance(self.backend, Snapshotter) or not self.paths.vms_dir.is_dir():
+            return set()
+        bases = (self.backend.disk_base(d) for d in self.paths.vms_dir.iterdir() if d.is_dir())
+        return {base for base in bases if base is not None}
 
     def lock(self, vm_id: str) -> asyncio.Lock:
         return self._locks.setdefault(vm_id, asyncio.Lock())
@@ -255,6 +263,7 @@ class VmManager:
         async with self.lock(vm.id):
             shutil.rmtree(self.paths.vm_dir(vm.id), ignore_errors=True)
             self.repo.delete(vm.id)
+            self.templates.collect_disks()  # its template may be gone, kept for this VM's disk
             await asyncio.to_thread(forget_host, self.paths.state_dir, vm.name)
         self._locks.pop(vm.id, None)
         log.info("deleted VM %s (%s)", vm.name, vm.id)

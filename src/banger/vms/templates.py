@@ -1,7 +1,8 @@
 """Templates: a VM shape booted once and saved, so new VMs restore instead of booting.
 
-A template is `templates/<id>/` with `disk.qcow2` (the template VM's disk, frozen read-only),
-`memory.snap` (its saved memory and device state) and `template.json`, written last. It is built
+A template is `templates/<id>/` with `memory.snap` (its saved device state, and its memory
+unless the backend keeps that in `memory.ram`) and `template.json`, written last; its frozen,
+read-only disk is in `templates/.disks/`, kept while any VM's disk is layered on it. It is built
 in a staging dir and renamed into place, so a half-built template is never used. Its id hashes
 everything that must match for a restore: image and kernel content, VMM build, vcpu, memory,
 accelerator and whether the VM has a NIC.
@@ -17,6 +18,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -63,19 +65,24 @@ class TemplateInfo(msgspec.Struct):
     build_seconds: float
     ram_bytes: int = 0  # size of memory.ram when the backend keeps RAM in its own file
     disk_usage: int = 0  # bytes the template takes on disk (its files are sparse)
+    disk_name: str = ""  # in templates/.disks: clones' disks are layered on it, so it outlives us
 
 
 class Templates:
-    def __init__(self, paths: Paths, backend: Backend) -> None:
+    def __init__(self, paths: Paths, backend: Backend,
+                 disks_in_use: Callable[[], set[Path]] = set) -> None:
         self.root = paths.state_dir / "templates"
+        self.disks = self.root / ".disks"  # hidden from list(): not templates themselves
         self.backend = backend
+        self.disks_in_use = disks_in_use  # the base disks VMs' own disks are layered on
         self._locks: dict[str, asyncio.Lock] = {}
+        self._building = 0
 
     def dir(self, template_id: str) -> Path:
         return self.root / template_id
 
     def disk(self, info: TemplateInfo) -> Path:
-        return template_disk(self.dir(info.id), self.backend)
+        return self.disks / info.disk_name if info.disk_name else self.dir(info.id) / "disk.qcow2"
 
     def memory(self, info: TemplateInfo) -> Path:
         return self.dir(info.id) / "memory.snap"
@@ -119,6 +126,18 @@ class Templates:
         trash = self.root / f".trash-{template_id}-{secrets.token_hex(4)}"
         os.replace(d, trash)  # vanish atomically, then delete at leisure
         shutil.rmtree(trash, ignore_errors=True)
+        self.collect_disks()
+
+    def collect_disks(self) -> tuple[Path, ...]:
+        """Delete frozen disks that no template and no VM's disk uses any more."""
+        if self._building or not self.disks.is_dir():
+            return ()  # a build may have moved its disk here but not yet written its json
+        used = {self.disk(t) for t in self.list()} | self.disks_in_use()
+        removed = tuple(d for d in self.disks.iterdir() if d not in used)
+        for disk in removed:
+            disk.unlink(missing_ok=True)
+            log.info("removed template disk %s: no template or VM uses it", disk.name)
+        return removed
 
     def cleanup_staging(self) -> None:
         if self.root.is_dir():
@@ -142,6 +161,7 @@ class Templates:
         stage = self.root / f".staging-{key.id}-{secrets.token_hex(4)}"
         stage.mkdir()
         spec = template_spec(base_spec, key, stage, self.backend)
+        self._building += 1
         try:
             progress("template", None, f"building a template for {key.image} "
                      f"({key.vcpu} vcpu, {key.memory_mib} MiB): one cold boot, then restores")
@@ -155,11 +175,13 @@ class Templates:
             finally:
                 await self.backend.kill(handles)
                 VmHandles.clear(stage)
-            info = _freeze(stage, key, spec, self.backend, time.monotonic() - started)
+            info = _freeze(stage, key, spec, self.backend, self.disks, time.monotonic() - started)
             os.replace(stage, self.dir(key.id))
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
+        finally:
+            self._building -= 1
         log.info("built template %s in %.1fs", key.id, info.build_seconds)
         return info
 
@@ -190,16 +212,12 @@ def template_spec(base: VmSpec, key: TemplateKey, vm_dir: Path, backend: Backend
                                memory_file=vm_dir / "memory.ram")
 
 
-def template_disk(template_dir: Path, backend: Backend) -> Path:
-    return template_dir / ("disk" + backend.disk_path(template_dir).suffix)
-
-
-def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, backend: Backend,
+def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, backend: Backend, disks: Path,
             took: float) -> TemplateInfo:
-    """Keep the disk (read-only from now on), the saved state and the RAM file; drop the rest."""
+    """Keep the saved state and the RAM file; the disk (read-only from now on) goes where it
+    can outlive the template: clones' disks are layered on it."""
     assert isinstance(backend, Snapshotter)
-    disk = template_disk(stage, backend)
-    os.replace(backend.disk_path(stage), disk)
+    disk = backend.disk_path(stage)
     disk.chmod(0o444)
     ram = stage / "memory.ram"
     state = backend.state_files(stage / "memory.snap")
@@ -208,8 +226,12 @@ def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, backend: Backend,
         if leftover not in keep and not leftover.name.endswith(".argv") and not leftover.is_dir():
             leftover.unlink(missing_ok=True)  # sockets, pid file, VMM logs
     usage = sum(f.stat().st_blocks * 512 for f in stage.iterdir() if f.is_file())
+    disks.mkdir(parents=True, exist_ok=True)
+    frozen = disks / f"{key.id}-{secrets.token_hex(4)}{disk.suffix}"
+    os.replace(disk, frozen)
     info = TemplateInfo(key.id, key, utcnow(), spec.disk_mib, state[0].stat().st_size,
-                        round(took, 2), ram.stat().st_size if ram.exists() else 0, usage)
+                        round(took, 2), ram.stat().st_size if ram.exists() else 0, usage,
+                        frozen.name)
     tmp = stage / "template.json.tmp"
     tmp.write_bytes(msgspec.json.encode(info))
     tmp.replace(stage / "template.json")

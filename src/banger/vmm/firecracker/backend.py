@@ -69,6 +69,10 @@ class FirecrackerBackend:
     async def resize_disk(self, spec: VmSpec) -> None:
         await grow_ext4(disk_path(spec.vm_dir), spec.disk_mib)
 
+    def disk_base(self, vm_dir: Path) -> Path | None:
+        """A VM's raw disk is a full (reflinked) copy: it needs no base once made."""
+        return None
+
     def disk_path(self, vm_dir: Path) -> Path:
         """The VM's raw root disk (the core must not assume qemu's root.qcow2)."""
         return disk_path(vm_dir)

@@ -11,7 +11,7 @@ from banger.errors import OperationFailed, Unavailable
 from banger.runner import arun
 from banger.vmm.base import VmHandles, VmSpec
 from banger.vmm.process import kill_pid, pid_alive, wait_gone
-from banger.vmm.qemu import snapshot
+from banger.vmm.qemu import qcow2, snapshot
 from banger.vmm.qemu.argv import qemu_argv
 
 log = logging.getLogger("banger.vmm.qemu")
@@ -71,6 +71,9 @@ class QemuBackend:
 
     def disk_path(self, vm_dir: Path) -> Path:
         return vm_dir / DISK_NAME
+
+    def disk_base(self, vm_dir: Path) -> Path | None:
+        return qcow2.backing_file(vm_dir / DISK_NAME)
 
     async def resize_disk(self, spec: VmSpec) -> None:
         await arun(["qemu-img", "resize", "-q", disk_path(spec), f"{spec.disk_mib}M"],
