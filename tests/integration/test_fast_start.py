@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -99,6 +100,19 @@ def test_corrupt_template_falls_back_to_cold_boot(fb: Banger) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "survivor"
     assert "template unusable; booting cold" in res.stderr
+
+
+def test_truncated_template_is_rebuilt(fb: Banger) -> None:
+    fb.run("vm", "run", "--rm", "--", "true", check=True, timeout=300)  # a template exists
+    before = json.loads(fb.run("vm", "template", "list", "--json", check=True).stdout)
+    ram = fb.home / "state" / "templates" / before[0]["id"] / "memory.ram"
+    os.truncate(ram, ram.stat().st_size // 2)  # e.g. a disk that filled up
+    res = fb.run("vm", "run", "--rm", "--name", "rebuilt", "--", "hostname", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "rebuilt"
+    after = json.loads(fb.run("vm", "template", "list", "--json", check=True).stdout)
+    assert [t["id"] for t in after] == [before[0]["id"]]  # same shape, built again
+    assert after[0]["created"] != before[0]["created"]
 
 
 def test_cold_flag_boots_normally(fb: Banger) -> None:

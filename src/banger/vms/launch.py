@@ -94,7 +94,8 @@ class Launcher:
             handles, agent = await restore(self.backend, incoming, progress)
         except BangerError as exc:
             self._forget(spec)
-            self.templates.remove(info.id)  # unusable (corrupt, foreign QEMU): rebuild next time
+            # Unusable (corrupt, foreign QEMU): rebuild next time; a racing start may have already.
+            self.templates.remove(info.id, missing_ok=True)
             events.record(spec.vm_dir, f"restoring template {info.id} failed ({exc.message}); "
                                        "booting cold")
             progress("boot", None, "template unusable; booting cold")

@@ -11,6 +11,7 @@ accelerator and whether the VM has a NIC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from banger.agent.client import AgentClient
+from banger.durable import fsync_path
 from banger.errors import NotFound, OperationFailed
 from banger.net import plan
 from banger.paths import Paths
@@ -119,14 +121,19 @@ class Templates:
         found = [self._read(d) for d in sorted(self.root.iterdir()) if not d.name.startswith(".")]
         return [t for t in found if t is not None]
 
-    def remove(self, template_id: str) -> None:
-        d = self.dir(template_id)
-        if not d.exists():
+    def remove(self, template_id: str, *, missing_ok: bool = False) -> None:
+        if not self.dir(template_id).exists():
+            if missing_ok:
+                return
             raise NotFound(f"no template {template_id!r}; `banger vm template list` shows them")
-        trash = self.root / f".trash-{template_id}-{secrets.token_hex(4)}"
-        os.replace(d, trash)  # vanish atomically, then delete at leisure
-        shutil.rmtree(trash, ignore_errors=True)
+        self._discard(template_id)
         self.collect_disks()
+
+    def _discard(self, template_id: str) -> None:
+        trash = self.root / f".trash-{template_id}-{secrets.token_hex(4)}"
+        with contextlib.suppress(FileNotFoundError):  # someone else got there first
+            os.replace(self.dir(template_id), trash)  # vanish atomically, delete at leisure
+        shutil.rmtree(trash, ignore_errors=True)
 
     def collect_disks(self) -> tuple[Path, ...]:
         """Delete frozen disks that no template and no VM's disk uses any more."""
@@ -176,7 +183,12 @@ class Templates:
                 await self.backend.kill(handles)
                 VmHandles.clear(stage)
             info = _freeze(stage, key, spec, self.backend, self.disks, time.monotonic() - started)
+            self._discard(key.id)  # an incomplete or unreadable one find() passed over
             os.replace(stage, self.dir(key.id))
+            fsync_path(self.root)
+        except OSError as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise OperationFailed(f"saving the template failed: {exc}") from exc
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -225,6 +237,8 @@ def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, backend: Backend, disks
     for leftover in stage.iterdir():
         if leftover not in keep and not leftover.name.endswith(".argv") and not leftover.is_dir():
             leftover.unlink(missing_ok=True)  # sockets, pid file, VMM logs
+    for durable in (disk, *state, *([ram] if ram.exists() else [])):
+        fsync_path(durable)  # a host crash must not leave a template.json over lost pages
     usage = sum(f.stat().st_blocks * 512 for f in stage.iterdir() if f.is_file())
     disks.mkdir(parents=True, exist_ok=True)
     frozen = disks / f"{key.id}-{secrets.token_hex(4)}{disk.suffix}"
@@ -235,4 +249,6 @@ def _freeze(stage: Path, key: TemplateKey, spec: VmSpec, backend: Backend, disks
     tmp = stage / "template.json.tmp"
     tmp.write_bytes(msgspec.json.encode(info))
     tmp.replace(stage / "template.json")
+    fsync_path(disks)
+    fsync_path(stage)
     return info

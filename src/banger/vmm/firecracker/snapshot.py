@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from banger.durable import fsync_path
 from banger.errors import InvalidArgument, NotFound, OperationFailed
 from banger.vmm.base import VmSpec
 from banger.vmm.firecracker.api import ApiCall, FirecrackerApi
@@ -145,17 +146,9 @@ def _commit(targets: tuple[SaveTarget, ...]) -> None:
     for target in targets:
         if target.written != target.part:  # out of the chroot (a copy across filesystems)
             shutil.move(target.written, target.part)
-        _fsync(target.part)
+        fsync_path(target.part)
         os.replace(target.part, target.final)
-    _fsync(targets[-1].final.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(targets[-1].final.parent)
 
 
 def grow_raw(image: Path, size_mib: int) -> None:

@@ -49,7 +49,8 @@ async def _execute(client: Any, command: str, args: dict[str, Any] | None = None
 
 
 async def save(socket: str, dest: Path) -> None:
-    """Stop the guest and stream its state into dest; a partial file never takes dest's name."""
+    """Stop the guest and stream its state into dest; a partial file never takes dest's name.
+    On failure the migration is cancelled and the guest runs on."""
     part = dest.with_name(dest.name + ".part")
     part.unlink(missing_ok=True)
     client = await _client(socket)
@@ -57,26 +58,47 @@ async def save(socket: str, dest: Path) -> None:
         await _execute(client, "stop")
         await _execute(client, "migrate-set-capabilities", {"capabilities": CAPABILITIES})
         await _execute(client, "migrate", {"uri": f"exec:cat > {shlex.quote(str(part))}"})
-        deadline = time.monotonic() + MIGRATE_TIMEOUT
-        while True:
-            status = (await _execute(client, "query-migrate")).get("status")
-            if status == "completed":
-                break
-            if status in ("failed", "cancelled") or time.monotonic() > deadline:
-                info = await _execute(client, "query-migrate")
-                raise OperationFailed(
-                    f"saving VM state failed ({status}): {info.get('error-desc', 'no detail')}; "
-                    "check free disk space")
-            await asyncio.sleep(0.02)
+        await _wait_migration(client)
+        try:
+            part.replace(dest)
+        except OSError as exc:
+            raise OperationFailed(f"cannot name the saved state {dest}: {exc.strerror}") from exc
     except BaseException:
         part.unlink(missing_ok=True)
-        with contextlib.suppress(Exception):  # nothing saved: the guest runs on
-            await client.execute("cont")
+        with contextlib.suppress(Exception):
+            await _cancel_and_continue(client)
         raise
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
-    part.replace(dest)
+
+
+async def _wait_migration(client: Any) -> None:
+    deadline = time.monotonic() + MIGRATE_TIMEOUT
+    while True:
+        info = await _execute(client, "query-migrate")
+        status = info.get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            raise OperationFailed(f"saving VM state failed: {info.get('error-desc', 'no detail')}; "
+                                  "check free disk space")
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"saving VM state took longer than {MIGRATE_TIMEOUT:.0f}s; "
+                                  "check the disk holding banger's state")
+        await asyncio.sleep(0.02)
+
+
+async def _cancel_and_continue(client: Any) -> None:
+    """A still-running migration would stop the guest again when it ends: cancel it first."""
+    await client.execute("migrate_cancel")
+    deadline = time.monotonic() + 10.0
+    while (await client.execute("query-migrate")).get("status") in ("active", "setup",
+                                                                     "cancelling"):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    await client.execute("cont")
 
 
 async def resume(socket: str, incoming: Path, timeout: float, alive: Callable[[], bool]) -> None:
