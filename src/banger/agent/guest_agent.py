@@ -599,12 +599,13 @@ def set_ssh_host_key(agent: Agent, key: Any) -> None:
         raise AgentError(proto.E_BAD_REQUEST, "ssh_host_key must be {private, public}")
     ssh_dir = agent.path("/etc/ssh")
     os.makedirs(ssh_dir, exist_ok=True)
-    for name in os.listdir(ssh_dir):
-        if name.startswith("ssh_host_"):
-            os.unlink(os.path.join(ssh_dir, name))
     base = os.path.join(ssh_dir, "ssh_host_ed25519_key")
-    write_file_atomic(base, key["private"], 0o600)
+    write_file_atomic(base, key["private"], 0o600)  # new pair first: never no key at all
     write_file_atomic(base + ".pub", key["public"], 0o644)
+    for name in os.listdir(ssh_dir):
+        if name.startswith("ssh_host_") and name not in ("ssh_host_ed25519_key",
+                                                         "ssh_host_ed25519_key.pub"):
+            os.unlink(os.path.join(ssh_dir, name))
     if agent.testing:
         return
     pid = read_text("/run/sshd.pid").strip()
@@ -637,7 +638,10 @@ def add_entropy(agent: Agent, b64: str) -> None:
     with open("/dev/urandom", "wb") as f:
         fcntl.ioctl(f.fileno(), RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
         # Credited entropy only reaches /dev/urandom at the next periodic reseed: force it now.
-        fcntl.ioctl(f.fileno(), RNDRESEEDCRNG)
+        try:
+            fcntl.ioctl(f.fileno(), RNDRESEEDCRNG)
+        except OSError as e:  # kernels before 4.17 lack it
+            log(f"RNDRESEEDCRNG: {e}")
 
 
 def require_hostname(name: Any) -> str:
@@ -649,9 +653,12 @@ def require_hostname(name: Any) -> str:
 
 def write_file_atomic(path: str, data: str, mode: int) -> None:
     tmp = path + ".banger-tmp"
-    with open(tmp, "w") as f:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    # Created with its final mode: a private key is never readable, even for a moment.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as f:
         f.write(data)
-    os.chmod(tmp, mode)
+    os.chmod(tmp, mode)  # the umask may have taken bits away
     os.rename(tmp, path)
 
 
@@ -725,6 +732,7 @@ def configure_with_ip(agent: Agent, iface: str, mac: str, address: str, gateway:
 
 SIOCADDRT, SIOCDELRT = 0x890B, 0x890C
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
+SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B
 SIOCSIFADDR, SIOCSIFNETMASK, SIOCSIFHWADDR = 0x8916, 0x891C, 0x8924
 RTF_UP_GATEWAY = 0x3
 
@@ -786,9 +794,9 @@ def ipv4_addresses(iface: str) -> list[str]:
 
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            req = struct.pack("256s", iface.encode()[:15])
-            addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, req)[20:24])  # SIOCGIFADDR
-            mask = fcntl.ioctl(s.fileno(), 0x891B, req)[20:24]  # SIOCGIFNETMASK
+            req = _ifreq(iface)
+            addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), SIOCGIFADDR, req)[20:24])
+            mask = fcntl.ioctl(s.fileno(), SIOCGIFNETMASK, req)[20:24]
     except OSError:
         return []
     prefix = bin(struct.unpack("!I", mask)[0]).count("1")
