@@ -16,9 +16,10 @@ import pytest
 
 from banger.agent import protocol as proto
 from banger.agent.client import AgentClient
+from banger.guest import AGENT_MODULES, guest_files
 
 AGENT_DIR = Path(__file__).parents[2] / "src" / "banger" / "agent"
-GUEST_FILES = [AGENT_DIR / "guest_agent.py", AGENT_DIR / "protocol.py"]
+GUEST_FILES = [AGENT_DIR / "guest_agent.py", *(AGENT_DIR / name for name in AGENT_MODULES)]
 
 
 def frames(decoder: proto.FrameDecoder, data: bytes) -> list[proto.Frame]:
@@ -90,8 +91,9 @@ def test_guest_files_parse_as_python_37(path: Path, tmp_path: Path) -> None:
 
 
 def test_guest_agent_startup_imports_stay_small(tmp_path: Path) -> None:
-    shutil.copy(AGENT_DIR / "guest_agent.py", tmp_path / "agent.py")
-    shutil.copy(AGENT_DIR / "protocol.py", tmp_path / "protocol.py")
+    for guest_file in guest_files():  # exactly what an image gets
+        if guest_file.path.endswith(".py"):
+            (tmp_path / Path(guest_file.path).name).write_bytes(guest_file.data)
     code = ("import sys; sys.argv = ['agent.py']; sys.path.insert(0, sys.argv.pop()); import agent; "
             "print(' '.join(sorted(m for m in ('tarfile', 'subprocess', 'ctypes', 'pty', 'pwd', "
             "'argparse', 'typing', 'socket') if m in sys.modules)))")

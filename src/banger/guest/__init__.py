@@ -1,4 +1,4 @@
-"""The files banger puts into every image: agent, its protocol module, init wrapper, sshd drop-in."""
+"""The files banger puts into every image: agent and its modules, init wrapper, sshd drop-in."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ class GuestFile:
     mode: int
 
 
+# What agent.py imports, shipped beside it (the agent is stdlib-only and runs as a script).
+AGENT_MODULES = ("protocol.py", "guest_core.py", "guest_net.py", "guest_system.py", "guest_exec.py")
+
+
 def _read(package: str, name: str) -> bytes:
     return resources.files(package).joinpath(name).read_bytes()
 
@@ -26,7 +30,8 @@ def guest_files() -> list[GuestFile]:
     """Everything injected into an image, in a stable order."""
     return [
         GuestFile(f"{GUEST_LIB}/agent.py", _read("banger.agent", "guest_agent.py"), 0o755),
-        GuestFile(f"{GUEST_LIB}/protocol.py", _read("banger.agent", "protocol.py"), 0o644),
+        *(GuestFile(f"{GUEST_LIB}/{name}", _read("banger.agent", name), 0o644)
+          for name in AGENT_MODULES),
         GuestFile(INIT_PATH, _read("banger.guest", "files/init"), 0o755),
         GuestFile(
             "/etc/ssh/sshd_config.d/banger.conf", _read("banger.guest", "files/sshd-banger.conf"), 0o644
