@@ -116,7 +116,7 @@ def test_prepare_guest(tmp_path: Path) -> None:
     assert os.readlink(root / "var/lib/dbus/machine-id") == "/etc/machine-id"
     assert not (root / "etc/ssh/ssh_host_ed25519_key").exists()
     dropin = root / "etc/systemd/system/ssh.service.d/banger-hostkeys.conf"
-    assert "ssh-keygen -A" in dropin.read_text()
+    assert "identity-ready" in dropin.read_text()
     assert "192.0.2.1" not in (root / "etc/resolv.conf").read_text()
     assert (root / "root/.ssh").stat().st_mode & 0o777 == 0o700
     assert "banger" in (root / "etc/hosts").read_text()

@@ -300,10 +300,13 @@ class AgentClient:
         network: dict[str, Any] | None = None,
         git_identity: dict[str, str] | None = None,
         ssh_host_key: dict[str, str] | None = None,
+        identity_ready: bool = False,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
+        """identity_ready: the VM has its own identity now; sshd may start (templates never)."""
         params: dict[str, Any] = {"hostname": hostname, "clock": clock, "machine_id": machine_id,
-                                  "git_identity": git_identity, "ssh_host_key": ssh_host_key}
+                                  "git_identity": git_identity, "ssh_host_key": ssh_host_key,
+                                  "identity_ready": identity_ready or None}
         if entropy is not None:
             params["entropy"] = base64.b64encode(entropy).decode()
         if authorized_keys is not None:

@@ -128,6 +128,9 @@ def op_configure(channel: Channel, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("ssh_host_key") is not None:
         set_ssh_host_key(agent, params["ssh_host_key"])
         done.append("ssh_host_key")
+    if params.get("identity_ready"):
+        mark_identity_ready(agent)
+        done.append("identity_ready")
     if params.get("git_identity") is not None:
         try:
             set_git_identity(agent, params["git_identity"])
@@ -162,7 +165,7 @@ def set_git_identity(agent: Agent, identity: Any) -> None:
 
 def set_ssh_host_key(agent: Agent, key: Any) -> None:
     """Replace every host key with the host-made ed25519 pair (ssh-keygen costs ~1 s under
-    TCG), then have a running sshd load it: SIGHUP makes sshd re-exec itself."""
+    TCG). sshd normally waits for identity_ready; one already running is told with SIGHUP."""
     if not isinstance(key, dict) or not all(isinstance(key.get(k), str) for k in ("private", "public")):
         raise AgentError(proto.E_BAD_REQUEST, "ssh_host_key must be {private, public}")
     ssh_dir = agent.path("/etc/ssh")
@@ -181,6 +184,17 @@ def set_ssh_host_key(agent: Agent, key: Any) -> None:
         import signal
 
         os.kill(int(pid), signal.SIGHUP)
+
+
+IDENTITY_READY = "/run/banger/identity-ready"
+
+
+def mark_identity_ready(agent: Agent) -> None:
+    """Services that need the VM's own identity (sshd, via banger's drop-in) wait for this file;
+    /run is memory, so a template's clones start without it."""
+    os.makedirs(os.path.dirname(agent.path(IDENTITY_READY)), exist_ok=True)
+    with open(agent.path(IDENTITY_READY), "w"):
+        pass
 
 
 def set_machine_id(agent: Agent, machine_id: str) -> None:

@@ -100,10 +100,14 @@ def inject_files(root: Path, files: Sequence[GuestFile]) -> list[Path]:
 
 
 SSH_HOSTKEYS_DROPIN = """\
-# Managed by banger: every VM makes its own host keys (images are shared by clones).
+# Managed by banger: every VM has its own host key (images are shared by clones). sshd waits
+# until banger's agent has given the VM its identity: a template's clones get their own key
+# before sshd ever starts. One ed25519 key: RSA keygen takes seconds under TCG.
 [Service]
 ExecStartPre=
-ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=-/usr/bin/timeout 60 /bin/sh -c 'until [ -e /run/banger/identity-ready ]; do sleep 0.1; done'
+ExecStartPre=/bin/sh -c 'test -e /etc/ssh/ssh_host_ed25519_key || \\
+  /usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key'
 ExecStartPre=/usr/sbin/sshd -t
 """
 

@@ -155,7 +155,8 @@ class VmManager:
             try:
                 spec, image, kernel = await self.boot_inputs(vm, progress)
                 spec = dataclasses.replace(spec, network=await self.net.prepare(vm))
-                setup = {**await self.net.guest_setup(vm), **await git_identity_setup()}
+                setup = {**await self.net.guest_setup(vm), **await git_identity_setup(),
+                         "identity_ready": True}
                 handles, agent = await self.launcher.launch(spec, image, kernel, progress,
                                                             cold=cold, setup=setup)
                 self.agents.adopt(vm.id, agent)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import time
 from typing import Any
 
 import msgspec
 
 from banger.daemon.context import Context
 from banger.daemon.registry import method
-from banger.errors import InvalidArgument, NotRunning
+from banger.errors import BangerError, InvalidArgument, NotRunning, Unavailable
+from banger.images.manifest import get_image
 from banger.net.nsock import answers_http
 from banger.net.plan import parse_publish
 from banger.ssh.keys import ensure_key, host_alias, known_hosts
 from banger.vmm.base import VmHandles
 from banger.vms.manager import VmManager
 from banger.vms.model import VmRecord, VmState
+
+SSHD_WAIT = 30.0
 
 
 class VmRef(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,14 +56,31 @@ def _qmp(mgr: VmManager, vm: VmRecord) -> Any:
 
 @method("vm.ssh_info", VmRef)
 async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
+    """How to ssh in, once sshd listens (it starts just after the VM gets its identity)."""
     mgr = ctx.daemon.vms
     vm = _running(mgr, p.vm)
     key = ctx.daemon.config.ssh_key_path
     await asyncio.to_thread(ensure_key, key)
+    await _wait_for_sshd(mgr, vm)
     where = mgr.net.endpoint(vm)
     return {"name": vm.name, "host": where.host, "port": where.ssh_port, "netns": where.netns,
             "key": str(key), "known_hosts": str(known_hosts(ctx.daemon.paths.state_dir)),
             "alias": host_alias(vm.name), "user": "root"}
+
+
+async def _wait_for_sshd(mgr: VmManager, vm: VmRecord) -> None:
+    installed: list[str] = []  # empty for an image without a package list (OCI): just wait
+    with contextlib.suppress(BangerError):
+        installed = get_image(mgr.paths, vm.image).installed
+    if installed and not any(p.split("=")[0] == "openssh-server" for p in installed):
+        raise InvalidArgument(f"image {vm.image} has no ssh server; use `banger vm shell {vm.name}`")
+    _, agent = await mgr.agent_for(vm.id)
+    deadline = time.monotonic() + SSHD_WAIT
+    while not any(p["port"] == 22 for p in await agent.ports()):
+        if time.monotonic() > deadline:
+            raise Unavailable(f"nothing listens on port 22 in {vm.name} after {SSHD_WAIT:.0f}s; "
+                              f"see `banger vm exec {vm.name} -- systemctl status ssh`")
+        await asyncio.sleep(0.2)
 
 
 async def _host_port(mgr: VmManager, vm: VmRecord, guest_port: int) -> int | None:
