@@ -77,6 +77,8 @@ def test_run_keeps_vm_without_rm_and_detach(vb: Banger) -> None:
     res = vb.run("vm", "run", "-d", "--name", "detached")
     assert res.returncode == 0 and "banger vm shell detached" in res.stdout
     assert vb.show("detached")["state"] == "running"
+    res = vb.run("vm", "ssh", "detached", "--", "true")  # the slim image has no sshd
+    assert res.returncode != 0 and "has no ssh server; use `banger vm shell detached`" in res.stderr
     res = vb.run("vm", "delete", "-f", "keeper", "nope", "detached")  # one bad name stops nothing
     assert res.returncode != 0
     assert res.stdout == "deleted keeper\ndeleted detached\n"

@@ -41,6 +41,12 @@ class ImageManifest(msgspec.Struct, frozen=True, kw_only=True):
     guest_files: str = ""
     source: str = ""
 
+    def has_package(self, name: str) -> bool | None:
+        """Whether the image has this package; None when its package list is unknown (OCI)."""
+        if not self.installed:
+            return None
+        return any(entry.split("=")[0] == name for entry in self.installed)
+
 
 def debian_arch() -> str:
     """The host architecture in Debian's spelling (images are built for the host)."""

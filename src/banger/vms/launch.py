@@ -30,7 +30,7 @@ def template_key(spec: VmSpec, image: ImageFiles, kernel: KernelFiles, backend: 
 
 
 def has_sshd(image: ImageFiles) -> bool:
-    return any(p.split("=")[0] == "openssh-server" for p in image.manifest.installed)
+    return bool(image.manifest.has_package("openssh-server"))
 
 
 class Launcher:

@@ -69,10 +69,10 @@ async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
 
 
 async def _wait_for_sshd(mgr: VmManager, vm: VmRecord) -> None:
-    installed: list[str] = []  # empty for an image without a package list (OCI): just wait
+    has_sshd = None  # unknown (an OCI image, or one deleted since): just wait
     with contextlib.suppress(BangerError):
-        installed = get_image(mgr.paths, vm.image).installed
-    if installed and not any(p.split("=")[0] == "openssh-server" for p in installed):
+        has_sshd = get_image(mgr.paths, vm.image).has_package("openssh-server")
+    if has_sshd is False:
         raise InvalidArgument(f"image {vm.image} has no ssh server; use `banger vm shell {vm.name}`")
     _, agent = await mgr.agent_for(vm.id)
     deadline = time.monotonic() + SSHD_WAIT
