@@ -84,7 +84,7 @@ class Templates:
         return self.root / template_id
 
     def disk(self, info: TemplateInfo) -> Path:
-        return self.disks / info.disk_name if info.disk_name else self.dir(info.id) / "disk.qcow2"
+        return self.disks / info.disk_name
 
     def memory(self, info: TemplateInfo) -> Path:
         return self.dir(info.id) / "memory.snap"

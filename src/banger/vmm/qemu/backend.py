@@ -20,10 +20,6 @@ log = logging.getLogger("banger.vmm.qemu")
 DISK_NAME = "root.qcow2"
 
 
-def disk_path(spec: VmSpec) -> Path:
-    return spec.vm_dir / DISK_NAME
-
-
 def qmp_path(spec: VmSpec) -> Path:
     return spec.vm_dir / "qmp.sock"
 
@@ -36,7 +32,7 @@ class QemuBackend:
         self.reason = reason
 
     async def prepare_disk(self, spec: VmSpec) -> None:
-        disk = disk_path(spec)
+        disk = self.disk_path(spec.vm_dir)
         if disk.exists():
             return
         tmp = disk.with_suffix(".qcow2.tmp")
@@ -45,7 +41,7 @@ class QemuBackend:
         tmp.replace(disk)
 
     async def prepare_disk_on(self, spec: VmSpec, base: Path, size_mib: int | None) -> None:
-        disk = disk_path(spec)
+        disk = self.disk_path(spec.vm_dir)
         tmp = disk.with_suffix(".qcow2.tmp")
         size = [f"{size_mib}M"] if size_mib else []
         await arun(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, tmp,
@@ -73,17 +69,17 @@ class QemuBackend:
         return vm_dir / DISK_NAME
 
     def disk_base(self, vm_dir: Path) -> Path | None:
-        return qcow2.backing_file(vm_dir / DISK_NAME)
+        return qcow2.backing_file(self.disk_path(vm_dir))
 
     async def resize_disk(self, spec: VmSpec) -> None:
-        await arun(["qemu-img", "resize", "-q", disk_path(spec), f"{spec.disk_mib}M"],
+        await arun(["qemu-img", "resize", "-q", self.disk_path(spec.vm_dir), f"{spec.disk_mib}M"],
                    what="qemu-img resize")
 
     async def start(self, spec: VmSpec) -> VmHandles:
         pidfile = spec.vm_dir / "qemu.pid"
         for stale in (qmp_path(spec), spec.agent_socket, pidfile):
             stale.unlink(missing_ok=True)
-        argv = qemu_argv(spec, disk_path(spec), qmp_path(spec), pidfile)
+        argv = qemu_argv(spec, self.disk_path(spec.vm_dir), qmp_path(spec), pidfile)
         (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
         # -daemonize: QEMU outlives the daemon (re-adopted on restart) and is never our zombie.
         await arun(argv, what="qemu", timeout=60)
