@@ -7,7 +7,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static debootstrap 
 	debian-archive-keyring git ca-certificates openssh-client
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench fuzz clean
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ test: install lint
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q -m fuzz -p no:timeout
 
 bench: install
 	$(PY) bench/cli_latency.py
