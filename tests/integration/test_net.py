@@ -126,6 +126,35 @@ def test_user_mode_forward_dns_and_ports(ub: tuple[Banger, int]) -> None:
     b.run("vm", "delete", "web", check=True)
 
 
+@pytest.fixture
+def host_loopback_http() -> Iterator[int]:
+    """A web server on the host's 127.0.0.1 only: what a guest must not reach by default."""
+    port = free_port()
+    server = subprocess.Popen([PY, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while http_status(f"http://127.0.0.1:{port}/") != 200:
+            assert time.monotonic() < deadline, "the host test server never answered"
+            time.sleep(0.1)
+        yield port
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_user_mode_guest_cannot_reach_host_loopback(ub: tuple[Banger, int],
+                                                    host_loopback_http: int) -> None:
+    # QEMU maps its user-mode gateway 10.0.2.2 to the host's 127.0.0.1; restrict=on refuses it.
+    b, _ = ub
+    b.run("vm", "create", "--name", "lo", timeout=120, check=True)
+    try:
+        seen = guest_fetch(b, "lo", f"http://10.0.2.2:{host_loopback_http}/")
+        assert seen.startswith("fail") and "refused" in seen, seen
+    finally:
+        delete(b, "lo")
+
+
 def test_user_mode_bad_input(ub: tuple[Banger, int]) -> None:
     b, _ = ub
     res = b.run("vm", "create", "--no-start", "--name", "bad", "-p", "80")
