@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from banger.config import Config
-from banger.debian.mirror import resolve_mirror
+from banger.debian.mirror import Mirror, resolve_mirror
 from banger.errors import NotFound
 from banger.images import catalog as image_catalog
 from banger.images.manifest import ImageManifest, get_image, image_dir
@@ -114,11 +114,15 @@ class Artifacts:
                                       progress)
         return kernel_files(self.paths, manifest)
 
+    def _mirror(self) -> Mirror:
+        return resolve_mirror(self.config.debian_mirror,
+                              allow_unsigned=self.config.debian_allow_unsigned)
+
     async def _pull_kernel(self, entry: kernel_catalog.CatalogEntry,
                            progress: Progress) -> KernelManifest:
         from banger.kernels.pull import pull_kernel
 
-        mirror = resolve_mirror(self.config.debian_mirror) if entry.kind == "debian" else None
+        mirror = self._mirror() if entry.kind == "debian" else None
         return await pull_kernel(entry, self.paths, mirror, progress)
 
     async def image(self, name: str, progress: Progress) -> ImageFiles:
@@ -135,7 +139,7 @@ class Artifacts:
         if isinstance(entry, image_catalog.RecipeEntry):
             from banger.images.recipe import build_recipe
 
-            return await build_recipe(entry, self.paths, resolve_mirror(self.config.debian_mirror),
+            return await build_recipe(entry, self.paths, self._mirror(),
                                       progress)
         if isinstance(entry, image_catalog.BundleEntry):
             from banger.images.bundle import import_bundle

@@ -79,3 +79,23 @@ def test_xdg_layout() -> None:
     assert p.db_file == Path("/home/u/.local/state/banger/banger.db")
     assert p.cache_dir == Path("/home/u/.cache/banger")
     assert p.socket == Path("/run/user/1000/banger/bangerd.sock")
+
+
+def test_debian_allow_unsigned_is_off_by_default_and_typed(paths: Paths) -> None:
+    assert load_config(paths).debian_allow_unsigned is False
+    write(paths, "debian_allow_unsigned = true\n")
+    assert load_config(paths).debian_allow_unsigned is True
+    write(paths, 'debian_allow_unsigned = "yes"\n')
+    with pytest.raises(ConfigError, match="key 'debian_allow_unsigned'"):
+        load_config(paths)
+
+
+def test_doctor_shows_the_unsigned_opt_out(paths: Paths) -> None:
+    from banger.doctor.state_checks import release_signatures
+
+    [default] = release_signatures(paths, load_config(paths))
+    assert default.status in ("PASS", "FAIL")  # FAIL: no gpgv or keyring on this host
+    write(paths, "debian_allow_unsigned = true\n")
+    [opted_out] = release_signatures(paths, load_config(paths))
+    assert opted_out.status == "WARN" and "debian_allow_unsigned = true" in opted_out.detail
+    assert "not signature-checked" in opted_out.detail and opted_out.fix

@@ -10,15 +10,20 @@ import os
 import socket
 import tarfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from banger.debian import archive as archive_module
 from banger.debian.archive import (
     DebianArchive,
     Stanza,
     parse_packages,
     parse_release,
+    parse_release_date,
     release_verification,
 )
 from banger.debian.mirror import Mirror
@@ -55,7 +60,7 @@ def stanza_text(name: str, deb: bytes, filename: str, depends: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_release(root: Path, codename: str = SUITE) -> Path:
+def write_release(root: Path, codename: str = SUITE, extra: str = "") -> Path:
     dists = root / "dists" / SUITE
     entries = []
     for p in sorted((dists / "main").rglob("*")):
@@ -63,7 +68,8 @@ def write_release(root: Path, codename: str = SUITE) -> Path:
             data = p.read_bytes()
             rel = p.relative_to(dists).as_posix()
             entries.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {rel}")
-    text = f"Origin: Test\nSuite: testing\nCodename: {codename}\nSHA256:\n" + "\n".join(entries)
+    text = (f"Origin: Test\nSuite: testing\nCodename: {codename}\n{extra}SHA256:\n"
+            + "\n".join(entries))
     (dists / "Release").write_text(text + "\n")
     return dists / "Release"
 
@@ -93,9 +99,12 @@ def paths_for(tmp_path: Path) -> Paths:
     return Paths(tmp_path / "config", tmp_path / "state", tmp_path / "cache", tmp_path / "run")
 
 
-def archive(tmp_path: Path, mirror: Path, keyring: Path | None = None) -> DebianArchive:
-    return DebianArchive(Mirror(mirror.as_uri(), "test"), SUITE, paths_for(tmp_path),
-                         keyring=keyring or tmp_path / "no-keyring.gpg")
+def archive(tmp_path: Path, mirror: Path, keyring: Path | None = None,
+            *, allow_unsigned: bool | None = None) -> DebianArchive:
+    """Without a keyring the fake mirror is unsigned: those tests opt out of signatures."""
+    unsigned = keyring is None if allow_unsigned is None else allow_unsigned
+    return DebianArchive(Mirror(mirror.as_uri(), "test", allow_unsigned=unsigned), SUITE,
+                         paths_for(tmp_path), keyring=keyring or tmp_path / "no-keyring.gpg")
 
 
 def test_lookup_and_fetch(tmp_path: Path, mirror: Path) -> None:
@@ -155,8 +164,8 @@ def test_unreachable_mirror(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    arc = DebianArchive(Mirror(f"http://127.0.0.1:{port}/debian", "test"), SUITE,
-                        paths_for(tmp_path), keyring=tmp_path / "none")
+    arc = DebianArchive(Mirror(f"http://127.0.0.1:{port}/debian", "test", allow_unsigned=True),
+                        SUITE, paths_for(tmp_path), keyring=tmp_path / "none")
     with pytest.raises(OperationFailed, match="Release failed"):
         asyncio.run(arc.release())
 
@@ -213,3 +222,83 @@ def test_tampered_release_fails_signature(tmp_path: Path, mirror: Path,
     with pytest.raises(OperationFailed, match="signature check"):
         asyncio.run(archive(tmp_path, mirror, keyring).release())
     assert not list((tmp_path / "cache" / "debian").rglob("Release"))
+
+
+# Fail closed: a Release that cannot be checked is refused unless the user opted out.
+
+def test_missing_keyring_fails_closed(tmp_path: Path, mirror: Path) -> None:
+    arc = archive(tmp_path, mirror, allow_unsigned=False)
+    with pytest.raises(OperationFailed) as info:
+        asyncio.run(arc.release())
+    message = info.value.message
+    assert "install debian-archive-keyring" in message and "debian_allow_unsigned" in message
+    assert "\n" not in message
+    assert not list((tmp_path / "cache" / "debian").rglob("Release"))
+
+
+def test_missing_gpgv_fails_closed(tmp_path: Path, mirror: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(b"not used")
+    monkeypatch.setattr(archive_module, "which", lambda tool: None)
+    with pytest.raises(OperationFailed, match="install gpgv"):
+        asyncio.run(archive(tmp_path, mirror, keyring).release())
+
+
+def test_unsigned_opt_out_still_pins_hashes(tmp_path: Path, mirror: Path) -> None:
+    arc = archive(tmp_path, mirror, allow_unsigned=True)
+    assert "main/binary-amd64/Packages.xz" in asyncio.run(arc.release())
+
+
+def test_cached_unverified_release_is_checked_again(
+        tmp_path: Path, mirror: Path, signing_key: tuple[dict[str, str], Path]) -> None:
+    """A Release cached while unsigned was allowed is not trusted once signatures are required."""
+    _, keyring = signing_key
+    asyncio.run(archive(tmp_path, mirror, allow_unsigned=True).release())
+    with pytest.raises(OperationFailed, match="signature"):
+        asyncio.run(archive(tmp_path, mirror, keyring).release())
+
+
+# Valid-Until: an old, correctly signed Release replayed by a mirror or a network attacker.
+
+def test_expired_release_is_refused(tmp_path: Path, mirror: Path) -> None:
+    write_release(mirror, extra="Valid-Until: Sat, 01 Jan 2000 00:00:00 UTC\n")
+    with pytest.raises(OperationFailed) as info:
+        asyncio.run(archive(tmp_path, mirror).release())
+    assert "expired on 2000-01-01 00:00:00 UTC" in info.value.message
+    assert "debian_mirror" in info.value.message
+
+
+def test_signed_expired_release_is_refused(tmp_path: Path, mirror: Path,
+                                           signing_key: tuple[dict[str, str], Path]) -> None:
+    env, keyring = signing_key
+    sign(write_release(mirror, extra="Valid-Until: Sat, 01 Jan 2000 00:00:00 UTC\n"), env)
+    with pytest.raises(OperationFailed, match="expired on 2000-01-01"):
+        asyncio.run(archive(tmp_path, mirror, keyring).release())
+
+
+def test_release_valid_until_in_the_future_is_used(tmp_path: Path, mirror: Path) -> None:
+    write_release(mirror, extra="Valid-Until: Tue, 01 Jan 2999 00:00:00 UTC\n")
+    assert "main/binary-amd64/Packages.xz" in asyncio.run(archive(tmp_path, mirror).release())
+
+
+@pytest.mark.parametrize("value", ["tomorrow", "Sat, 01 Jan 2999 00:00:00 CET",
+                                   "Sat, 31 Feb 2999 00:00:00 UTC", "2999-01-01T00:00:00Z",
+                                   "Sat, 01 Jan 2999 25:00:00 UTC", ""])
+def test_unparseable_valid_until_is_refused(tmp_path: Path, mirror: Path, value: str) -> None:
+    write_release(mirror, extra=f"Valid-Until: {value}\n")
+    with pytest.raises(OperationFailed, match="Valid-Until"):
+        asyncio.run(archive(tmp_path, mirror).release())
+
+
+@pytest.mark.fuzz
+@given(st.text(max_size=60))
+def test_release_dates_parse_strictly(text: str) -> None:
+    """Any text either parses to an aware UTC datetime that formats back, or is our error."""
+    try:
+        when = parse_release_date(text)
+    except OperationFailed as exc:
+        assert "\n" not in exc.message
+        return
+    assert when.tzinfo is not None and when.utcoffset() == timedelta(0)
+    assert parse_release_date(when.strftime("%a, %d %b %Y %H:%M:%S UTC")) == when

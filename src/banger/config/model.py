@@ -54,6 +54,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     log_level: LogLevel = "info"
     ssh_key_path: str = ""
     debian_mirror: str = ""
+    debian_allow_unsigned: bool = False  # unsafe: fetch Debian kernels without Release signatures
     file_sync: list[FileSync] = []
     firecracker_bin: str = ""
     jailer_bin: str = ""

@@ -1,7 +1,8 @@
 """Debian archive access: Release (signature-checked), Packages index, verified .deb downloads.
 
-Chain of trust: gpgv checks Release against the Debian archive keyring (when installed),
-Release pins Packages.xz by sha256, and Packages pins every .deb by sha256.
+Chain of trust: gpgv checks Release against the Debian archive keyring (required unless the
+config opts out with debian_allow_unsigned), Release must not be past its Valid-Until, Release
+pins Packages.xz by sha256, and Packages pins every .deb by sha256.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import lzma
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from banger import textsafe
 from banger.debian.deb import parse_control
 from banger.debian.mirror import Mirror
 from banger.download import download, sha256_file
@@ -64,6 +67,32 @@ class Stanza:
             if name:
                 names.append(name)
         return names
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_RELEASE_DATE = re.compile(
+    rf"(?:({'|'.join(_DAYS)}), )?([0-9]{{1,2}}) ({'|'.join(_MONTHS)}) ([0-9]{{4}}) "
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2}) (?:UTC|GMT|\+0000)"
+)
+
+
+def parse_release_date(text: str) -> datetime:
+    """A Release date ('Sat, 01 Jan 2000 00:00:00 UTC'), strictly: UTC only, real day and weekday."""
+    match = _RELEASE_DATE.fullmatch(text)
+    bad = OperationFailed(f"unparseable date {textsafe.one_line(text, 60)!r}; "
+                          "expected a UTC date such as 'Sat, 01 Jan 2000 00:00:00 UTC'")
+    if match is None:
+        raise bad
+    weekday, day, month, year, hour, minute, second = match.groups()
+    try:
+        when = datetime(int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute),
+                        int(second), tzinfo=UTC)
+    except ValueError:
+        raise bad from None
+    if weekday is not None and _DAYS[when.weekday()] != weekday:
+        raise bad
+    return when
 
 
 def parse_release(text: str) -> dict[str, tuple[str, int]]:
@@ -142,58 +171,104 @@ class DebianArchive:
         return self.url(f"dists/{self.suite}/{name}")
 
     async def release(self, progress: Progress | None = None) -> dict[str, tuple[str, int]]:
-        """The Release file's SHA256 entries, fetched (and signature-checked) when stale."""
+        """The Release file's SHA256 entries, fetched and checked again when stale."""
         if self._release is None:
-            path = self.cache / "Release"
-            fresh = path.exists() and time.time() - path.stat().st_mtime < RELEASE_MAX_AGE
-            if not fresh:
-                await self._fetch_release(progress)
-            text = path.read_text(errors="replace")
-            self._check_suite(text)
+            text = await self._recent_cached_release()
+            if text is None:
+                text = await self._fetch_release(progress)
             self._release = parse_release(text)
         return self._release
 
-    async def _fetch_release(self, progress: Progress | None) -> None:
+    async def _recent_cached_release(self) -> str | None:
+        """The cached Release when it is recent and still passes every check, else None."""
+        path = self.cache / "Release"
+        if not path.exists() or time.time() - path.stat().st_mtime >= RELEASE_MAX_AGE:
+            return None
+        try:
+            return await self._checked_text(path, self.cache / "Release.gpg")
+        except OperationFailed as exc:
+            log.info("not reusing the cached Release for %s: %s", self.suite, exc.message)
+            return None
+
+    async def _fetch_release(self, progress: Progress | None) -> str:
         if progress:
             progress("index", None, f"fetching Release for {self.suite} from {self.mirror.url}")
-        tmp = self.cache / "Release.new"
+        self._require_verification()
+        new, new_sig = self.cache / "Release.new", self.cache / "Release.gpg.new"
         try:
-            await download(self._dists("Release"), tmp)
+            await download(self._dists("Release"), new)
+            if not self.mirror.allow_unsigned:
+                await download(self._dists("Release.gpg"), new_sig)
         except OperationFailed as exc:
             if not (self.cache / "Release").exists():
                 raise
-            # offline or mirror hiccup: the older, already verified Release still pins hashes
+            # offline or mirror hiccup: the older Release still pins hashes once it passes the checks
             log.warning("using cached Release for %s: %s", self.suite, exc)
-            return
+            return await self._checked_text(self.cache / "Release", self.cache / "Release.gpg")
         try:
-            if release_verification(self.keyring).possible:
-                await download(self._dists("Release.gpg"), self.cache / "Release.gpg")
-                await self._verify(tmp, self.cache / "Release.gpg")
-            else:
-                log.warning("not verifying %s: %s", self._dists("Release"),
-                            release_verification(self.keyring).reason)
+            text = await self._checked_text(new, new_sig)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            new.unlink(missing_ok=True)
+            new_sig.unlink(missing_ok=True)
             raise
-        tmp.replace(self.cache / "Release")
+        if new_sig.exists():
+            new_sig.replace(self.cache / "Release.gpg")
+        new.replace(self.cache / "Release")
+        return text
+
+    async def _checked_text(self, release: Path, signature: Path) -> str:
+        """Release's text once its signature, suite and Valid-Until pass; OperationFailed if not."""
+        if not self.mirror.allow_unsigned:
+            self._require_verification()
+            await self._verify(release, signature)
+        text = release.read_text(errors="replace")
+        head = parse_control(text.split("\n\n")[0])
+        self._check_suite(head)
+        self._check_valid_until(head)
+        return text
+
+    def _require_verification(self) -> None:
+        """Fail closed: without gpgv and the keyring, nothing vouches for what the mirror sent."""
+        status = release_verification(self.keyring)
+        if not status.possible and not self.mirror.allow_unsigned:
+            raise OperationFailed(
+                f"cannot check the signature of {self._dists('Release')}: {status.reason}; "
+                "or set debian_allow_unsigned = true in config.toml (unsafe: anyone on the path "
+                "to the mirror could hand over the kernel)"
+            )
 
     async def _verify(self, release: Path, signature: Path) -> None:
         result = await arun(["gpgv", "--keyring", self.keyring, signature, release], check=False)
         if not result.ok:
+            lines = result.stderr.strip().splitlines()
             raise OperationFailed(
                 f"signature check of {self._dists('Release')} failed; the mirror "
                 f"({self.mirror.source}) may be tampered with or stale: "
-                f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'gpgv'}"
+                f"{textsafe.one_line(lines[-1], 200) if lines else 'gpgv'}"
             )
 
-    def _check_suite(self, text: str) -> None:
-        head = parse_control(text.split("\n\n")[0])
+    def _check_suite(self, head: dict[str, str]) -> None:
         names = {head.get("Codename", ""), head.get("Suite", "")}
         if self.suite not in names:
-            (self.cache / "Release").unlink(missing_ok=True)
+            shown = sorted(textsafe.one_line(n, 60) for n in names)
             raise OperationFailed(
-                f"{self._dists('Release')} is for {sorted(names)}, not {self.suite}; "
-                "check the mirror URL"
+                f"{self._dists('Release')} is for {shown}, not {self.suite}; check the mirror URL"
+            )
+
+    def _check_valid_until(self, head: dict[str, str]) -> None:
+        """A correctly signed but old Release (a replay) is refused once it is past Valid-Until."""
+        if "Valid-Until" not in head:
+            return  # Debian's main archive sets none; its security archive does
+        try:
+            until = parse_release_date(head["Valid-Until"])
+        except OperationFailed as exc:
+            raise OperationFailed(f"{self._dists('Release')}: Valid-Until: {exc.message}; "
+                                  "check the mirror (debian_mirror in config.toml)") from None
+        if until < datetime.now(UTC):
+            raise OperationFailed(
+                f"{self._dists('Release')} expired on {until:%Y-%m-%d %H:%M:%S} UTC (Valid-Until): "
+                f"the mirror ({self.mirror.source}) is stale or replaying an old Release; use an "
+                "up-to-date mirror (debian_mirror in config.toml) or retry later"
             )
 
     async def packages(self, progress: Progress | None = None) -> dict[str, Stanza]:
@@ -257,5 +332,6 @@ __all__ = [
     "VerifyStatus",
     "parse_packages",
     "parse_release",
+    "parse_release_date",
     "release_verification",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from banger.errors import NotFound
@@ -15,6 +15,7 @@ APT_SOURCES = Path("/etc/apt")
 class Mirror:
     url: str  # base URL, no trailing slash, e.g. <scheme>://<host>/debian
     source: str  # where it came from, for doctor and error messages
+    allow_unsigned: bool = False  # config debian_allow_unsigned: Release signatures not required
 
 
 def _deb822_uris(text: str) -> list[tuple[str, str]]:
@@ -63,14 +64,15 @@ def mirror_from_apt(root: Path = APT_SOURCES) -> Mirror | None:
     return None
 
 
-def resolve_mirror(configured: str, *, apt_root: Path = APT_SOURCES) -> Mirror:
-    """The mirror to fetch Debian packages from, and where that choice came from."""
+def resolve_mirror(configured: str, *, allow_unsigned: bool = False,
+                   apt_root: Path = APT_SOURCES) -> Mirror:
+    """The mirror to fetch Debian packages from, where that choice came from, and its trust."""
     if configured:
-        return Mirror(configured.rstrip("/"), "config debian_mirror")
+        return Mirror(configured.rstrip("/"), "config debian_mirror", allow_unsigned)
     found = mirror_from_apt(apt_root)
     if found is None:
         raise NotFound(
             "no Debian mirror configured and none found in /etc/apt sources; "
             "set debian_mirror in config.toml"
         )
-    return found
+    return replace(found, allow_unsigned=allow_unsigned)

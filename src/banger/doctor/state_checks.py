@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 from banger.config import Config
 from banger.doctor.report import Check
 from banger.errors import BangerError
 from banger.paths import Paths
-
-KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
 def disk(paths: Paths, config: Config) -> Iterator[Check]:
@@ -37,11 +34,25 @@ def mirror(paths: Paths, config: Config) -> Iterator[Check]:
         yield Check("debian mirror", "FAIL", exc.message, "set debian_mirror in config.toml")
         return
     yield Check("debian mirror", "PASS", f"{m.url} (from {m.source})")
-    if KEYRING.exists():
-        yield Check("archive keyring", "PASS", f"{KEYRING} (Release signatures verified)")
+
+
+def release_signatures(paths: Paths, config: Config) -> Iterator[Check]:
+    """Debian Release files must be signature-checked; an opt-out is shown as a warning."""
+    from banger.debian.archive import release_verification
+
+    status = release_verification()
+    if config.debian_allow_unsigned:
+        yield Check("release signatures", "WARN",
+                    "debian_allow_unsigned = true: Debian Release files are not signature-checked, "
+                    "so anyone on the path to the mirror could hand over the kernel",
+                    "apt-get install gpgv debian-archive-keyring, then remove "
+                    "debian_allow_unsigned from config.toml")
+    elif status.possible:
+        yield Check("release signatures", "PASS", f"Release files checked by {status.reason}")
     else:
-        yield Check("archive keyring", "WARN", "debian-archive-keyring missing: Release files "
-                    "are checked by hash only", "apt-get install debian-archive-keyring")
+        yield Check("release signatures", "FAIL",
+                    f"{status.reason}: Debian kernels cannot be fetched (signatures are required)",
+                    "apt-get install gpgv debian-archive-keyring")
 
 
 def vm_defaults(paths: Paths, config: Config) -> Iterator[Check]:
@@ -89,4 +100,4 @@ def _in_catalog(kind: str, name: str) -> bool:
     return True
 
 
-CHECKS = [disk, mirror, vm_defaults, daemon, artifacts]
+CHECKS = [disk, mirror, release_signatures, vm_defaults, daemon, artifacts]
