@@ -151,9 +151,8 @@ def test_unsafe_members_are_refused(tmp_path: Path, case: str) -> None:
 
 def test_links_can_be_forbidden(tmp_path: Path) -> None:
     data = tar_bytes([entry("./a", b"x"), entry("./b", kind=tarfile.SYMTYPE, link="a")])
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar, \
-            pytest.raises(OperationFailed, match="links are not allowed"):
-        extract_tar(tar, tmp_path / "out", allow_links=False)
+    with pytest.raises(OperationFailed, match="links are not allowed"):
+        extract_tar(io.BytesIO(data), tmp_path / "out", allow_links=False)
 
 
 def test_not_a_deb(tmp_path: Path) -> None:

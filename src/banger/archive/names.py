@@ -12,7 +12,7 @@ def split_name(raw: str, origin: str) -> list[str]:
     forgiven; a '.', '..' or empty component anywhere else is refused.
     """
     if raw.startswith("/"):
-        raise refuse(origin, raw, "absolute path")
+        raise refuse(origin, raw, "absolute path, escapes the destination")
     name = raw
     while name.startswith("./"):
         name = name[2:]
@@ -28,7 +28,7 @@ def split_name(raw: str, origin: str) -> list[str]:
 def check_component(part: str, raw: str, origin: str) -> None:
     """One path component: a real name, no NUL, at most NAME_MAX bytes."""
     if part == "..":
-        raise refuse(origin, raw, "contains '..'")
+        raise refuse(origin, raw, "contains '..', escapes the destination")
     if part in ("", "."):
         raise refuse(origin, raw, "has an empty or '.' path component")
     if "\0" in part:

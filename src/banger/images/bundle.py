@@ -7,12 +7,13 @@ import os
 import secrets
 import tarfile
 import urllib.parse
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any, cast
 
 import msgspec
 import zstandard
 
+from banger.archive import extract_exact
 from banger.errors import Conflict, InvalidArgument, OperationFailed
 from banger.images.catalog import SHA256_RE, validate_name
 from banger.images.manifest import (
@@ -34,9 +35,10 @@ from banger.paths import Paths
 from banger.progress import Progress, no_progress
 
 MEMBERS = (MANIFEST, ROOTFS)  # manifest first: importers can reject a bad bundle early
+MAX_ROOTFS_BYTES = 256 << 30  # written sparse: a bomb of zeros costs time, not disk
+BUNDLE_MEMBERS = {MANIFEST: MAX_MANIFEST_BYTES, ROOTFS: MAX_ROOTFS_BYTES}
 CHUNK = 256 * 1024
 ZSTD_LEVEL = 3
-_ZEROS = bytes(CHUNK)
 
 
 class _HashingWriter:
@@ -124,55 +126,6 @@ def export_bundle(paths: Paths, name: str, out_dir: Path) -> Path:
 # ---- import ---------------------------------------------------------------------------
 
 
-def _kind(m: tarfile.TarInfo) -> str:
-    if m.issym():
-        return "a symlink"
-    if m.islnk():
-        return "a hard link"
-    if m.isdev():
-        return "a device or fifo"
-    if m.isdir():
-        return "a directory"
-    return "not a regular file"
-
-
-def member_name(m: tarfile.TarInfo) -> str | None:
-    """The member's bundle name, None for a harmless `./` entry; InvalidArgument otherwise."""
-    raw = m.name
-    parts = [p for p in raw.split("/") if p not in ("", ".")]
-    if raw.startswith("/") or ".." in parts:
-        raise InvalidArgument(f"bundle member {raw!r} escapes the bundle (absolute or '..')")
-    if not parts and m.isdir():
-        return None
-    if not m.isreg():
-        raise InvalidArgument(f"bundle member {raw!r} is {_kind(m)}; only regular files allowed")
-    name = str(PurePosixPath(*parts)) if parts else ""
-    if name not in MEMBERS:
-        raise InvalidArgument(
-            f"unexpected bundle member {raw!r}: a bundle holds only rootfs.ext4 and manifest.json"
-        )
-    if name == MANIFEST and m.size > MAX_MANIFEST_BYTES:
-        raise InvalidArgument("bundle manifest.json is larger than 1 MiB")
-    return name
-
-
-def _copy_sparse(src: IO[bytes], dest: Path, size: int) -> None:
-    """Copy `size` bytes, seeking over zero chunks so the image stays sparse on disk."""
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as out:
-        left = size
-        while left:
-            chunk = src.read(min(CHUNK, left))
-            if not chunk:
-                raise OperationFailed(f"bundle is truncated inside {dest.name}")
-            left -= len(chunk)
-            if chunk == _ZEROS[: len(chunk)]:
-                out.seek(len(chunk), os.SEEK_CUR)
-            else:
-                out.write(chunk)
-        out.truncate(size)
-
-
 class _Progressing:
     """Reports extraction progress from the compressed bytes consumed."""
 
@@ -189,35 +142,17 @@ class _Progressing:
         return data
 
 
-def _extract_members(tar: tarfile.TarFile, dest: Path) -> None:
-    seen: set[str] = set()
-    for m in tar:
-        name = member_name(m)
-        if name is None:
-            continue
-        if name in seen:
-            raise InvalidArgument(f"bundle has {name} twice")
-        seen.add(name)
-        src = tar.extractfile(m)
-        assert src is not None  # regular files always have a data stream
-        _copy_sparse(src, dest / name, m.size)
-    missing = [n for n in MEMBERS if n not in seen]
-    if missing:
-        raise InvalidArgument(f"bundle lacks {', '.join(missing)}")
-
-
 def extract_bundle(bundle: Path, dest: Path, progress: Progress = no_progress) -> None:
     """Extract exactly rootfs.ext4 + manifest.json into `dest`, refusing anything else."""
-    errors: tuple[type[BaseException], ...] = (tarfile.TarError, zstandard.ZstdError, EOFError)
     with bundle.open("rb") as f:
         counted: Any = _Progressing(f, bundle.stat().st_size, progress)
-        try:
-            with zstandard.ZstdDecompressor().stream_reader(counted) as zr, tarfile.open(
-                fileobj=zr, mode="r|"
-            ) as tar:
-                _extract_members(tar, dest)
-        except errors as exc:
-            raise OperationFailed(f"{bundle.name} is not a valid .tar.zst bundle: {exc}") from exc
+        got = extract_exact(counted, BUNDLE_MEMBERS, into=dest, origin=bundle.name,
+                            required=MEMBERS)
+    try:
+        for name, path in got.files.items():
+            os.rename(path, dest / name)
+    finally:
+        got.remove()
 
 
 def check_sha256(sha256: str) -> str:
@@ -317,5 +252,4 @@ __all__ = [
     "export_bundle",
     "extract_bundle",
     "import_bundle",
-    "member_name",
 ]

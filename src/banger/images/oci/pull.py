@@ -35,7 +35,7 @@ from banger.images.manifest import (
     write_manifest,
 )
 from banger.images.oci import layout, transport
-from banger.images.oci.flatten import Finalized, Flattener, open_layer
+from banger.images.oci.flatten import Finalized, Flattener
 from banger.images.oci.ref import OciRef, parse_ref
 from banger.images.recipe import publish
 from banger.images.staging import remove_tree
@@ -149,9 +149,8 @@ def flatten_image(cache: Path, image: layout.Image, tree: Path, report: _Reporte
         for i, layer in enumerate(image.layers, 1):
             what = f"layer {i}/{len(image.layers)} ({layer.digest[7:19]})"
             with open(layout.blob_path(cache, layer.digest), "rb") as f:
-                stream = open_layer(f)
-                flattener.apply(stream, what, functools.partial(_layer_progress, report, f,
-                                                                before, what))
+                flattener.apply(f, what, progress=functools.partial(_layer_progress, report, f,
+                                                                    before, what))
             before += layer.size
     except BaseException:
         flattener.close()
