@@ -8,6 +8,7 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_json, print_table
+from banger.cli.params import TIMEOUT, WholeNumber
 from banger.errors import Unavailable
 
 
@@ -43,7 +44,8 @@ def start() -> None:
 
 
 @daemon.command()
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for exit.")
+@click.option("--timeout", type=TIMEOUT, default=30.0, show_default=True,
+              help="Seconds to wait for exit.")
 def stop(timeout: float) -> None:
     """Stop the daemon (VMs keep running and are re-adopted on the next start)."""
     client = session.client(autostart=False)
@@ -63,7 +65,8 @@ def stop(timeout: float) -> None:
 
 @daemon.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", default=50, show_default=True, help="Lines to show.")
+@click.option("-n", "--lines", type=WholeNumber("line count", 0, 100_000), default=50,
+              show_default=True, help="Lines to show.")
 def logs(follow: bool, lines: int) -> None:
     """Print the daemon's log."""
     path = session.paths().daemon_log

@@ -8,6 +8,7 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_json, print_table
+from banger.cli.params import VCPU
 
 
 @click.group()
@@ -32,7 +33,7 @@ def template_list(as_json: bool) -> None:
 
 @template.command("build")
 @click.option("--image", help="Image name (default: config default_image).")
-@click.option("--vcpu", type=int, help="Virtual CPUs (default: config/host-aware).")
+@click.option("--vcpu", type=VCPU, help="Virtual CPUs (default: config/host-aware).")
 @click.option("--memory", metavar="SIZE", help="Memory (default: config/host-aware).")
 def template_build(image: str | None, vcpu: int | None, memory: str | None) -> None:
     """Build the template a `vm create` with these options would use, ahead of time."""

@@ -12,6 +12,7 @@ import click
 from banger.cli import session
 from banger.cli.lazy import LazyGroup
 from banger.cli.output import print_json, print_table
+from banger.cli.params import TIMEOUT, VCPU, check_publish
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,6 +107,8 @@ vm.add_command(vm_list, "ps")
 
 def _keep_net(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Network options ride in ctx.meta so create/run signatures stay as they are."""
+    if param.name == "publish" and value:
+        check_publish(value)
     ctx.meta.setdefault("net_params", {})[param.name or ""] = value
     return value
 
@@ -125,7 +128,7 @@ def create_options(fn: Any) -> Any:
         click.option("--name", help="VM name (default: a generated adjective-noun)."),
         click.option("--image", help="Image name (default: config default_image)."),
         click.option("--kernel", help="Kernel name (default: the image's kernel)."),
-        click.option("--vcpu", type=int, help="Virtual CPUs (default: config/host-aware)."),
+        click.option("--vcpu", type=VCPU, help="Virtual CPUs (default: config/host-aware)."),
         size_option("--memory", "Memory, e.g. 1G or 1536M (default: config/host-aware)."),
         size_option("--disk", "Root disk size, e.g. 8G (default: config, 8G)."),
         click.option("--cold", is_flag=True, help="Boot normally instead of restoring a template."),
@@ -137,8 +140,6 @@ def create_options(fn: Any) -> Any:
 
 def create_params(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
                   memory: str | None, disk: str | None, start: bool) -> dict[str, Any]:
-    if vcpu is not None and vcpu <= 0:
-        raise click.BadParameter("must be a positive number", param_hint="--vcpu")
     net = click.get_current_context().meta.get("net_params", {})
     return {"name": name, "image": image, "kernel": kernel, "vcpu": vcpu,
             "memory_mib": to_mib(memory, "memory"), "disk_mib": to_mib(disk, "disk"),
@@ -168,7 +169,8 @@ def vm_start(vms: tuple[str, ...], cold: bool) -> None:
 
 @vm.command("stop")
 @VMS_ARG
-@click.option("--timeout", default=20.0, show_default=True, help="Seconds before forcing.")
+@click.option("--timeout", type=TIMEOUT, default=20.0, show_default=True,
+              help="Seconds before forcing.")
 @click.option("--save", is_flag=True, help="Save memory state; `vm start` resumes right there.")
 def vm_stop(vms: tuple[str, ...], timeout: float, save: bool) -> None:
     """Stop VMs: guest poweroff, then VMM quit, then kill (or save their state with --save)."""
@@ -211,7 +213,7 @@ def vm_show(vm: str) -> None:
 
 @vm.command("set")
 @VM_ARG
-@click.option("--vcpu", type=int, help="Virtual CPUs (VM stopped).")
+@click.option("--vcpu", type=VCPU, help="Virtual CPUs (VM stopped).")
 @size_option("--memory", "Memory (VM stopped).")
 @size_option("--disk", "Grow the root disk (VM stopped).")
 def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None) -> None:

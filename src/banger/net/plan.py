@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from banger.errors import Conflict, InvalidArgument
+from banger.numbers import parse_int, shown
 
 # QEMU user networking's fixed guest view (inside QEMU only).
 USER_GUEST_ADDRESS = "10.0.2.15/24"
@@ -14,6 +15,7 @@ USER_GATEWAY = "10.0.2.2"
 USER_DNS = "10.0.2.3"
 # Each user-mode VM gets one host loopback address from here, so `<name>.vm` is reachable.
 LOOPBACK_POOL = ipaddress.ip_network("127.77.0.0/16")
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,20 @@ def resolve_mode(requested: str | None, configured: str, netns: str) -> str:
 
 
 def parse_publish(spec: str) -> Publish:
+    """HOSTPORT:GUESTPORT, each 1..MAX_PORT in ASCII digits (int() would take '²' and '٣')."""
     host, sep, guest = spec.partition(":")
-    if not sep or not host.isdigit() or not guest.isdigit() or not (
-            0 < int(host) < 65536 and 0 < int(guest) < 65536):
-        raise InvalidArgument(f"invalid port mapping {spec!r}: use HOSTPORT:GUESTPORT, e.g. 8080:80")
-    return Publish(int(host), int(guest))
+    host_port, guest_port = (_port(host), _port(guest)) if sep else (None, None)
+    if host_port is None or guest_port is None:
+        raise InvalidArgument(f"invalid port mapping {shown(spec)}: use HOSTPORT:GUESTPORT with "
+                              f"ports in 1..{MAX_PORT}, e.g. 8080:80")
+    return Publish(host_port, guest_port)
+
+
+def _port(text: str) -> int | None:
+    try:
+        return parse_int(text, what="port", low=1, high=MAX_PORT)
+    except InvalidArgument:
+        return None
 
 
 def mac_for(vm_id: str) -> str:
