@@ -10,17 +10,16 @@ import asyncio
 import os
 import re
 import shutil
-import tarfile
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import zstandard
-
+from banger.archive import MIB, Extracted, extract_exact
 from banger.debian.archive import DebianArchive, Stanza
-from banger.debian.deb import CORRUPT, extract_deb, extract_tar
+from banger.debian.deb import extract_deb
 from banger.debian.mirror import Mirror
 from banger.download import download, sha256_file
 from banger.errors import InvalidArgument, OperationFailed
@@ -40,8 +39,10 @@ from banger.paths import Paths
 from banger.progress import Progress, no_progress
 
 BUSYBOX_PACKAGE = "busybox-static"
-BUNDLE_FILES = frozenset({"vmlinux", "bzImage", "initrd"})
+# A kernel bundle holds only these regular files, each at most this big.
+BUNDLE_FILES = {"vmlinux": 256 * MIB, "bzImage": 64 * MIB, "initrd": 512 * MIB}
 MODULE_PATH = re.compile(r"^(?:usr/)?lib/modules/([^/]+)/(.+)$")
+KERNEL_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+_~-]{0,100}$")
 
 
 def _now() -> str:
@@ -59,41 +60,60 @@ def _abi_package(meta: Stanza) -> str:
     )
 
 
-def _kernel_selector(keys: set[str], *, boot: bool = True) -> Callable[[str], bool]:
-    """Select the wanted .ko files and, with boot, the bzImage and module index files."""
+def _kernel_selector(version: str, keys: set[str], *,
+                     boot: bool = True) -> Callable[[str], bool]:
+    """Select by exact name: this version's bzImage and module index files, the wanted .ko."""
+    boot_names = {f"boot/vmlinuz-{version}"}
+    for base in ("lib/modules", "usr/lib/modules"):
+        boot_names |= {f"{base}/{version}/modules.order", f"{base}/{version}/modules.builtin"}
 
     def select(name: str) -> bool:
-        if boot and name.startswith("boot/vmlinuz-"):
-            return True
+        if name in boot_names:
+            return boot
         m = MODULE_PATH.match(name)
-        if not m:
+        if not m or m.group(1) != version:
             return False
         rest = m.group(2)
-        if rest in ("modules.order", "modules.builtin"):
-            return boot
         return rest.endswith(".ko") and module_key(rest.rsplit("/", 1)[-1]) in keys
 
     return select
 
 
-def _unpack_kernel(deb: Path, work: Path) -> tuple[Path, Path, str]:
-    """Extract bzImage + the wanted modules (and their deps); return (bzImage, moddir, ver)."""
+def _deb_version(package: str) -> str:
+    """The kernel release a linux-image-<release> package installs (its vmlinuz's suffix)."""
+    version = package.removeprefix("linux-image-").removesuffix("-unsigned")
+    if not KERNEL_VERSION.match(version):
+        raise OperationFailed(f"{package[:120]!r} is not a linux-image-<version> package; "
+                              "the catalog entry's metapackage is wrong")
+    return version
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _unpack_kernel(deb: Path, work: Path, version: str) -> tuple[Path, Path]:
+    """Extract bzImage + the wanted modules (and their deps); return (bzImage, moddir)."""
     keys = {module_key(m) for m in MODULES}
-    extract_deb(deb, work, select=_kernel_selector(keys))
-    images = sorted((work / "boot").glob("vmlinuz-*")) if (work / "boot").is_dir() else []
-    if not images:
-        raise OperationFailed(f"{deb.name} holds no boot/vmlinuz-*; is it a kernel package?")
-    version = images[0].name.removeprefix("vmlinuz-")
+    extract_deb(deb, work, select=_kernel_selector(version, keys), allow_links=False)
+    image = work / "boot" / f"vmlinuz-{version}"
+    if not _regular(image):
+        raise OperationFailed(f"{deb.name} holds no boot/vmlinuz-{version}; "
+                              "is it a kernel package?")
     moddir = next((p / version for p in (work / "lib/modules", work / "usr/lib/modules")
                    if (p / version).is_dir()), work / "lib/modules" / version)
     for _ in range(8):  # modules needed by MODULES but not in it: a pass per level
         missing = _missing_deps(moddir)
         if not missing:
             break
-        extract_deb(deb, work, select=_kernel_selector(missing, boot=False))
+        extract_deb(deb, work, select=_kernel_selector(version, missing, boot=False),
+                    allow_links=False)
         if not missing & set(index_modules(moddir)):
             break  # not in the package (built in): initramfs skips them
-    return images[0], moddir, version
+    return image, moddir
 
 
 def _missing_deps(moddir: Path) -> set[str]:
@@ -104,9 +124,9 @@ def _missing_deps(moddir: Path) -> set[str]:
 
 def _unpack_busybox(deb: Path, work: Path) -> Path:
     names = ("bin/busybox", "usr/bin/busybox")
-    extract_deb(deb, work, select=lambda n: n in names)
+    extract_deb(deb, work, select=lambda n: n in names, allow_links=False)
     for n in names:
-        if (work / n).is_file():
+        if _regular(work / n):
             return work / n
     raise OperationFailed(f"{deb.name} holds no bin/busybox; is it busybox-static?")
 
@@ -125,7 +145,8 @@ async def _pull_debian(
     bdeb = await archive.fetch_deb(bpkg, progress)
     work = staging / ".work"
     progress("unpack", None, f"unpacking {kdeb.name}")
-    bzimage, moddir, version = await asyncio.to_thread(_unpack_kernel, kdeb, work / "kernel")
+    version = _deb_version(kpkg.package)
+    bzimage, moddir = await asyncio.to_thread(_unpack_kernel, kdeb, work / "kernel", version)
     busybox = await asyncio.to_thread(_unpack_busybox, bdeb, work / "busybox")
     os.replace(bzimage, staging / VMLINUZ)
     modules = await _build_boot_files(staging, busybox, moddir, version, progress)
@@ -153,48 +174,30 @@ def _hashes(staging: Path) -> dict[str, str]:
             if (staging / f).is_file()}
 
 
-def _bundle_selector(origin: str) -> Callable[[str], bool]:
-    def select(name: str) -> bool:
-        if name == "":
-            return False  # the archive's "./" root entry
-        if name not in BUNDLE_FILES:
-            raise OperationFailed(
-                f"{origin}: unexpected member {name!r}; a kernel bundle holds only "
-                "vmlinux, bzImage and initrd"
-            )
-        return True
-
-    return select
+def _unpack_bundle(archive: Path, staging: Path, origin: str) -> Extracted:
+    """The bundle's files by exact name, in a private directory under staging."""
+    with archive.open("rb") as fh:
+        return extract_exact(fh, BUNDLE_FILES, into=staging, origin=origin)
 
 
-def _unpack_bundle(archive: Path, work: Path, origin: str) -> None:
-    try:
-        with archive.open("rb") as fh:
-            stream = zstandard.ZstdDecompressor().stream_reader(fh)
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                extract_tar(tar, work, select=_bundle_selector(origin), allow_links=False,
-                            origin=origin)
-    except CORRUPT as exc:
-        raise OperationFailed(f"{origin} is not a valid .tar.zst ({exc})") from exc
-
-
-def _bundle_files(work: Path, staging: Path, origin: str) -> str:
+def _bundle_files(got: Extracted, staging: Path, origin: str) -> str:
     """Move bundle files into their kernel-dir names; return the kernel version."""
-    if not (work / "vmlinux").is_file() and not (work / "bzImage").is_file():
+    files = got.files
+    if "vmlinux" not in files and "bzImage" not in files:
         raise OperationFailed(f"{origin} has neither vmlinux nor bzImage")
     version = None
-    if (work / "bzImage").is_file():
-        version = kernel_version((work / "bzImage").read_bytes())
-        os.replace(work / "bzImage", staging / VMLINUZ)
-    if (work / "vmlinux").is_file():
-        with (work / "vmlinux").open("rb") as fh:
+    if "bzImage" in files:
+        version = kernel_version(files["bzImage"].read_bytes())
+        os.replace(files["bzImage"], staging / VMLINUZ)
+    if "vmlinux" in files:
+        with files["vmlinux"].open("rb") as fh:
             if fh.read(4) != ELF_MAGIC:
                 raise OperationFailed(f"{origin}: vmlinux is not an ELF file")
-        os.replace(work / "vmlinux", staging / VMLINUX)
+        os.replace(files["vmlinux"], staging / VMLINUX)
     else:
         write_vmlinux(staging / VMLINUZ, staging / VMLINUX)
-    if (work / "initrd").is_file():
-        os.replace(work / "initrd", staging / INITRAMFS)
+    if "initrd" in files:
+        os.replace(files["initrd"], staging / INITRAMFS)
     return version or _elf_version(staging / VMLINUX) or "unknown"
 
 
@@ -213,10 +216,11 @@ async def _pull_bundle(
     if not (cached.is_file() and sha256_file(cached) == entry.sha256):
         await download(entry.url, cached, sha256=entry.sha256, progress=progress)
     progress("unpack", None, f"unpacking {entry.url}")
-    work = staging / ".work"
-    await asyncio.to_thread(_unpack_bundle, cached, work, entry.url)
-    version = await asyncio.to_thread(_bundle_files, work, staging, entry.url)
-    shutil.rmtree(work)
+    got = await asyncio.to_thread(_unpack_bundle, cached, staging, entry.url)
+    try:
+        version = await asyncio.to_thread(_bundle_files, got, staging, entry.url)
+    finally:
+        got.remove()
     return KernelManifest(
         name=entry.name, kind="bundle", kernel_version=version, files=_hashes(staging),
         source_url=entry.url, pulled_at=_now(),
