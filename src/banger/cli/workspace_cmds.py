@@ -187,24 +187,29 @@ def workspace_export(vm: str, output: str | None, base: str | None) -> None:
               help="Apply this export instead of exporting now.")
 @click.option("--repo", type=click.Path(file_okay=False),
               help="Host repo (default: the one the workspace was shipped from).")
-@click.option("--branch", help="Branch for the guest's commits (default: the guest's branch).")
+@click.option("--branch", help="Branch for the guest's commits (default: the branch the "
+              "workspace was shipped from, else banger/VM).")
 def workspace_apply(vm: str, export_file: str | None, repo: str | None,
                     branch: str | None) -> None:
     """Bring the guest's commits onto a branch and its changes into the host work tree."""
     import tempfile
 
+    from banger.workspace import exportfile
     from banger.workspace.apply import apply_export, summary
 
     with tempfile.TemporaryDirectory(prefix="banger-export-") as tmp:
+        path = Path(export_file or Path(tmp) / "export.tar")
         if export_file is None:
-            export = Path(tmp) / "export.tar"
-            res = session.call_with_progress("workspace.export", {"vm": vm, "output": str(export)})
-            record = res.get("workspace") or {}
-        else:
-            export = Path(export_file)
-            record = (None if repo else workspace_cwd(vm)[1]) or {}
-        target = Path(repo or record.get("host_repo") or ".")
+            session.call_with_progress("workspace.export", {"vm": vm, "output": str(path)})
+        export = exportfile.read_file(path)
+    try:
+        host_repo = repo or (export.record.host_repo if export.record else None)
+        if host_repo is None and export_file is not None:  # an export without a record
+            host_repo = (workspace_cwd(vm)[1] or {}).get("host_repo")
+        target = Path(host_repo or ".")
         applied = apply_export(export, target, vm=vm, branch=branch)
+    finally:
+        export.remove()
     click.echo(summary(applied, target))
     if applied.conflicts:
         sys.exit(1)

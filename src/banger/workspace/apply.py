@@ -1,22 +1,26 @@
 """Apply a guest export to the host repo: commits onto a branch, changes into the work tree.
 
-The export holds commits.bundle (refs/banger/export/work: the guest work tree as a commit on
-top of the guest HEAD; refs/banger/export/shipped: the state as shipped on top of the base) and
-changes.diff (shipped state -> guest work tree). The diff applies cleanly to the tree as it was
-shipped; when the host changed since, the same change is merged three ways with the shipped
-state as the merge base.
+The export (checked by exportfile) holds commits.bundle (refs/banger/export/work: the guest
+work tree as a commit on top of the guest HEAD; refs/banger/export/shipped: the state as
+shipped on top of the base) and changes.diff (shipped state -> guest work tree). The diff
+applies cleanly to the tree as it was shipped; when the host changed since, the same change
+is merged three ways with the shipped state as the merge base.
 """
 
 from __future__ import annotations
 
-import tarfile
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from banger.errors import Conflict, InvalidArgument, NotFound
+from banger.errors import BangerError, Conflict, InvalidArgument, NotFound, OperationFailed
+from banger.textsafe import one_line
 from banger.workspace import hostgit
+from banger.workspace.exportfile import Export
 from banger.workspace.hostgit import PLUMBING_IDENTITY, HostRepo, git, rev
+
+# A hostile guest's bundle is checked object by object (bad trees, names, links) on the way in.
+FSCK = ("-c", "transfer.fsckObjects=true", "-c", "fetch.fsckObjects=true")
 
 
 @dataclass(frozen=True)
@@ -28,38 +32,51 @@ class Applied:
     conflicts: list[str]
 
 
-def _unpack(export: Path, into: Path) -> Path:
-    try:
-        with tarfile.open(export) as tar:
-            tar.extractall(into, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise InvalidArgument(f"{export} is not a banger workspace export: {exc}") from None
-    found = next(into.glob("*/commits.bundle"), None)
-    if found is None:
-        raise InvalidArgument(f"{export} is not a banger workspace export (no commits.bundle)")
-    return found.parent
+def target_branch(export: Export, vm: str, branch: str | None, repo: Path) -> str:
+    """--branch, else the branch recorded when the workspace shipped, else banger/VM.
+
+    Never the guest's own branch: a guest must not pick which host branch moves.
+    """
+    name = branch or (export.record.branch if export.record else "") or f"banger/{vm}"
+    if not git(repo, "check-ref-format", f"refs/heads/{name}", check=False).ok:
+        raise InvalidArgument(f"invalid branch name {one_line(name, 80)!r}; pass --branch NAME")
+    return name
 
 
-def apply_export(export: Path, repo_path: Path, *, vm: str, branch: str | None) -> Applied:
+def apply_export(export: Export, repo_path: Path, *, vm: str, branch: str | None) -> Applied:
     repo = hostgit.find_repo(repo_path)
-    with tempfile.TemporaryDirectory(prefix="banger-apply-") as tmp:
-        parts = _unpack(export, Path(tmp))
-        base = (parts / "base").read_text().strip()
-        if rev(repo.root, f"{base}^{{commit}}") is None:
-            raise NotFound(f"{repo.root} lacks the workspace base commit {base[:12]}; apply in "
-                           "the repository the workspace was shipped from")
-        prefix = f"refs/banger/{vm}"
-        git(repo.root, "fetch", "-q", "--no-tags", "--no-write-fetch-head",
-            parts / "commits.bundle", f"+refs/banger/export/*:{prefix}/*")
-        head = git(repo.root, "rev-parse", f"{prefix}/work^1").stdout.strip()
-        commits = int(git(repo.root, "rev-list", "--count", f"{base}..{head}").stdout)
-        target, switched = None, False
-        if commits:
-            guest_branch = (parts / "branch").read_text().strip()
-            target = branch or guest_branch or f"banger/{vm}"
-            switched = _land_commits(repo, base, head, target)
-        files, conflicts = _apply_changes(repo, parts / "changes.diff", prefix)
-        return Applied(target, switched, commits, files, conflicts)
+    base = export.base
+    if rev(repo.root, f"{base}^{{commit}}") is None:
+        raise NotFound(f"{repo.root} lacks the workspace base commit {base[:12]}; apply in "
+                       "the repository the workspace was shipped from")
+    prefix = f"refs/banger/{vm}"
+    try:
+        git(repo.root, *FSCK, "fetch", "-q", "--no-tags", "--no-write-fetch-head",
+            export.bundle, f"+refs/banger/export/*:{prefix}/*")
+        head = git(repo.root, "rev-parse", "-q", "--verify", f"{prefix}/work^1").stdout.strip()
+    except BangerError as exc:
+        raise OperationFailed(f"the export's commits did not pass git's checks: "
+                              f"{one_line(exc.message)}") from None
+    commits = int(git(repo.root, "rev-list", "--count", f"{base}..{head}").stdout)
+    target, switched = None, False
+    if commits:
+        target = target_branch(export, vm, branch, repo.root)
+        switched = _land_commits(repo, base, head, target)
+    try:
+        files, conflicts = _apply_changes(repo, export.diff, prefix)
+    except BangerError as exc:
+        if not commits:
+            raise
+        raise OperationFailed(
+            f"{_landed(commits, target, switched)} in {repo.root}, but the guest's uncommitted "
+            f"changes did not apply ({one_line(exc.message, 200)}); they are in {prefix}/work: "
+            f"`git diff HEAD {prefix}/work` shows them") from None
+    return Applied(target, switched, commits, files, conflicts)
+
+
+def _landed(commits: int, branch: str | None, switched: bool) -> str:
+    where = "now checked out" if switched else "not checked out"
+    return f"{commits} commit(s) on branch {branch} ({where})"
 
 
 def _land_commits(repo: HostRepo, base: str, head: str, target: str) -> bool:
@@ -75,10 +92,25 @@ def _land_commits(repo: HostRepo, base: str, head: str, target: str) -> bool:
                            "to put the guest's commits on a new branch")
         git(repo.root, "update-ref", f"refs/heads/{target}", head)
         return False
+    _check_index_carries(repo, base, head)
     git(repo.root, "update-ref", f"refs/heads/{target}", head)
     git(repo.root, "symbolic-ref", "HEAD", f"refs/heads/{target}")
-    git(repo.root, "reset", "-q")  # index follows the new HEAD; the work tree stays as it is
+    # The index follows the new HEAD and keeps what the user staged; the work tree stays.
+    git(repo.root, "read-tree", "-m", base, head)
     return True
+
+
+def _check_index_carries(repo: HostRepo, base: str, head: str) -> None:
+    """Refuse before anything moves when staged changes would not survive moving HEAD."""
+    index = Path(git(repo.root, "rev-parse", "--path-format=absolute", "--git-path",
+                     "index").stdout.strip())
+    with hostgit.scratch_objects(repo) as scratch:
+        if index.exists():
+            shutil.copyfile(index, scratch.env["GIT_INDEX_FILE"])
+        if not git(repo.root, "read-tree", "-m", base, head, env=scratch.env, check=False).ok:
+            raise Conflict(f"staged changes in {repo.root} touch files the guest's commits "
+                           "change; commit or unstage them (`git restore --staged .`), then "
+                           "apply again")
 
 
 def _apply_changes(repo: HostRepo, diff: Path, prefix: str) -> tuple[int, list[str]]:
@@ -103,7 +135,7 @@ def _three_way(repo: HostRepo, prefix: str) -> list[str]:
         merged = git(repo.root, "merge-tree", "--write-tree", "--name-only", ours, theirs,
                      env=env, check=False)
         if merged.returncode not in (0, 1):
-            raise Conflict(f"cannot merge the guest's changes: {merged.stderr.strip()}")
+            raise Conflict(f"cannot merge the guest's changes: {one_line(merged.stderr)}")
         result, _, rest = merged.stdout.partition("\n")
         conflicts = rest.split("\n\n", 1)[0].split("\n") if merged.returncode == 1 else []
         git(repo.root, "read-tree", "-m", "-u", ours_tree, result.strip(), env=env)
@@ -113,10 +145,10 @@ def _three_way(repo: HostRepo, prefix: str) -> list[str]:
 def summary(applied: Applied, repo: Path) -> str:
     parts = []
     if applied.branch:
-        where = "now checked out" if applied.switched else "not checked out"
-        parts.append(f"{applied.commits} commit(s) on branch {applied.branch} ({where})")
+        parts.append(_landed(applied.commits, applied.branch, applied.switched))
     parts.append(f"{applied.files} changed file(s) in the work tree")
     line = f"applied to {repo}: " + ", ".join(parts)
     if applied.conflicts:
-        line += f"; conflicts to resolve: {', '.join(applied.conflicts)}"
+        names = one_line(", ".join(applied.conflicts), 1000)  # paths the guest chose
+        line += f"; conflicts to resolve (left with markers): {names}"
     return line

@@ -7,12 +7,19 @@ refs/banger/shipped-tree (the tree of what shipped, uncommitted host changes inc
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
+from typing import cast
 
 from banger.agent.client import AgentClient
+from banger.archive import ArchiveError
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound, OperationFailed
+from banger.textsafe import one_line
+from banger.workspace import exportfile
 from banger.workspace.payload import Plan
 
 EXPORT_DIR = "/root/.cache/banger/export"
@@ -109,11 +116,9 @@ git bundle create -q "$out/commits.bundle" refs/banger/export/work refs/banger/e
 git diff --binary --full-index "$shipped" "$work" > "$out/changes.diff"
 echo "$base" > "$out/base"
 echo "$head" > "$out/head"
-git symbolic-ref -q --short HEAD > "$out/branch" || : > "$out/branch"
 commits=$(git rev-list --count "$base..$head" 2>/dev/null || echo 0)
 files=$(git diff --name-only "$shipped" "$work" | wc -l)
 echo "$commits $files" > "$out/summary"
-cat "$out/summary"
 """
 
 _ERRORS: dict[int, type[BangerError]] = {3: InvalidArgument, 4: NotFound, 5: Conflict}
@@ -123,13 +128,12 @@ async def run_script(agent: AgentClient, script: str, *args: str) -> str:
     """Run a script with sh in the guest; its stdout, or the error it reported."""
     proc = await agent.exec(["sh", "-c", script, "sh", *args], env={"HOME": "/root"})
     out, err, status = await proc.communicate()
-    text = err.decode(errors="replace").strip()
+    lines = err.decode(errors="replace").strip().splitlines()
     if status.code in _ERRORS:
-        raise _ERRORS[status.code](text.splitlines()[-1] if text else "guest refused")
+        raise _ERRORS[status.code](one_line(lines[-1]) if lines else "guest refused")
     if status.shell_code != 0:
-        tail = " | ".join(text.splitlines()[-3:])
         raise OperationFailed(f"workspace step failed in the guest (exit {status.shell_code}): "
-                              f"{tail}")
+                              f"{one_line(chr(10).join(lines[-3:]))}")
     return out.decode(errors="replace")
 
 
@@ -171,18 +175,22 @@ async def bootstrap(agent: AgentClient, plan: Plan) -> str | None:
     return f"tooling: mise install {word}; see {log} in the guest"
 
 
-async def export(agent: AgentClient, guest_path: str, base: str | None,
-                 out: Path) -> tuple[int, int]:
-    """Write the export tar to out; (new commits, changed files)."""
-    summary = await run_script(agent, EXPORT, guest_path, EXPORT_DIR, base or "")
-    commits, files = (int(n) for n in summary.split())
-    tmp = out.with_name(f".{out.name}.part")
+async def export(agent: AgentClient, guest_path: str, base: str | None, out: Path, *,
+                 record: dict[str, str] | None, origin: str) -> tuple[int, int]:
+    """Check the guest's export as it streams in, then write the export file at out from
+    the checked parts plus the ship-time record; (new commits, changed files)."""
+    await run_script(agent, EXPORT, guest_path, EXPORT_DIR, base or "")
+    chunks = cast(AsyncGenerator[bytes, None], agent.get(EXPORT_DIR))
+    async with aclosing(chunks):  # a refused stream ends the agent's channel at once
+        checked = await exportfile.receive(chunks, origin)
     try:
-        with open(tmp, "wb") as dst:
-            async for chunk in agent.get(EXPORT_DIR):
-                dst.write(chunk)
-        tmp.replace(out)
+        shipped_base = (record or {}).get("base")
+        if base is None and shipped_base and checked.base != shipped_base:
+            raise ArchiveError(f"{origin}: its base {checked.base[:12]} is not the shipped base "
+                               f"{shipped_base[:12]}; export with --base COMMIT to use another")
+        data = json.dumps(record).encode() if record is not None else None
+        await asyncio.to_thread(exportfile.write_file, checked, out, data)
     finally:
-        tmp.unlink(missing_ok=True)
+        checked.remove()
     await run_script(agent, 'rm -rf "$1"', EXPORT_DIR)
-    return commits, files
+    return checked.commits, checked.files

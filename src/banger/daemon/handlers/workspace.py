@@ -69,7 +69,9 @@ async def workspace_export(ctx: Context, p: ExportParams) -> dict[str, object]:
     guest_path = (vm.workspace or {}).get("guest_path", "/root/repo")
     ctx.progress("export", None, f"collecting work in {guest_path}")
     async with ctx.daemon.vms.lock(vm.id):
-        commits, files = await guest.export(agent, guest_path, p.base, output)
+        commits, files = await guest.export(agent, guest_path, p.base, output,
+                                            record=vm.workspace,
+                                            origin=f"the workspace export from VM {vm.name}")
     return {"vm": vm.name, "output": str(output), "commits": commits, "files": files,
             "workspace": vm.workspace}
 
