@@ -7,7 +7,7 @@ import time
 import click
 
 from banger.cli import session
-from banger.cli.output import print_json, print_table
+from banger.cli.output import print_json, print_table, say
 from banger.cli.params import TIMEOUT, WholeNumber
 from banger.errors import Unavailable
 
@@ -40,7 +40,7 @@ def status(as_json: bool) -> None:
 def start() -> None:
     """Start the daemon if it is not running."""
     st = session.call("daemon.status")
-    click.echo(f"daemon running (pid {st['pid']})")
+    say(f"daemon running (pid {st['pid']})")
 
 
 @daemon.command()

@@ -27,13 +27,15 @@ def doctor(as_json: bool) -> None:
 
 def _render(checks: list) -> None:  # type: ignore[type-arg]
     from rich.table import Table
+    from rich.text import Text
 
-    from banger.cli.output import print_renderable
+    from banger.cli.output import cell, print_renderable
 
     colours = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("STATUS", "CHECK", "DETAIL", "FIX"):
         table.add_column(col, overflow="fold")
-    for c in checks:
-        table.add_row(f"[{colours[c.status]}]{c.status}[/]", c.name, c.detail, c.fix)
+    for c in checks:  # details quote host tools and files: literal text, never markup
+        table.add_row(Text(c.status, style=colours[c.status]), cell(c.name), cell(c.detail),
+                      cell(c.fix))
     print_renderable(table)

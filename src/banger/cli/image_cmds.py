@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from banger.cli import session
-from banger.cli.output import print_catalog, print_json, print_table
+from banger.cli.output import print_catalog, print_json, print_table, say
 
 
 def _human(n: int) -> str:
@@ -68,7 +68,7 @@ def _pull(source: str, sha256: str | None, name: str | None,
         source = str(path.resolve())
     params = {"source": source, "sha256": sha256, "name": name, "size": size, "kernel": kernel}
     m = session.call_with_progress("image.pull", params)
-    click.echo(f"image {m['name']} ready ({_human(m['size'])}, sha256 {m['sha256'][:12]})")
+    say(f"image {m['name']} ready ({_human(m['size'])}, sha256 {m['sha256'][:12]})")
 
 
 @image.command("pull")
@@ -118,8 +118,8 @@ def image_export(name: str, out_dir: str) -> None:
     """Write NAME-ARCH-SHA.tar.zst holding rootfs.ext4 and manifest.json."""
     res = session.call_with_progress("image.export", {"name": name,
                                                       "out_dir": str(Path(out_dir).resolve())})
-    click.echo(res["path"])
-    click.echo(f"sha256 {res['sha256']}  ({_human(res['size'])})", err=True)
+    say(res["path"])
+    say(f"sha256 {res['sha256']}  ({_human(res['size'])})", err=True)
 
 
 @image.command("delete")

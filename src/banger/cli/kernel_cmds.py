@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from banger.cli import session
-from banger.cli.output import print_catalog, print_json, print_table
+from banger.cli.output import print_catalog, print_json, print_table, say
 
 
 @click.group()
@@ -48,7 +48,7 @@ def kernel_show(name: str) -> None:
 def kernel_pull(name: str, force: bool) -> None:
     """Fetch a catalog kernel and build its initramfs."""
     m = session.call_with_progress("kernel.pull", {"name": name, "force": force})
-    click.echo(f"kernel {m['name']} {m['kernel_version']} ready")
+    say(f"kernel {m['name']} {m['kernel_version']} ready")
 
 
 @kernel.command("delete")

@@ -7,6 +7,7 @@ import sys
 import click
 
 from banger.cli.lazy import LazyGroup
+from banger.cli.output import error
 from banger.errors import BangerError
 
 SUBCOMMANDS = {
@@ -61,7 +62,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "banger"
-        click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+        error(f"{exc.format_message()} (see `{where} --help`)")
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
@@ -73,7 +74,7 @@ def main() -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except BangerError as exc:
-        click.echo(f"error: {exc}", err=True)
+        error(str(exc))
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(1)

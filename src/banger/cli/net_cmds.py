@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from banger.cli import session
-from banger.cli.output import print_json, print_table
+from banger.cli.output import print_json, print_table, say
 from banger.cli.vm_cmds import VM_ARG
 from banger.cli.vm_exec import DashDashCommand
 
@@ -61,7 +61,7 @@ def vm_ports(vms: tuple[str, ...], as_json: bool) -> None:
 def vm_forward(vm: str, mapping: str) -> None:
     """Publish a guest port on 127.0.0.1:HOSTPORT (kept across restarts)."""
     res = session.call("vm.forward", {"vm": vm, "publish": mapping})
-    click.echo(f"{res['vm']}: 127.0.0.1:{mapping.split(':')[0]} -> guest port {res['guest_port']}")
+    say(f"{res['vm']}: 127.0.0.1:{mapping.split(':')[0]} -> guest port {res['guest_port']}")
 
 
 @click.command("ssh-config")

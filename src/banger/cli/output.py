@@ -1,4 +1,9 @@
-"""Rendering: JSON for scripts, tables for people, one-line errors."""
+"""Rendering: JSON for scripts, tables for people, one-line errors.
+
+The choke point for banger's own output: strings that came from the daemon may hold guest or
+image text, so tables show them as literal rich Text (never markup) and lines pass through
+banger.textsafe. A guest command's own output (`vm exec`) does not come through here.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from banger.textsafe import clean, one_line
+
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
+
+ERROR_LIMIT = 2000  # a boot error carries console lines; longer is noise
 
 
 def print_json(value: Any) -> None:
@@ -27,8 +37,15 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
     for h in headers:
         table.add_column(h)
     for row in rows:
-        table.add_row(*("" if c is None else str(c) for c in row))
+        table.add_row(*(cell(c) for c in row))
     print_renderable(table)
+
+
+def cell(value: Any) -> Text:
+    """A table cell: cleaned text shown as is (a guest's `[red]` or `[/]` is not markup)."""
+    from rich.text import Text
+
+    return value if isinstance(value, Text) else Text(clean("" if value is None else str(value)))
 
 
 def console() -> Console:
@@ -56,12 +73,17 @@ def print_catalog(rows: list[dict[str, Any]], as_json: bool) -> None:
                   r["description"]] for r in rows])
 
 
+def say(text: str, *, err: bool = False) -> None:
+    """A line of banger's own output that holds daemon-provided text."""
+    click.echo(clean(text), err=err)
+
+
 def error(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {one_line(message, ERROR_LIMIT)}", err=True)
 
 
 def warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    click.echo(f"warning: {one_line(message, ERROR_LIMIT)}", err=True)
 
 
 def is_tty() -> bool:

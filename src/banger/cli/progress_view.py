@@ -1,22 +1,31 @@
-"""A rich progress display driven by the daemon's progress events."""
+"""A rich progress display driven by the daemon's progress events.
+
+Stages and messages may carry guest or image text: they are cleaned and never read as markup.
+"""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from banger.textsafe import one_line
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 class ProgressView:
-    def __init__(self) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[message]}"),
+            TextColumn("{task.fields[message]}", markup=False),
             TimeElapsedColumn(),
             transient=False,
+            console=console,
         )
         self._tasks: dict[str, TaskID] = {}
         self._current: str | None = None
@@ -33,11 +42,12 @@ class ProgressView:
 
     def update(self, event: dict[str, Any]) -> None:
         if event.get("type") == "info":
-            self._progress.console.print(str(event.get("message", "")), highlight=False)
+            self._progress.console.print(one_line(str(event.get("message", ""))), markup=False,
+                                         highlight=False, emoji=False)
             return
         if event.get("type") != "progress":
             return
-        stage = str(event.get("stage"))
+        stage = one_line(str(event.get("stage")), 60)
         fraction = event.get("fraction")
         if stage not in self._tasks:
             if self._current is not None:
@@ -46,6 +56,6 @@ class ProgressView:
             self._current = stage
         self._progress.update(
             self._tasks[stage],
-            completed=fraction if fraction is not None else None,
-            message=event.get("message") or "",
+            completed=fraction if isinstance(fraction, (int, float)) else None,
+            message=one_line(str(event.get("message") or "")),
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 from banger.paths import Paths, resolve_paths
 from banger.rpc.client import Client
+from banger.textsafe import one_line
 
 
 def paths() -> Paths:
@@ -40,11 +41,11 @@ class _PlainProgress:
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("type") == "info":
-            print(event.get("message", ""), file=sys.stderr)
+            print(one_line(str(event.get("message", ""))), file=sys.stderr)
             return
         if event.get("type") != "progress":
             return
-        stage, message = str(event.get("stage")), str(event.get("message") or "")
+        stage, message = one_line(str(event.get("stage")), 60), one_line(str(event.get("message") or ""))
         if self.last is not None and (stage == self.last[0] and (not message or
                                                                    message == self.last[1])):
             return

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from banger.cli import session
-from banger.cli.output import print_json, print_table
+from banger.cli.output import print_json, print_table, say
 from banger.cli.params import VCPU
 
 
@@ -41,7 +41,7 @@ def template_build(image: str | None, vcpu: int | None, memory: str | None) -> N
 
     info = session.call_with_progress("template.build", {"image": image, "vcpu": vcpu,
                                                          "memory_mib": to_mib(memory, "memory")})
-    click.echo(f"template {info['id']} ready ({info['key']['image']}, built in "
+    say(f"template {info['id']} ready ({info['key']['image']}, built in "
                f"{info['build_seconds']}s)")
 
 
@@ -50,4 +50,4 @@ def template_build(image: str | None, vcpu: int | None, memory: str | None) -> N
 def template_prune(prune_all: bool) -> None:
     """Remove templates whose image or kernel changed (or all with --all)."""
     removed = session.call("template.prune", {"all": prune_all})["removed"]
-    click.echo(f"removed {len(removed)} template(s)" + (f": {', '.join(removed)}" if removed else ""))
+    say(f"removed {len(removed)} template(s)" + (f": {', '.join(removed)}" if removed else ""))

@@ -11,8 +11,9 @@ import click
 
 from banger.cli import session
 from banger.cli.lazy import LazyGroup
-from banger.cli.output import print_json, print_table
+from banger.cli.output import error, print_json, print_table, say
 from banger.cli.params import TIMEOUT, VCPU, check_publish
+from banger.textsafe import clean, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,11 +61,11 @@ def for_each_vm(vms: tuple[str, ...], act: Callable[[str], str]) -> None:
     failed: BangerError | None = None
     for vm in vms:
         try:
-            click.echo(act(vm))
+            say(act(vm))
         except BangerError as exc:
             if len(vms) == 1:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            error(str(exc))
             failed = exc
     if failed is not None:
         sys.exit(failed.exit_code)
@@ -155,7 +156,7 @@ def vm_create(name: str | None, image: str | None, kernel: str | None, vcpu: int
     """Create a VM (and start it unless --no-start)."""
     params = create_params(name, image, kernel, vcpu, memory, disk, not no_start)
     vm_ = session.call_with_progress("vm.create", {**params, "cold": cold})
-    click.echo(f"{vm_['name']} {vm_['state']}")
+    say(f"{vm_['name']} {vm_['state']}")
 
 
 @vm.command("start")
@@ -185,7 +186,7 @@ def vm_stop(vms: tuple[str, ...], timeout: float, save: bool) -> None:
 @VM_ARG
 def vm_restart(vm: str) -> None:
     """Stop and start a VM."""
-    click.echo(f"{session.call_with_progress('vm.restart', {'vm': vm})['name']} running")
+    say(f"{session.call_with_progress('vm.restart', {'vm': vm})['name']} running")
 
 
 @vm.command("kill")
@@ -220,7 +221,7 @@ def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None) -> N
     """Change a VM's vcpu, memory or disk size."""
     res = session.call("vm.set", {"vm": vm, "vcpu": vcpu, "memory_mib": to_mib(memory, "memory"),
                                   "disk_mib": to_mib(disk, "disk")})
-    click.echo(f"{res['name']}: {res['vcpu']} vcpu · {res['memory_mib']} MiB · "
+    say(f"{res['name']}: {res['vcpu']} vcpu · {res['memory_mib']} MiB · "
                f"{_fmt_mib(res['disk_mib'])} disk")
 
 
@@ -233,12 +234,12 @@ def vm_prune(force: bool) -> None:
         click.echo("nothing to prune")
         return
     if not force:
-        click.confirm(f"delete {len(doomed)} VM(s): {', '.join(doomed)}?", abort=True)
+        click.confirm(clean(f"delete {len(doomed)} VM(s): {', '.join(doomed)}?"), abort=True)
     res = session.call_with_progress("vm.prune", {"dry_run": False})
     for name in res["deleted"]:
-        click.echo(f"deleted {name}")
+        say(f"deleted {name}")
     for line in res["failed"]:
-        click.echo(f"failed: {line}", err=True)
+        say(f"failed: {one_line(line)}", err=True)
 
 
 @vm.command("logs")
@@ -250,7 +251,7 @@ def vm_logs(vm: str, follow: bool) -> None:
     try:
         log = open(where["path"], "rb")  # noqa: SIM115 - followed below
     except FileNotFoundError:
-        click.echo(f"{where['name']} has no console output yet")
+        say(f"{where['name']} has no console output yet")
         return
     with log:
         out = sys.stdout.buffer

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from banger.cli import session
+from banger.cli.output import say
 from banger.cli.vm_cmds import VM_ARG, create_options, create_params
 from banger.cli.workspace_cmds import ship_options
 
@@ -119,7 +120,7 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
     vm_name = created["name"]
     cwd = ws.ship_into_new_vm(vm_name, path, ship_to) if path and ship_to else "/root"
     if detach:
-        click.echo(f"{vm_name} is running: `banger vm shell {vm_name}`, "
+        say(f"{vm_name} is running: `banger vm shell {vm_name}`, "
                    f"`banger vm exec {vm_name} -- CMD`; stop it with `banger vm stop {vm_name}`")
         return
     code = 1
@@ -129,6 +130,6 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
         if remove:
             session.call("vm.delete", {"vm": vm_name, "force": True})
         else:
-            click.echo(f"{vm_name} keeps running; stop it with `banger vm stop {vm_name}` "
+            say(f"{vm_name} keeps running; stop it with `banger vm stop {vm_name}` "
                        f"or remove it with `banger vm delete -f {vm_name}`", err=True)
     sys.exit(code)
