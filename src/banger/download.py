@@ -1,4 +1,8 @@
-"""Verified downloads: stream to `<dest>.part`, hash while writing, check, rename atomically."""
+"""Verified downloads: stream to `<dest>.part`, hash while writing, check, rename atomically.
+
+The `.part` name is predictable, so it is created fresh (a stale one removed, then
+O_CREAT|O_EXCL|O_NOFOLLOW): a symlink planted there is never written through.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from banger.durable import create_fresh, fsync_path
 from banger.errors import OperationFailed
 from banger.progress import Progress
 
@@ -149,7 +154,7 @@ def _check(sink: _Sink, sha256: str | None, size: int | None, announced: int | N
 async def _stream(url: str, part: Path, sha256: str | None, size: int | None,
                   progress: Progress | None) -> str:
     announced: int | None = None
-    with part.open("wb") as fh:
+    with os.fdopen(create_fresh(part), "wb") as fh:
         sink = _Sink(fh, url, size, progress)
         async for total, chunk in _chunks(url, size):
             if announced is None and total is not None:
@@ -176,6 +181,7 @@ async def download(
     try:
         digest = await _stream(url, part, sha256, size, progress)
         os.replace(part, dest)
+        fsync_path(dest.parent)
     except _Fail as exc:
         _discard(part)
         raise OperationFailed(

@@ -14,6 +14,7 @@ import msgspec
 import zstandard
 
 from banger.archive import extract_exact
+from banger.durable import create_fresh
 from banger.errors import Conflict, InvalidArgument, OperationFailed
 from banger.images.catalog import SHA256_RE, validate_name
 from banger.images.manifest import (
@@ -107,7 +108,7 @@ def export_bundle(paths: Paths, name: str, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{name}-{secrets.token_hex(4)}.tar.zst.part"
     try:
-        with tmp.open("wb") as f:
+        with os.fdopen(create_fresh(tmp), "wb") as f:
             out = _HashingWriter(f)
             seen = _write_tar(out, image_dir(paths, name), manifest)
         if seen != manifest.sha256:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from banger.debian.mirror import Mirror
+from banger.durable import fsync_path, fsync_tree_top
 from banger.errors import Conflict, OperationFailed
 from banger.guest import GUEST_LIB, GuestFile
 from banger.images import ext4
@@ -255,6 +256,7 @@ async def build_recipe(
 
 def publish(stage: Path, final: Path) -> None:
     """Atomically move a finished staging dir into place; never replaces an existing image."""
+    fsync_tree_top(stage)  # rootfs and manifest on disk before a name points at them
     try:
         os.rename(stage, final)
     except OSError as exc:
@@ -262,6 +264,8 @@ def publish(stage: Path, final: Path) -> None:
             msg = f"image {final.name!r} appeared while building; keeping that one"
             raise Conflict(msg) from exc
         raise
+    fsync_tree_top(final)
+    fsync_path(final.parent)
 
 
 __all__ = [
