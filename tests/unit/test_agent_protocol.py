@@ -116,7 +116,7 @@ def test_pid1_mode_reaps_orphans_and_reports_own_children() -> None:
         reader, writer = await asyncio.open_connection(sock=ours)
         client = AgentClient(reader, writer)
         ack = await client.hello(timeout=10)
-        assert ack["pid1"] is True
+        assert ack.pid1 is True
         proc = await client.exec(shell="sleep 0.2 & sleep 0.1 & exit 5")  # leaves orphans
         _, _, status = await proc.communicate()
         assert status.code == 5

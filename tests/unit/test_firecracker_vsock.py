@@ -84,7 +84,7 @@ def test_handshake_then_agent_protocol(peer: HybridVsockPeer) -> None:
     async def go() -> None:
         reader, writer = await connect_vsock(str(peer.path), AGENT_PORT, timeout=5)
         client = await connect_stream(reader, writer, timeout=10)
-        assert (await client.health())["ok"]
+        assert (await client.health()).ok
         await client.close()
 
     asyncio.run(go())
@@ -97,7 +97,7 @@ def test_backend_open_agent_uses_the_handshake(tmp_path: Path, peer: HybridVsock
     async def go() -> None:
         reader, writer = await backend(tmp_path, False).open_agent(handles, 5)
         client = await connect_stream(reader, writer, timeout=10)
-        assert (await client.health())["ok"]
+        assert (await client.health()).ok
         await client.close()
 
     asyncio.run(go())

@@ -1,4 +1,9 @@
-"""Host side of the agent protocol: one asyncio connection multiplexing many requests."""
+"""Host side of the agent protocol: one asyncio connection multiplexing many requests.
+
+The guest is hostile (root in it may replace the agent): every frame is bounded, every answer is
+decoded into a typed struct (banger.agent.results), and memory per connection stays within the
+bound stated in docs/agent-protocol.md whatever the guest sends.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,42 @@ import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from banger.agent import protocol as proto
+from banger.agent.channel import (
+    OUTPUT_ADVICE,
+    OUTPUT_CAP,
+    Channel,
+    OutputBudget,
+    OutputStream,
+    mark_exception_seen,
+)
+from banger.agent.results import (
+    Ack,
+    Configured,
+    ExitResult,
+    GetResult,
+    Health,
+    HelloAck,
+    Info,
+    PortEntry,
+    Ports,
+    PutResult,
+    decode,
+)
 from banger.errors import BangerError, OperationFailed, Unavailable
+
+__all__ = ["EXPORT_CAP", "OUTPUT_CAP", "AgentClient", "AgentProcess", "ExitStatus", "PtySpec",
+           "connect_stream", "connect_unix"]
 
 READ_SIZE = 256 * 1024
 HELLO_RESEND_SECONDS = 1.0  # the agent may still be booting when we first say hello
+EXPORT_CAP = 1024 * 1024 * 1024  # get(): one tar stream out of the guest
+MAX_UNCLOSED = 1024  # ended channels waiting for the agent's CLOSE; past it the agent is broken
+STOP_GRACE = 4 * 1024 * 1024  # data a window violator may still have in flight when told to stop
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,150 +70,12 @@ class PtySpec:
     term: str = "xterm-256color"
 
 
-def _silence(future: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as seen: nobody may ever await a failed channel."""
-    if not future.cancelled():
-        future.exception()
-
-
-class _Channel:
-    """Host-side state of one request."""
-
-    def __init__(self, client: AgentClient, channel_id: int) -> None:
-        loop = asyncio.get_running_loop()
-        self.client = client
-        self.id = channel_id
-        self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.started: asyncio.Future[dict[str, Any]] = loop.create_future()
-        for future in (self.result, self.started):
-            future.add_done_callback(_silence)
-        self.failure: BaseException | None = None
-        self.send_credit = proto.INITIAL_WINDOW
-        self.credit_changed = asyncio.Event()
-        self._streams: dict[int, asyncio.Queue[bytes | None]] = {}
-
-    def stream(self, stream_id: int) -> asyncio.Queue[bytes | None]:
-        return self._streams.setdefault(stream_id, asyncio.Queue())
-
-    def on_frame(self, frame: proto.Frame) -> None:
-        if frame.type == proto.DATA:
-            self.stream(frame.stream).put_nowait(frame.payload)
-        elif frame.type == proto.EOF:
-            self.stream(frame.stream).put_nowait(None)
-        elif frame.type == proto.WINDOW:
-            self.send_credit += proto.decode_window(frame.payload)
-            self.credit_changed.set()
-        elif frame.type == proto.CONTROL:
-            event = frame.json()
-            if event.get("event") == "started" and not self.started.done():
-                self.started.set_result(event)
-        elif frame.type == proto.RESULT:
-            if not self.result.done():
-                self.result.set_result(frame.json())
-            self._end_streams()
-        elif frame.type == proto.ERROR:
-            error = frame.json()
-            message = str(error.get("message", "agent error"))
-            self.fail(OperationFailed(message, agent_code=error.get("code")))
-        elif frame.type == proto.CLOSE:
-            self.fail(OperationFailed("the agent closed the channel without an answer"))
-            self.client._forget(self)
-
-    def fail(self, error: BaseException) -> None:
-        if self.result.done():
-            return
-        self.failure = error
-        self.result.set_exception(error)
-        if not self.started.done():
-            self.started.set_exception(error)
-        self.credit_changed.set()
-        self._end_streams()
-
-    def _end_streams(self) -> None:
-        for queue in self._streams.values():
-            queue.put_nowait(None)
-
-    def raise_if_failed(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-    async def send(self, stream_id: int, data: bytes) -> None:
-        """Send data as the agent's window allows; dropped if the request already ended."""
-        view = memoryview(data)
-        while view:
-            self.raise_if_failed()
-            if self.result.done():
-                return
-            if self.send_credit <= 0:
-                self.credit_changed.clear()
-                await self.credit_changed.wait()
-                continue
-            amount = min(len(view), self.send_credit, proto.DATA_CHUNK)
-            self.client._write(proto.encode_frame(proto.DATA, self.id, bytes(view[:amount]),
-                                                  stream_id))
-            self.send_credit -= amount
-            view = view[amount:]
-            await self.client._drain()
-
-    def send_eof(self, stream_id: int) -> None:
-        self._write_while_open(proto.encode_frame(proto.EOF, self.id, b"", stream_id))
-
-    def send_control(self, message: dict[str, Any]) -> None:
-        self._write_while_open(proto.encode_json(proto.CONTROL, self.id, message))
-
-    def grant(self, amount: int) -> None:
-        self._write_while_open(proto.encode_window(self.id, amount))
-
-    def _write_while_open(self, frame: bytes) -> None:
-        """Once the request has ended the agent has forgotten the channel: drop the frame."""
-        if not self.result.done():
-            self.client._write(frame)
-
-    def abort(self) -> None:
-        """Tell the agent to drop this request (kills its process)."""
-        if not self.result.done():
-            self.fail(OperationFailed("request aborted"))
-            with contextlib.suppress(BangerError):
-                self.client._write(proto.encode_frame(proto.CLOSE, self.id))
-        self.client._forget(self)
-
-
-class OutputStream:
-    """One output stream of a request; reading gives the agent more window."""
-
-    def __init__(self, channel: _Channel, stream_id: int) -> None:
-        self._channel = channel
-        self._queue = channel.stream(stream_id)
-        self._eof = False
-
-    async def read(self) -> bytes:
-        """The next chunk, or b"" at end of stream; raises if the request failed."""
-        if self._eof:
-            return b""
-        chunk = await self._queue.get()
-        if chunk is None:
-            self._eof = True
-            self._channel.raise_if_failed()
-            return b""
-        self._channel.grant(len(chunk))
-        return chunk
-
-    async def read_all(self) -> bytes:
-        return b"".join([chunk async for chunk in self])
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        while chunk := await self.read():
-            yield chunk
-
-
 class AgentProcess:
     """A command running in the guest, shaped like asyncio's Process."""
 
-    def __init__(self, channel: _Channel, pid: int) -> None:
+    def __init__(self, channel: Channel, conn: AgentClient, pid: int) -> None:
         self._channel = channel
+        self._conn = conn
         self.pid = pid
         self.stdout = OutputStream(channel, proto.STDOUT)
         self.stderr = OutputStream(channel, proto.STDERR)
@@ -189,7 +85,7 @@ class AgentProcess:
 
     async def close_stdin(self) -> None:
         self._channel.send_eof(proto.STDIN)
-        await self._channel.client._drain()
+        await self._conn._drain()
 
     def resize(self, rows: int, cols: int) -> None:
         self._channel.send_control({"type": "resize", "rows": rows, "cols": cols})
@@ -199,18 +95,21 @@ class AgentProcess:
 
     async def wait(self) -> ExitStatus:
         """Exit status; keep reading stdout/stderr meanwhile or the command stalls."""
-        result = await self._channel.result
-        return ExitStatus(code=result.get("exit_code"), signal=result.get("signal"))
+        result = decode(await self._channel.result, ExitResult, "exit status")
+        return ExitStatus(code=result.exit_code, signal=result.signal)
 
-    async def communicate(self, data: bytes | None = None) -> tuple[bytes, bytes, ExitStatus]:
-        """Feed stdin (if it was requested) and collect all output."""
+    async def communicate(self, data: bytes | None = None, *,
+                          max_output: int = OUTPUT_CAP) -> tuple[bytes, bytes, ExitStatus]:
+        """Feed stdin (if it was requested) and collect all output, at most max_output bytes
+        of stdout and stderr together (past it the command is killed and this raises)."""
 
         async def feed() -> None:
             if data:
                 await self.write(data)
             await self.close_stdin()
 
-        jobs: list[Any] = [self.stdout.read_all(), self.stderr.read_all()]
+        budget = OutputBudget(max_output, "the guest command's output", OUTPUT_ADVICE)
+        jobs: list[Any] = [self.stdout.collect(budget), self.stderr.collect(budget)]
         if data is not None:
             jobs.append(feed())
         outputs = await asyncio.gather(*jobs)
@@ -228,10 +127,11 @@ class AgentClient:
         self._reader = reader
         self._writer = writer
         self._decoder = proto.FrameDecoder()
-        self._channels: dict[int, _Channel] = {}
+        self._channels: dict[int, Channel] = {}
+        self._unclosed: set[int] = set()  # ended here, the agent's CLOSE still to come
         self._next_id = 1
         self._read_task: asyncio.Task[None] | None = None
-        self._hello: tuple[str, asyncio.Future[dict[str, Any]]] | None = None
+        self._hello: tuple[str, asyncio.Future[HelloAck]] | None = None
         self._ready = False
         self._lost: BangerError | None = None
 
@@ -240,19 +140,24 @@ class AgentClient:
         """False once the connection dropped or the client was closed."""
         return self._lost is None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of guest output held for readers, over all channels (the window bounds it)."""
+        return sum(channel.buffered for channel in self._channels.values())
+
     # ---- session
 
-    async def hello(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def hello(self, timeout: float = 10.0) -> HelloAck:
         """Reset the agent's session (aborting our old requests) and wait for its answer."""
         if self._read_task is None:
             self._read_task = asyncio.create_task(self._read_loop())
         self._ready = False
         self._fail_all(Unavailable("the agent session was reset"))
         nonce = secrets.token_hex(8)
-        answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        answered.add_done_callback(_silence)
-        self._hello = (nonce, answered)
         loop = asyncio.get_running_loop()
+        answered: asyncio.Future[HelloAck] = loop.create_future()
+        answered.add_done_callback(mark_exception_seen)
+        self._hello = (nonce, answered)
         deadline = loop.time() + timeout
         while not answered.done():
             self._write(proto.encode_json(proto.HELLO, proto.SESSION_CHANNEL,
@@ -264,9 +169,7 @@ class AgentClient:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(answered),
                                        min(remaining, HELLO_RESEND_SECONDS))
-        ack = answered.result()
-        self._ready = True
-        return ack
+        return answered.result()
 
     async def close(self) -> None:
         self._fail_all(Unavailable("the agent client was closed"))
@@ -281,13 +184,11 @@ class AgentClient:
 
     # ---- simple requests
 
-    async def health(self, timeout: float = 5.0) -> dict[str, Any]:
-        """{ok, version, protocol, uptime, pid1}"""
-        return await self._request("health", {}, timeout)
+    async def health(self, timeout: float = 5.0) -> Health:
+        return await self._request("health", {}, timeout, Health, "health answer")
 
-    async def info(self, timeout: float = 10.0) -> dict[str, Any]:
-        """{hostname, kernel, arch, os_release, cpus, memory, python, systemd, ...}"""
-        return await self._request("info", {}, timeout)
+    async def info(self, timeout: float = 10.0) -> Info:
+        return await self._request("info", {}, timeout, Info, "info answer")
 
     async def configure(
         self,
@@ -302,7 +203,7 @@ class AgentClient:
         ssh_host_key: dict[str, str] | None = None,
         identity_ready: bool = False,
         timeout: float = 30.0,
-    ) -> dict[str, Any]:
+    ) -> Configured:
         """identity_ready: the VM has its own identity now; sshd may start (templates never)."""
         params: dict[str, Any] = {"hostname": hostname, "clock": clock, "machine_id": machine_id,
                                   "git_identity": git_identity, "ssh_host_key": ssh_host_key,
@@ -313,16 +214,15 @@ class AgentClient:
             params["authorized_keys"] = list(authorized_keys)
         if network is not None:
             params["network"] = network  # {mac, address: "A/PREFIX", gateway, dns: [...]}
-        return await self._request("configure", params, timeout)
+        return await self._request("configure", params, timeout, Configured, "configure answer")
 
-    async def ports(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Listening sockets: [{proto, address, port, pid, process}]."""
-        answer = await self._request("ports", {}, timeout)
-        return list(answer["ports"])
+    async def ports(self, timeout: float = 10.0) -> list[PortEntry]:
+        """Listening TCP and bound UDP sockets in the guest."""
+        return (await self._request("ports", {}, timeout, Ports, "ports list")).ports
 
     async def poweroff(self, timeout: float = 10.0) -> None:
         """The agent answers, then powers the guest off in the background."""
-        await self._request("poweroff", {}, timeout)
+        await self._request("poweroff", {}, timeout, Ack, "poweroff answer")
 
     # ---- streaming requests
 
@@ -351,51 +251,55 @@ class AgentClient:
             params["argv"] = list(argv or [])
         if pty is not None:
             params["pty"] = {"rows": pty.rows, "cols": pty.cols, "term": pty.term}
-        channel = self._open("exec", params)
+        channel = self._open("exec", params, (proto.STDOUT, proto.STDERR))
         event = await self._answer(channel, channel.started, "exec", timeout)
-        return AgentProcess(channel, int(event.get("pid", 0)))
+        assert event.pid is not None  # a started event always has one (ControlEvent checks)
+        return AgentProcess(channel, self, event.pid)
 
     async def put(
         self, dest: str, tar_chunks: AsyncIterable[bytes], *, timeout: float = 60.0
     ) -> dict[str, Any]:
-        """Extract a tar stream under the guest directory dest (created if missing)."""
+        """Extract a tar stream under the guest directory dest (created if missing): {members}."""
         channel = self._open("put", {"dest": dest})
         try:
             async for chunk in tar_chunks:
                 await channel.send(proto.TAR, chunk)
-                if channel.result.done():
+                if channel.finished:
                     break  # the agent refused the stream; its error is in the result
             channel.send_eof(proto.TAR)
         except BaseException:
             channel.abort()
             raise
-        return await self._answer(channel, channel.result, "put", timeout)
+        payload = await self._answer(channel, channel.result, "put", timeout)
+        return {"members": decode(payload, PutResult, "put answer").members}
 
-    async def get(self, path: str) -> AsyncIterator[bytes]:
-        """A tar stream of the guest path (its top entry is the path's basename)."""
-        channel = self._open("get", {"path": path})
+    async def get(self, path: str, *, max_bytes: int = EXPORT_CAP) -> AsyncIterator[bytes]:
+        """A tar stream of the guest path (its top entry is the path's basename); past
+        max_bytes the request is aborted and this raises OperationFailed."""
+        channel = self._open("get", {"path": path}, (proto.TAR,))
         stream = OutputStream(channel, proto.TAR)
+        budget = OutputBudget(max_bytes, f"the guest's tar stream of {path}",
+                              "export less, or remove large files from it in the guest")
         try:
             while chunk := await stream.read():
+                budget.take(len(chunk))
                 yield chunk
-            await channel.result
+            decode(await channel.result, GetResult, "get answer")
+        except OperationFailed as e:
+            channel.abort(e)  # a no-op when the channel itself failed
+            raise
         finally:
-            if not channel.result.done():
-                channel.abort()
+            channel.abort()  # the consumer stopped early
 
     # ---- plumbing
 
-    async def _request(self, op: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def _request(self, op: str, params: dict[str, Any], timeout: float, kind: type[T],
+                       what: str) -> T:
         channel = self._open(op, params)
-        return await self._answer(channel, channel.result, op, timeout)
+        return decode(await self._answer(channel, channel.result, op, timeout), kind, what)
 
-    async def _answer(
-        self,
-        channel: _Channel,
-        future: asyncio.Future[dict[str, Any]],
-        op: str,
-        timeout: float,
-    ) -> dict[str, Any]:
+    async def _answer(self, channel: Channel, future: asyncio.Future[T], op: str,
+                      timeout: float) -> T:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -406,19 +310,27 @@ class AgentClient:
                 channel.abort()
             raise
 
-    def _open(self, op: str, params: dict[str, Any]) -> _Channel:
+    def _open(self, op: str, params: dict[str, Any], streams: Sequence[int] = ()) -> Channel:
         if not self._ready:
             self._raise_if_lost()
             raise Unavailable("the agent session is not established; call hello() first")
-        channel = _Channel(self, self._next_id)
+        channel = Channel(self, self._next_id, streams)
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         self._channels[channel.id] = channel
         self._write(proto.encode_json(proto.OPEN, channel.id, {"op": op, "params": params}))
         return channel
 
-    def _forget(self, channel: _Channel) -> None:
-        if self._channels.get(channel.id) is channel:
-            del self._channels[channel.id]
+    def _ended(self, channel: Channel) -> None:
+        """A channel got its answer or failed; it stays known until the agent's CLOSE."""
+        if self._channels.get(channel.id) is not channel:
+            return
+        self._unclosed.add(channel.id)
+        if len(self._unclosed) > MAX_UNCLOSED:
+            self._broken(f"{len(self._unclosed)} ended channels never closed")
+
+    def _forget(self, channel_id: int) -> None:
+        self._channels.pop(channel_id, None)
+        self._unclosed.discard(channel_id)
 
     def _raise_if_lost(self) -> None:
         if self._lost is not None:
@@ -438,37 +350,73 @@ class AgentClient:
     async def _read_loop(self) -> None:
         reason = "the guest agent closed the connection"
         try:
-            while data := await self._reader.read(READ_SIZE):
-                for item in self._decoder.feed(data):
-                    self._dispatch(item)
+            while self._lost is None and (data := await self._reader.read(READ_SIZE)):
+                self.feed(data)
         except (ConnectionError, OSError) as e:
             reason = f"lost the connection to the guest agent: {e}"
         finally:
             self._connection_lost(Unavailable(reason))
 
+    def feed(self, data: bytes) -> None:
+        """Handle bytes the agent sent (the read loop calls this)."""
+        for item in self._decoder.feed(data):
+            if self._lost is not None:
+                return
+            self._dispatch(item)
+
     def _dispatch(self, item: proto.Frame | proto.OversizedFrame) -> None:
-        if isinstance(item, proto.OversizedFrame):
-            channel = self._channels.get(item.channel)
-            if channel is not None:
-                channel.fail(OperationFailed(f"the agent sent an oversized frame ({item.length})"))
-            return
-        if item.type == proto.HELLO_ACK:
+        if isinstance(item, proto.Frame) and item.type == proto.HELLO_ACK:
             self._on_hello_ack(item)
             return
+        if not self._ready:
+            return  # stale frames from before our hello
         channel = self._channels.get(item.channel)
-        if not self._ready or channel is None:
-            return  # stale frames from before our hello, or for aborted requests
-        try:
-            channel.on_frame(item)
-        except proto.ProtocolError as e:
-            channel.fail(OperationFailed(f"malformed frame from the agent: {e}"))
+        if isinstance(item, proto.OversizedFrame):
+            self._violation(channel, item.channel, f"a frame of {item.length} bytes, over the "
+                                                   f"{proto.MAX_PAYLOAD >> 20} MiB limit")
+        elif item.type == proto.DATA:
+            if channel is None or not channel.on_data(item):
+                self._violation(channel, item.channel, "more data than the window allows")
+        elif channel is None:
+            return  # answers for channels the agent already closed
+        elif item.type == proto.CLOSE:
+            channel.fail(OperationFailed("the guest agent closed the channel without an answer"))
+            self._forget(item.channel)
+        elif not channel.finished:
+            try:
+                channel.on_frame(item)
+            except BangerError as e:
+                channel.abort(e)
+
+    def _violation(self, channel: Channel | None, channel_id: int, what: str) -> None:
+        """Fail the open channel the frame belongs to, else the whole connection."""
+        if channel is not None and not channel.finished:
+            channel.abort(OperationFailed(f"the guest agent sent {what} on its channel; "
+                                          "the request was stopped"))
+            channel.recv_credit = STOP_GRACE  # dropped as it comes; beyond it the link goes
+        elif channel is not None:
+            self._broken(f"{what} on channel {channel_id} after it ended")
+        else:
+            self._broken(f"{what} on channel {channel_id}, which is not open")
+
+    def _broken(self, what: str) -> None:
+        """The agent broke the protocol where no channel can take the blame: drop the link."""
+        self._connection_lost(Unavailable(f"the guest agent broke the protocol ({what}); "
+                                          "the connection was dropped and reopens on next use"))
+        self._writer.close()
 
     def _on_hello_ack(self, frame: proto.Frame) -> None:
-        with contextlib.suppress(proto.ProtocolError):
-            ack = frame.json()
-            hello = self._hello
-            if hello is not None and ack.get("nonce") == hello[0] and not hello[1].done():
-                hello[1].set_result(ack)
+        hello = self._hello
+        if hello is None or hello[1].done():
+            return
+        try:
+            ack = decode(frame.payload, HelloAck, "hello answer")
+        except OperationFailed as e:
+            hello[1].set_exception(e)
+            return
+        if ack.nonce == hello[0]:
+            self._ready = True
+            hello[1].set_result(ack)
 
     def _connection_lost(self, error: BangerError) -> None:
         if self._lost is None:
@@ -479,6 +427,7 @@ class AgentClient:
 
     def _fail_all(self, error: BaseException) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        self._unclosed = set()
         for channel in channels:
             channel.fail(error)
 

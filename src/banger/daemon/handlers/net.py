@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import json
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from banger.images.manifest import get_image
 from banger.net.nsock import answers_http
 from banger.net.plan import parse_publish
 from banger.ssh.keys import ensure_key, host_alias, known_hosts
+from banger.textsafe import clean
 from banger.vmm.base import VmHandles
 from banger.vms.manager import VmManager
 from banger.vms.model import VmRecord, VmState
@@ -76,7 +78,7 @@ async def _wait_for_sshd(mgr: VmManager, vm: VmRecord) -> None:
         raise InvalidArgument(f"image {vm.image} has no ssh server; use `banger vm shell {vm.name}`")
     _, agent = await mgr.agent_for(vm.id)
     deadline = time.monotonic() + SSHD_WAIT
-    while not any(p["port"] == 22 for p in await agent.ports()):
+    while not any(p.port == 22 for p in await agent.ports()):
         if time.monotonic() > deadline:
             raise Unavailable(f"nothing listens on port 22 in {vm.name} after {SSHD_WAIT:.0f}s; "
                               f"see `banger vm exec {vm.name} -- systemctl status ssh`")
@@ -99,10 +101,14 @@ async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[dict[str, Any]]:
     where = mgr.net.endpoint(vm)
     rows = []
     for entry in await agent.ports():
-        row = {"vm": vm.name, **entry, "endpoint": None, "http": False}
-        guest_only = entry["address"].startswith("127.") or entry["address"] == "::1"
-        if entry["proto"].startswith("tcp") and not guest_only:
-            port = await _host_port(mgr, vm, entry["port"])
+        # Built from the typed fields only: nothing the guest sends can set a host key.
+        row: dict[str, Any] = {"proto": entry.proto, "address": entry.address,
+                               "port": entry.port, "pid": entry.pid,
+                               "process": clean(entry.process, limit=64),
+                               "vm": vm.name, "endpoint": None, "http": False}
+        guest_only = ipaddress.ip_address(entry.address).is_loopback
+        if entry.proto.startswith("tcp") and not guest_only:
+            port = await _host_port(mgr, vm, entry.port)
             if port is not None:
                 row["endpoint"] = f"{vm.name}.vm:{port}"
                 row["http"] = await answers_http(where.netns, where.host, port)
