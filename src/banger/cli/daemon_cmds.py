@@ -68,17 +68,23 @@ def stop(timeout: float) -> None:
 @click.option("-n", "--lines", type=WholeNumber("line count", 0, 100_000), default=50,
               show_default=True, help="Lines to show.")
 def logs(follow: bool, lines: int) -> None:
-    """Print the daemon's log."""
+    """Print the daemon's log (guest text in it is shown without terminal controls)."""
+    from banger.logfiles import Follower, tail_bytes
+
     path = session.paths().daemon_log
     if not path.exists():
-        click.echo(f"no daemon log yet at {path}")
+        say(f"no daemon log yet at {path}")
         return
-    with open(path, errors="replace") as f:
-        for line in f.readlines()[-lines:] if lines > 0 else []:
-            click.echo(line, nl=False)
-        while follow:
-            line = f.readline()
-            if line:
-                click.echo(line, nl=False)
-            else:
-                time.sleep(0.2)
+    size = path.stat().st_size
+    tail = tail_bytes(path, min(max(lines * 400, 65536), 8 << 20)).decode(errors="replace")
+    for line in tail.splitlines(keepends=True)[-lines:] if lines > 0 else []:
+        say(line.rstrip("\n"))
+    follower, partial = Follower(path, offset=size), b""
+    while follow:
+        data = follower.read()
+        if not data:
+            time.sleep(0.2)
+            continue
+        *complete, partial = (partial + data).split(b"\n")  # a line half-written waits
+        for raw in complete:
+            say(raw.decode(errors="replace"))

@@ -246,21 +246,29 @@ def vm_prune(force: bool) -> None:
 @VM_ARG
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 def vm_logs(vm: str, follow: bool) -> None:
-    """Print a VM's serial console."""
+    """Print a VM's serial console (as the guest wrote it, like `docker logs`)."""
+    import shutil
+    from pathlib import Path
+
+    from banger.logfiles import Follower, rotated
+
     where = session.call("vm.logs", {"vm": vm})
+    path = Path(where["path"])
+    out = sys.stdout.buffer
     try:
-        log = open(where["path"], "rb")  # noqa: SIM115 - followed below
+        with open(rotated(path), "rb") as older:  # the part moved aside when the log was rotated
+            shutil.copyfileobj(older, out)
     except FileNotFoundError:
-        say(f"{where['name']} has no console output yet")
-        return
-    with log:
-        out = sys.stdout.buffer
-        out.write(log.read())
-        out.flush()
-        while follow:
-            chunk = log.read()
-            if chunk:
-                out.write(chunk)
-                out.flush()
-            else:
-                time.sleep(0.2)
+        if not path.exists():
+            say(f"{where['name']} has no console output yet")
+            return
+    follower = Follower(path)
+    while True:
+        chunk = follower.read()
+        if chunk:
+            out.write(chunk)
+            out.flush()
+        elif not follow:
+            return
+        else:
+            time.sleep(0.2)

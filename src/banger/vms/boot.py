@@ -10,7 +10,9 @@ from pathlib import Path
 
 from banger.agent.client import AgentClient
 from banger.errors import OperationFailed, Unavailable
+from banger.logfiles import read_from, tail_lines
 from banger.progress import Progress
+from banger.textsafe import one_line
 from banger.vmm.base import Backend, VmHandles, VmSpec
 from banger.vms.agents import open_agent
 
@@ -26,12 +28,8 @@ class EarlyHang(Exception):
 
 
 def console_tail(path: Path, lines: int = 6) -> str:
-    try:
-        text = path.read_bytes()[-16384:].decode(errors="replace")
-    except OSError:
-        return "(no console output)"
-    kept = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(kept[-lines:]) or "(no console output)"
+    """The console's last lines as one clean line, for errors and last_error (guest text)."""
+    return one_line(" | ".join(tail_lines(path, lines)), 1000) or "(no console output)"
 
 
 class Watchdog:
@@ -110,9 +108,5 @@ async def boot(backend: Backend, spec: VmSpec, progress: Progress,
 
 
 def _console_since(path: Path, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
+    """What the guest printed since offset (from the start if the log was rotated since)."""
+    return read_from(path, offset)[0].decode(errors="replace")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
+from banger.logfiles import rotate
 from banger.vmm.base import VmHandles
 from banger.vms.boot import console_tail
 from banger.vms.manager import VmManager
@@ -12,6 +14,8 @@ from banger.vms.model import VmState
 
 log = logging.getLogger("banger.vms.monitor")
 ACTIVE = (VmState.STARTING, VmState.RUNNING, VmState.STOPPING)
+# A guest can print without end: past this the newest part moves to console.log.1 (docs/vms.md).
+CONSOLE_CAP = 4 << 20
 
 
 async def reconcile(mgr: VmManager) -> None:
@@ -32,16 +36,27 @@ async def reconcile(mgr: VmManager) -> None:
 
 
 async def watch(mgr: VmManager, interval: float = 1.0) -> None:
-    """Mark running VMs whose VMM died (kill -9, crash, guest poweroff) stopped or error."""
+    """Mark running VMs whose VMM died (kill -9, crash, guest poweroff) stopped or error, and
+    keep every live VM's console log under CONSOLE_CAP."""
     while True:
         await asyncio.sleep(interval)
         for vm in mgr.repo.all():
+            if vm.state in ACTIVE:
+                rotate_console(mgr.paths.vm_dir(vm.id) / "console.log")
             if vm.state != VmState.RUNNING or mgr.lock(vm.id).locked():
                 continue
             handles = VmHandles.load(mgr.paths.vm_dir(vm.id))
             if handles and mgr.backend.is_alive(handles):
                 continue
             await _mark_dead(mgr, vm.id)
+
+
+def rotate_console(path: Path) -> None:
+    try:
+        if rotate(path, CONSOLE_CAP):
+            log.info("rotated %s (over %d MiB)", path, CONSOLE_CAP >> 20)
+    except OSError as exc:  # a full disk must not stop the watcher
+        log.warning("could not rotate %s: %s", path, exc)
 
 
 async def _mark_dead(mgr: VmManager, vm_id: str) -> None:

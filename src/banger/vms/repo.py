@@ -8,6 +8,7 @@ import sqlite3
 from banger.errors import Conflict, NotFound
 from banger.store import Store
 from banger.store.db import utcnow
+from banger.textsafe import one_line
 from banger.vms.model import VmRecord, VmState
 
 
@@ -74,7 +75,7 @@ class VmRepo:
                           (state, utcnow(), vm_id))
             else:
                 c.execute("UPDATE vms SET state=?, last_error=?, updated_at=? WHERE id=?",
-                          (state, error, utcnow(), vm_id))
+                          (state, error and one_line(error, 1000), utcnow(), vm_id))  # guest text
 
     def update(self, vm_id: str, **fields: object) -> None:
         allowed = {"vcpu", "memory_mib", "disk_mib", "ip", "workspace_json", "name",

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from banger.config import Config
 from banger.errors import Conflict, InvalidArgument, NotFound, OperationFailed
+from banger.logfiles import tail_lines
 from banger.runner import arun
+from banger.textsafe import one_line
 from banger.vmm.base import VmHandles, VmSpec
 from banger.vmm.firecracker import snapshot
 from banger.vmm.firecracker.api import FirecrackerApi
@@ -34,7 +36,8 @@ log = logging.getLogger("banger.vmm.firecracker")
 MIB = 1024 * 1024
 SOCKET_WAIT = 5.0
 # `setsid` detaches firecracker from the daemon (it outlives a daemon restart and is never our
-# zombie); `exec`-free background job so `$!` is firecracker's own pid.
+# zombie); `exec`-free background job so `$!` is firecracker's own pid. `>>` opens the console
+# O_APPEND, so after the daemon truncates it (banger.logfiles.rotate) writes go to the new end.
 SPAWN_SCRIPT = 'log=$1; shift; setsid "$@" </dev/null >>"$log" 2>&1 & echo $!'
 SAVED_STATE_HINT = "the saved state cannot be restored"
 
@@ -278,9 +281,5 @@ def _link_or_copy(source: Path, dest: Path) -> None:
 
 
 def _tail(path: Path, lines: int = 4) -> str:
-    try:
-        text = path.read_bytes()[-8192:].decode(errors="replace")
-    except OSError:
-        return "(no output)"
-    kept = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(kept[-lines:]) or "(no output)"
+    """The console's last lines (guest and firecracker text) as one clean line for an error."""
+    return one_line(" | ".join(tail_lines(path, lines, 8192)), 1000) or "(no output)"

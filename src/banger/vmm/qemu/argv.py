@@ -52,6 +52,8 @@ def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list
         *memory_args(spec),
         "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
         "-no-reboot",
+        # append=on opens it O_APPEND: after the daemon truncates it (rotation) writes go to
+        # the new end instead of leaving a hole the size of the old file.
         "-chardev", f"file,id=console,path={spec.console_log},append=on",
         "-serial", "chardev:console",
         "-kernel", str(spec.boot.kernel),
