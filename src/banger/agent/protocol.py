@@ -158,6 +158,11 @@ class FrameDecoder:
         self._buf = bytearray()
         self._skip = 0
 
+    @property
+    def buffered(self) -> int:
+        """Bytes kept for an incomplete frame: always below HEADER_SIZE + max_payload."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Frame | OversizedFrame]:
         buf = self._buf
         buf += data
