@@ -19,6 +19,7 @@ from banger.daemon.oplog import setup_logging
 from banger.daemon.state import Daemon
 from banger.errors import BangerError
 from banger.paths import Paths, resolve_paths
+from banger.permissions import make_install_private
 from banger.store import Store
 
 log = logging.getLogger("banger.daemon")
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bangerd", description="banger daemon")
     parser.add_argument("--detached", action="store_true", help="log to the state dir log file")
     args = parser.parse_args(argv)
+    os.umask(0o077)  # disks, keys, the database and logs: readable by this user only
     paths = resolve_paths()
     try:
         paths.ensure()
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         _load_handlers()
         for leftover in cleanup_leftovers(paths):
             log.info("removed leftover %s", leftover)
+        make_install_private(paths)
         asyncio.run(serve(build_daemon(paths, config, store)))
     except BangerError as exc:
         log.error("%s", exc)

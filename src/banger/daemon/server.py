@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 from typing import Any
 
@@ -23,6 +24,7 @@ from banger.errors import (
     UnknownMethod,
 )
 from banger.rpc import wire
+from banger.rpc.peer import peer_uid
 from banger.store.db import utcnow
 
 log = logging.getLogger("banger.rpc")
@@ -110,8 +112,25 @@ async def _run(daemon: Daemon, ctx: Context, method: Method, params: Any,
             await pump
 
 
+def _peer_allowed(writer: asyncio.StreamWriter) -> bool:
+    """Only the daemon's own user may use it, even if the socket's mode lets others connect."""
+    try:
+        uid = peer_uid(writer.get_extra_info("socket"))
+    except OSError as exc:
+        log.warning("refused a connection whose peer is unknown: %s", exc.strerror)
+        return False
+    if uid != os.geteuid():
+        log.warning("refused a connection from uid %d: this daemon serves uid %d only",
+                    uid, os.geteuid())
+        return False
+    return True
+
+
 async def handle_connection(daemon: Daemon, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
+    if not _peer_allowed(writer):
+        writer.close()
+        return
     method: Method | None = None
     error: BangerError | None = None
     op_id = "-"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from banger.config import Config
 from banger.doctor.report import Check
-from banger.errors import BangerError
+from banger.errors import BangerError, Conflict
 from banger.paths import Paths
 
 
@@ -67,6 +67,9 @@ def daemon(paths: Paths, config: Config) -> Iterator[Check]:
 
     try:
         st = Client(paths, autostart=False).call("daemon.status")
+    except Conflict as exc:  # the socket or its dir is not ours: never talked to
+        yield Check("daemon", "FAIL", exc.message, "remove what it names, then retry")
+        return
     except BangerError:
         yield Check("daemon", "WARN", f"not running ({paths.socket})",
                     "it starts on first use, or run `banger daemon start`")

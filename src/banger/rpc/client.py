@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from banger.errors import BangerError, Unavailable
-from banger.paths import Paths, ensure_private_dir
+from banger.paths import Paths, check_private_dir
 from banger.rpc import wire
+from banger.rpc.peer import check_daemon_peer, check_socket_file
 
 ProgressFn = Callable[[dict[str, Any]], None]
 START_TIMEOUT = 20.0
@@ -68,10 +69,14 @@ class Client:
         self.autostart = autostart
 
     def _connect_once(self) -> socket.socket:
+        """Connect only to our own user's daemon; FileNotFoundError while there is none."""
+        check_private_dir(self.paths.runtime_dir)
+        check_socket_file(self.paths.socket)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(self.paths.socket))
-        except OSError:
+            check_daemon_peer(sock, self.paths.socket)
+        except BaseException:
             sock.close()
             raise
         return sock
@@ -137,10 +142,10 @@ class Client:
 
 
 def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
-    """Start bangerd detached from this terminal, logging to the state dir."""
-    ensure_private_dir(paths.runtime_dir)
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
-    log = open(paths.daemon_log, "ab")  # noqa: SIM115 - handed to the child
+    """Start bangerd detached from this terminal, logging to the state dir (created 0600)."""
+    fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                 | os.O_CLOEXEC, 0o600)
+    log = os.fdopen(fd, "ab")
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "banger.daemon", "--detached"],
