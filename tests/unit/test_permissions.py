@@ -54,3 +54,17 @@ def test_a_symlinked_root_is_not_followed(tmp_path: Path) -> None:
     os.symlink(real, tmp_path / "state")
     assert make_tree_private(tmp_path / "state") == 0
     assert mode(real) == 0o755
+
+
+def test_a_new_database_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    from banger.store import Store
+
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "banger.db")
+        store.migrate()
+    finally:
+        os.umask(old)
+    store.close()
+    files = sorted(tmp_path.glob("banger.db*"))
+    assert files and all(mode(f) == 0o600 for f in files), [(f.name, oct(mode(f))) for f in files]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,6 +20,12 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _create_private(path: Path) -> None:
+    # An existing database keeps its mode; the daemon tightens old installs on start.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
 class Store:
     """One connection, one write lock: the daemon is a single process."""
 
@@ -30,6 +38,7 @@ class Store:
                 self.conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(path)  # SQLite gives its -wal and -shm files the same mode
                 self.conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
                 self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.row_factory = sqlite3.Row
