@@ -32,6 +32,7 @@ from banger.agent.results import (
     GetResult,
     Health,
     HelloAck,
+    HelloNonce,
     Info,
     PortEntry,
     Ports,
@@ -410,13 +411,14 @@ class AgentClient:
         if hello is None or hello[1].done():
             return
         try:
+            if decode(frame.payload, HelloNonce, "hello answer").nonce != hello[0]:
+                return  # an answer to an earlier hello, still in the pipe
             ack = decode(frame.payload, HelloAck, "hello answer")
         except OperationFailed as e:
             hello[1].set_exception(e)
             return
-        if ack.nonce == hello[0]:
-            self._ready = True
-            hello[1].set_result(ack)
+        self._ready = True
+        hello[1].set_result(ack)
 
     def _connection_lost(self, error: BangerError) -> None:
         if self._lost is None:

@@ -31,6 +31,12 @@ Seconds = Annotated[float, msgspec.Meta(ge=0)]
 T = TypeVar("T")
 
 
+class HelloNonce(msgspec.Struct, frozen=True):
+    """Just the nonce of a HELLO_ACK: answers to an older hello are ignored, not judged."""
+
+    nonce: Short | None = None
+
+
 class HelloAck(msgspec.Struct, frozen=True):
     version: Annotated[int, msgspec.Meta(ge=0, le=65535)]
     nonce: Short
