@@ -20,6 +20,7 @@ from banger.daemon.state import Daemon
 from banger.errors import BangerError
 from banger.paths import Paths, resolve_paths
 from banger.permissions import make_install_private
+from banger.rpc import wire
 from banger.store import Store
 
 log = logging.getLogger("banger.daemon")
@@ -78,7 +79,8 @@ async def serve(daemon: Daemon) -> None:
     old_umask = os.umask(0o177)
     try:
         server = await asyncio.start_unix_server(
-            lambda r, w: handle_connection(daemon, r, w), path=str(sock_path), limit=16 * 1024 * 1024
+            lambda r, w: handle_connection(daemon, r, w), path=str(sock_path),
+            limit=wire.MAX_REQUEST_LINE,
         )
     finally:
         os.umask(old_umask)

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from banger import textsafe
 from banger.daemon.context import Context
 from banger.daemon.oplog import current_op
 from banger.daemon.registry import METHODS, Method
@@ -31,32 +32,57 @@ log = logging.getLogger("banger.rpc")
 _OP_ID = re.compile(r"^op-[0-9a-f]{8}$")
 
 
+INBOX_LINES = 8  # client lines queued for a handler; more wait in the socket (backpressure)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A client-sent value in an error message: one line, capped."""
+    return textsafe.one_line(repr(value), limit)
+
+
 def _parse_request(line: bytes) -> tuple[str, Method, msgspec.Struct]:
     """Validate the envelope; the op id is set on the contextvar before anything can fail."""
     try:
         msg = wire.decode(line)
     except ValueError as exc:
-        raise InvalidArgument(f"malformed request: {exc}") from exc
+        raise InvalidArgument(f"malformed request: {textsafe.one_line(str(exc), 200)}") from exc
     op_id = msg.get("op_id")
-    current_op.set(op_id if isinstance(op_id, str) and _OP_ID.match(op_id) else wire.new_op_id())
-    if msg.get("v") != wire.VERSION:
+    if isinstance(op_id, str) and _OP_ID.fullmatch(op_id):
+        current_op.set(op_id)
+    version = msg.get("v")
+    if type(version) is not int or version != wire.VERSION:
         raise BadVersion(
-            f"client speaks RPC v{msg.get('v')}, this daemon speaks v{wire.VERSION}; "
+            f"client speaks RPC v{_shown(version, 20)}, this daemon speaks v{wire.VERSION}; "
             "restart it with `banger daemon stop` and retry"
         )
     name = msg.get("method")
     method = METHODS.get(name) if isinstance(name, str) else None
     if method is None or not isinstance(name, str):
-        raise UnknownMethod(f"unknown method {name!r}; the daemon may be older than this CLI")
+        raise UnknownMethod(f"unknown method {_shown(name)}; the daemon may be older than this CLI")
     try:
         params = msgspec.convert(msg.get("params") or {}, method.params)
     except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"invalid params for {name}: {exc}") from exc
+        raise InvalidArgument(
+            f"invalid params for {name}: {textsafe.one_line(str(exc), 300)}") from exc
     return name, method, params
 
 
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """The first line, or b"" on a hang-up; a line over the cap is refused unread."""
+    try:
+        return await reader.readline()
+    except ConnectionError:
+        return b""
+    except ValueError as exc:  # asyncio drops what it buffered once a line passes its limit
+        raise InvalidArgument(f"request line longer than {wire.MAX_REQUEST_LINE >> 20} MiB; "
+                              "send a smaller request") from exc
+
+
 async def _pump_client(reader: asyncio.StreamReader, ctx: Context, task: asyncio.Task[Any]) -> None:
-    """Forward client messages to the handler; a cancel or a hang-up cancels the operation."""
+    """Forward client messages to the handler; a cancel or a hang-up cancels the operation.
+
+    The inbox is bounded: input a handler does not read stops being read from the socket.
+    """
     while True:
         try:
             line = await reader.readline()
@@ -134,14 +160,15 @@ async def handle_connection(daemon: Daemon, reader: asyncio.StreamReader,
     method: Method | None = None
     error: BangerError | None = None
     op_id = "-"
+    current_op.set(wire.new_op_id())  # replaced by the client's own once its request parses
     try:
-        line = await reader.readline()
+        line = await _read_request(reader)
         if not line:
             return
         name, method, params = _parse_request(line)
         op_id = current_op.get()
         log.info("%s start", name)
-        ctx = Context(daemon, op_id, name, writer)
+        ctx = Context(daemon, op_id, name, writer, inbox=asyncio.Queue(INBOX_LINES))
         _record_start(daemon, op_id, method)
         result = await _run(daemon, ctx, method, params, reader)
         writer.write(wire.encode({"type": "result", "op_id": op_id, "result": _plain(result)}))

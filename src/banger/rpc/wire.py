@@ -16,7 +16,9 @@ import secrets
 from typing import Any
 
 VERSION = 1
-MAX_LINE = 16 * 1024 * 1024
+MAX_LINE = 16 * 1024 * 1024  # daemon -> client (data events carry guest output)
+# Client -> daemon: requests and input chunks are small; a longer line is refused unread.
+MAX_REQUEST_LINE = 4 * 1024 * 1024
 
 
 def new_op_id() -> str:
@@ -28,7 +30,11 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    value = json.loads(line)
+    """One message; ValueError for anything that is not a JSON object (too deep included)."""
+    try:
+        value = json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError("message is not a JSON object")
     return value
