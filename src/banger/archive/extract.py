@@ -20,6 +20,7 @@ from banger.archive.names import split_name
 from banger.archive.stream import TarReader, read_tar
 from banger.archive.tree import Real, Tree
 from banger.archive.write import DIR_FLAGS, Budget, copy_exact, new_file
+from banger.textsafe import one_line
 
 # Called with the normalised member name ("usr/bin/x"): the name to write it as, or None to skip.
 Select = Callable[[str, tarfile.TarInfo], str | None]
@@ -109,7 +110,8 @@ class Extractor:
                                                          or m.isreg()):
             if self.specials == "refuse":
                 raise self.tree.refuse("device, fifo or other special file")
-            self.notes.append(f"skipped {'/'.join(parts)} (device, fifo or unknown type)")
+            kind = "device/fifo" if m.isdev() else f"entry of tar type {m.type!r}"
+            self.notes.append(f"skipped {kind} {one_line('/'.join(parts), 120)}")
             return
         if (m.issym() or m.islnk()) and not self.links:
             raise self.tree.refuse("links are not allowed in this archive")
