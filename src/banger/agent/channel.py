@@ -201,9 +201,9 @@ class Channel:
     def consumed(self, amount: int) -> None:
         """The reader took amount bytes: the agent may send that much more (batched)."""
         self._ungranted += amount
-        if self._ungranted >= GRANT_BATCH:
+        if self._ungranted >= GRANT_BATCH and not self.finished:
+            self.conn._write(proto.encode_window(self.id, self._ungranted))
             self.recv_credit += self._ungranted
-            self._write_while_open(proto.encode_window(self.id, self._ungranted))
             self._ungranted = 0
 
     def _write_while_open(self, frame: bytes) -> None:

@@ -141,11 +141,6 @@ class AgentClient:
         """False once the connection dropped or the client was closed."""
         return self._lost is None
 
-    @property
-    def buffered(self) -> int:
-        """Bytes of guest output held for readers, over all channels (the window bounds it)."""
-        return sum(channel.buffered for channel in self._channels.values())
-
     # ---- session
 
     async def hello(self, timeout: float = 10.0) -> HelloAck:

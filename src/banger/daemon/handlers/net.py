@@ -104,7 +104,7 @@ async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[dict[str, Any]]:
         # Built from the typed fields only: nothing the guest sends can set a host key.
         row: dict[str, Any] = {"proto": entry.proto, "address": entry.address,
                                "port": entry.port, "pid": entry.pid,
-                               "process": clean(entry.process, limit=64),
+                               "process": clean(entry.process, limit=120),
                                "vm": vm.name, "endpoint": None, "http": False}
         guest_only = ipaddress.ip_address(entry.address).is_loopback
         if entry.proto.startswith("tcp") and not guest_only:
