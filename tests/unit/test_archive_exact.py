@@ -138,3 +138,19 @@ def test_garbage_is_one_error_line(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="not a valid tar") as err:
         run(b"\x28\xb5\x2f\xfd" + b"garbage" * 100, tmp_path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("variant", ["gnu", "pax 1.0", "pax 0.1"])
+def test_sparse_members_are_refused(tmp_path: Path, variant: str) -> None:
+    if variant == "gnu":
+        data = header("base", 10, tarfile.GNUTYPE_SPARSE) + bytes(1024)
+    else:
+        info, payload = reg("base", b"99999999999\n" + bytes(500))
+        info.pax_headers = ({"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                             "GNU.sparse.name": "base", "GNU.sparse.realsize": "10"}
+                            if variant == "pax 1.0" else {"GNU.sparse.map": "0,1" * 1000,
+                                                          "GNU.sparse.size": "10"})
+        data = tar_of([(info, payload)])
+    with pytest.raises(ArchiveError, match="sparse") as err:
+        run(data, tmp_path)
+    assert "\n" not in str(err.value)

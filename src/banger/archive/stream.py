@@ -25,6 +25,7 @@ MAX_HEADER_CHAIN = 8  # long name + long link + pax + global pax: a few, never t
 _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
              tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _CHAIN = "_banger_header_chain"
+SPARSE = "a GNU sparse member (not supported)"
 
 # What a damaged, truncated or wrongly compressed stream raises while it is parsed.
 CORRUPT: tuple[type[BaseException], ...] = (
@@ -95,7 +96,16 @@ def _bounded_info(header_bytes: int) -> type[tarfile.TarInfo]:
             if chain and self.size > header_bytes:
                 raise _HeaderRefused(f"a long-name or pax header of {self.size} bytes "
                                      f"(cap {header_bytes})")
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                raise _HeaderRefused(SPARSE)
             return super()._proc_member(tar)  # type: ignore[misc]
+
+        # PAX sparse maps: 1.0 reads a map of any length from the data; nothing banger
+        # unpacks is sparse, so all three variants are refused.
+        def _proc_gnusparse_00(self, *args: Any) -> None:
+            raise _HeaderRefused(SPARSE)
+
+        _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
 
     return BoundedInfo
 
