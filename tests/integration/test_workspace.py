@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import workspace_attack
 from tests.conftest import Banger
 from tests.vmtest import SLIM, vm_home, vm_lock
 
@@ -214,6 +215,113 @@ def test_untracked_and_bootstrap(vb: Banger, tmp_path: Path) -> None:
     res = vb.run("vm", "workspace", "export", VM, "--base", "1234abcd", "-o",
                  str(tmp_path / "x.tar"))
     assert res.returncode != 0 and "base 1234abcd is not a commit in the guest" in res.stderr
+
+
+def one_clear_error(res: subprocess.CompletedProcess[str], *says: str) -> None:
+    """What a user sees when banger refuses: exit 1, one `error:` line, no traceback."""
+    assert res.returncode == 1, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "\x1b" not in res.stderr and all(s in lines[0] for s in says), res.stderr
+
+
+# Runs the real git, then plants what a genuine agent would send along: a dir chain, an
+# unknown file and a link out of the export dir.
+GIT_WRAPPER = """#!/bin/sh
+/usr/bin/git "$@" || exit $?
+case "$*" in *"bundle create"*)
+  out=/root/.cache/banger/export
+  mkdir -p "$out/d/d/d" && echo extra > "$out/unknown.txt" && ln -sfn ../../.. "$out/outside"
+  touch /root/wrapper-ran ;;
+esac
+"""
+
+# Appended to the agent's module: its `get` now sends the real export plus the CVE-2025-4517
+# chain, built by tests/workspace_attack.py (copied into the guest).
+HOSTILE_GET = """
+
+def op_get(channel, params):
+    import sys
+    sys.path.insert(0, "/root")
+    from workspace_attack import hostile_export
+    with open("/root/dest-len") as f:
+        data = hostile_export(params["path"], int(f.read()))
+    writer = ChannelWriter(channel, proto.TAR)
+    writer.write(data)
+    writer.close()
+    return {"bytes": writer.total}
+"""
+
+
+def test_hostile_guest_export_writes_nothing_on_the_host(vb: Banger, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    base = git(repo, "rev-parse", "HEAD")
+    vb.run("vm", "create", "--name", "evil", check=True, timeout=180)
+    try:
+        vb.run("vm", "workspace", "prepare", "evil", str(repo), timeout=180, check=True)
+        guest(vb, "echo guest >> a.txt && git commit -qam guest", vm="evil")
+        outside = tmp_path / "t"  # the CLI's temp dir: the old code extracted right under it
+        outside.mkdir()
+        env = {**vb.env, "TMPDIR": str(outside)}
+        # A git wrapper earlier in PATH than the real one (root in the guest may do that).
+        res = vb.run("vm", "exec", "-i", "evil", "--", "sh", "-c",
+                     "cat > /usr/local/bin/git && chmod +x /usr/local/bin/git",
+                     input=GIT_WRAPPER)
+        assert res.returncode == 0, res.stderr
+        res = apply_with(vb, env)
+        one_clear_error(res, "workspace export from VM evil", "refusing member 'export/")
+        assert guest(vb, "ls /root/wrapper-ran", vm="evil").strip() == "/root/wrapper-ran"
+        # The agent itself replaced: its tar stream now carries the PATH_MAX symlink chain.
+        dest_len = len(str(outside)) + len("/banger-apply-") + 8
+        attack = Path(workspace_attack.__file__).read_text()
+        vb.run("vm", "exec", "-i", "evil", "--", "sh", "-c",
+               f"cat > /root/workspace_attack.py && echo {dest_len} > /root/dest-len && "
+               "rm -f /usr/local/bin/git", input=attack, check=True)
+        vb.run("vm", "exec", "-i", "evil", "--", "sh", "-c",
+               "cat >> /usr/local/lib/banger/guest_exec.py", input=HOSTILE_GET, check=True)
+        vb.run("vm", "stop", "evil", check=True, timeout=120)
+        vb.run("vm", "start", "--cold", "evil", check=True, timeout=300)
+        res = apply_with(vb, env)
+        one_clear_error(res, "refusing member 'export/ddd")
+        assert sorted(os.listdir(outside)) == []  # nothing planted, no temp dir left behind
+        assert git(repo, "rev-parse", "HEAD") == base  # and the host repo untouched
+    finally:
+        vb.run("vm", "delete", "-f", "evil", timeout=120)
+
+
+def apply_with(vb: Banger, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return Banger(vb.home, env).run("vm", "workspace", "apply", "evil", timeout=180)
+
+
+def test_guest_branch_never_moves_a_host_branch(vb: Banger, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    sh("git add -A && git commit -qm settle && git checkout -q -b feature", repo)
+    main = git(repo, "rev-parse", "main")
+    vb.run("vm", "workspace", "prepare", VM, str(repo), "--guest-path", "/root/branchy",
+           timeout=180, check=True)
+    # The guest moves to its own `main` and commits there.
+    guest(vb, "cd /root/branchy && git checkout -q -b main && echo guest >> a.txt && "
+              "git commit -qam 'guest on main'")
+    res = vb.run("vm", "workspace", "apply", VM, timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "1 commit(s) on branch feature (now checked out)" in res.stdout
+    assert git(repo, "rev-parse", "main") == main  # the host's main did not move
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "feature"
+    assert git(repo, "log", "-1", "--format=%s") == "guest on main"
+
+
+def test_staged_host_changes_survive_apply(vb: Banger, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    sh("git add -A && git commit -qm settle", repo)
+    vb.run("vm", "workspace", "prepare", VM, str(repo), "--guest-path", "/root/staged",
+           timeout=180, check=True)
+    sh("echo staged > s.txt && git add s.txt && echo later > s.txt", repo)  # staged only
+    guest(vb, "cd /root/staged && echo guest > g.txt && git add g.txt && git commit -qm guest")
+    res = vb.run("vm", "workspace", "apply", VM, timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert git(repo, "show", ":s.txt") == "staged"
+    assert (repo / "s.txt").read_text() == "later\n"
+    assert git(repo, "log", "-1", "--format=%s") == "guest"
 
 
 def test_run_path_ships_5000_files_and_passes_exit_code(vb: Banger, tmp_path: Path) -> None:

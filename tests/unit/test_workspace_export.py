@@ -208,7 +208,7 @@ def test_a_stream_past_the_cap_is_cut_off(good: bytes, monkeypatch: pytest.Monke
             sent += 1 << 16
             yield bytes(1 << 16)
 
-    with pytest.raises(ArchiveError, match="more than .* bytes; refusing it"):
+    with pytest.raises(ArchiveError, match=r"more than .* bytes; refusing it"):
         asyncio.run(exportfile.receive(endless(), "VM x's workspace export"))
     assert sent < 16 << 20
 
@@ -236,13 +236,13 @@ def test_an_old_escape_chain_in_a_file_is_refused(tmp_path: Path, private_tmp: P
 
 
 def applied_export(tmp_path: Path, good_tar: bytes, record: dict[str, str] | None,
-                   extra: list[tuple[tarfile.TarInfo, bytes | None]] = ()) -> Path:  # type: ignore[assignment]
+                   extra: list[tuple[tarfile.TarInfo, bytes | None]] | None = None) -> Path:
     got = receive(good_tar)
     out = tmp_path / "work.tar"
     exportfile.write_file(got, out, json.dumps(record).encode() if record else None)
     got.remove()
     if extra:
-        out.write_bytes(retar(out.read_bytes(), list(extra)))
+        out.write_bytes(retar(out.read_bytes(), extra))
     return out
 
 
@@ -300,7 +300,7 @@ def test_staged_changes_the_guest_also_changed_refuse_before_anything_moves(
     export = exportfile.read_file(applied_export(
         tmp_path, guest_export(work, tmp_path / "o"),
         {"host_repo": str(host), "branch": "main", "base": base}))
-    with pytest.raises(Conflict, match="staged changes .* touch files the guest's commits"):
+    with pytest.raises(Conflict, match=r"staged changes .* touch files the guest's commits"):
         apply_export(export, host, vm="x", branch=None)
     export.remove()
     assert sh("git rev-parse HEAD", host) == base
