@@ -9,7 +9,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from dnslib import QTYPE, RCODE, RR, SOA, DNSRecord
+from dnslib import OPCODE, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
+
+from banger.errors import BangerError
+from banger.vms.model import validate_name
 
 log = logging.getLogger("banger.dns")
 ZONE = "vm"
@@ -17,28 +20,66 @@ TTL = 5
 Lookup = Callable[[str], str | None]
 
 
+MAX_NAME = 255  # bytes on the wire (RFC 1035); longer names are malformed
+
+
 def answer(query: bytes, lookup: Lookup) -> bytes | None:
+    """The reply to one packet, or None: garbage and responses are never answered."""
     try:
         request = DNSRecord.parse(query)
     except Exception:  # dnslib raises several types for garbage
         return None
+    if request.header.qr:
+        return None  # a response: answering could loop between two servers
+    if request.header.opcode != OPCODE.QUERY:
+        return _error(request, RCODE.NOTIMP)
+    labels = request.q.qname.label
+    if len(request.questions) != 1 or sum(len(label) + 1 for label in labels) + 1 > MAX_NAME:
+        return _error(request, RCODE.FORMERR)
     reply = request.reply()
     reply.header.aa = 1
-    qname = str(request.q.qname).rstrip(".").lower()
-    labels = qname.split(".")
-    if labels[-1] != ZONE:
+    try:
+        _resolve(request, [_text(label) for label in labels], reply, lookup)
+    except Exception:  # the store failing must not take the answer (or the loop) down
+        log.warning("DNS lookup failed", exc_info=True)
+        return _error(request, RCODE.SERVFAIL, question=True)
+    return bytes(reply.pack())
+
+
+def _text(label: bytes) -> str:
+    return label.decode("ascii", "replace").lower()
+
+
+def _resolve(request: DNSRecord, labels: list[str], reply: DNSRecord, lookup: Lookup) -> None:
+    if labels[-1:] != [ZONE]:
         reply.header.rcode = RCODE.REFUSED
-        return bytes(reply.pack())
-    address = lookup(labels[0]) if len(labels) == 2 else None
+        return
     if len(labels) == 1:
         _soa(reply)  # the zone apex
-    elif address is None:
+        return
+    address = lookup(labels[0]) if len(labels) == 2 and _is_vm_name(labels[0]) else None
+    if address is None:
         reply.header.rcode = RCODE.NXDOMAIN
         _soa(reply)
     elif request.q.qtype in (QTYPE.A, QTYPE.ANY):
-        reply.add_answer(*RR.fromZone(f"{qname}. {TTL} IN A {address}"))
+        reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=TTL))
     else:
         _soa(reply)  # the name exists but has no record of this type
+
+
+def _is_vm_name(label: str) -> bool:
+    try:
+        validate_name(label)
+    except BangerError:
+        return False
+    return True
+
+
+def _error(request: DNSRecord, rcode: int, *, question: bool = False) -> bytes:
+    """A bare error reply; the question is echoed only when it was well formed."""
+    header = DNSHeader(id=request.header.id, bitmap=request.header.bitmap, qr=1, aa=1, ra=0)
+    reply = DNSRecord(header, q=request.q if question else None)
+    reply.header.rcode = rcode
     return bytes(reply.pack())
 
 
@@ -56,7 +97,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]  # a datagram transport here
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = answer(data, self.lookup)
+        reply = answer(data, self.lookup)  # never raises: a lookup failure is SERVFAIL
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
