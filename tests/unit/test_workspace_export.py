@@ -327,3 +327,19 @@ def test_a_failed_work_tree_apply_says_what_landed(tmp_path: Path,
     assert message.startswith("1 commit(s) on branch main (now checked out) in ")
     assert "but the guest's uncommitted changes did not apply" in message
     assert "refs/banger/x/work" in message and "\x1b" not in message
+
+
+def test_staged_files_the_guest_committed_as_they_were_apply_cleanly(tmp_path: Path) -> None:
+    """The usual case: the guest commits what the host had staged, and more."""
+    host, work = shipped(tmp_path)
+    base = sh("git rev-parse HEAD", host)
+    sh("echo new > n.txt && git add n.txt && git mv a.txt b.txt", host)
+    sh("echo new > n.txt && git mv a.txt b.txt && echo g > g.txt && git add -A && "
+       "git commit -qm guest", work)
+    export = exportfile.read_file(applied_export(
+        tmp_path, guest_export(work, tmp_path / "o"),
+        {"host_repo": str(host), "branch": "main", "base": base}))
+    applied = apply_export(export, host, vm="x", branch=None)
+    export.remove()
+    assert applied.switched and sh("git log -1 --format=%s", host) == "guest"
+    assert sh("git status --porcelain", host) == ""

@@ -9,7 +9,6 @@ is merged three ways with the shipped state as the merge base.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,25 +91,41 @@ def _land_commits(repo: HostRepo, base: str, head: str, target: str) -> bool:
                            "to put the guest's commits on a new branch")
         git(repo.root, "update-ref", f"refs/heads/{target}", head)
         return False
-    _check_index_carries(repo, base, head)
+    staged = _staged_entries(repo, base, head)
     git(repo.root, "update-ref", f"refs/heads/{target}", head)
     git(repo.root, "symbolic-ref", "HEAD", f"refs/heads/{target}")
-    # The index follows the new HEAD and keeps what the user staged; the work tree stays.
-    git(repo.root, "read-tree", "-m", base, head)
+    git(repo.root, "reset", "-q")  # index follows the new HEAD; the work tree stays as it is
+    if staged:  # ... and what the user had staged is staged again on top
+        git(repo.root, "update-index", "-z", "--index-info", input=staged)
     return True
 
 
-def _check_index_carries(repo: HostRepo, base: str, head: str) -> None:
-    """Refuse before anything moves when staged changes would not survive moving HEAD."""
-    index = Path(git(repo.root, "rev-parse", "--path-format=absolute", "--git-path",
-                     "index").stdout.strip())
-    with hostgit.scratch_objects(repo) as scratch:
-        if index.exists():
-            shutil.copyfile(index, scratch.env["GIT_INDEX_FILE"])
-        if not git(repo.root, "read-tree", "-m", base, head, env=scratch.env, check=False).ok:
-            raise Conflict(f"staged changes in {repo.root} touch files the guest's commits "
-                           "change; commit or unstage them (`git restore --staged .`), then "
-                           "apply again")
+def _names(repo: HostRepo, *args: str) -> set[str]:
+    out = git(repo.root, *args, "--no-renames", "--name-only", "-z").stdout
+    return {name for name in out.split("\0") if name}
+
+
+def _staged_entries(repo: HostRepo, base: str, head: str) -> bytes:
+    """The user's staged changes as `update-index --index-info -z` input, checked to carry
+    over to head; Conflict before anything moves when they cannot."""
+    if git(repo.root, "ls-files", "-u").stdout:
+        raise Conflict(f"{repo.root} has unresolved merge conflicts; resolve them, then apply "
+                       "again")
+    staged = _names(repo, "diff", "--cached", base)
+    if not staged:
+        return b""
+    clash = staged & _names(repo, "diff", base, head) & _names(repo, "diff", "--cached", head)
+    if clash or any("\ufffd" in name for name in staged):
+        shown = one_line(", ".join(sorted(clash or staged)[:5]), 200)
+        raise Conflict(f"staged changes in {repo.root} ({shown}) touch files the guest's "
+                       "commits change; commit or unstage them (`git restore --staged .`), "
+                       "then apply again")
+    entries = {}
+    for line in git(repo.root, "ls-files", "-s", "-z").stdout.split("\0"):
+        if "\t" in line and (name := line.split("\t", 1)[1]) in staged:
+            entries[name] = line
+    removed = f"0 {'0' * len(base)}\t"  # mode 0 takes a path out of the index
+    return "".join(f"{entries.get(n, removed + n)}\0" for n in sorted(staged)).encode()
 
 
 def _apply_changes(repo: HostRepo, diff: Path, prefix: str) -> tuple[int, list[str]]:
