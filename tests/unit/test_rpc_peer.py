@@ -87,3 +87,15 @@ def test_daemon_drops_a_connection_from_another_uid(caplog: pytest.LogCaptureFix
         path.unlink(missing_ok=True)
         sock_dir.rmdir()
     assert f"refused a connection from uid {NOBODY}" in caplog.text
+
+
+def test_doctor_names_a_socket_dir_that_is_not_ours(tmp_path: Path) -> None:
+    from banger.config import load_config
+    from banger.doctor.state_checks import daemon
+    from banger.paths import resolve_paths
+
+    paths = resolve_paths({"BANGER_HOME": str(tmp_path)})
+    (tmp_path / "elsewhere").mkdir()
+    paths.runtime_dir.symlink_to(tmp_path / "elsewhere")
+    [check] = daemon(paths, load_config(paths))
+    assert check.status == "FAIL" and f"{paths.runtime_dir} is a symlink" in check.detail
