@@ -343,3 +343,21 @@ def test_staged_files_the_guest_committed_as_they_were_apply_cleanly(tmp_path: P
     export.remove()
     assert applied.switched and sh("git log -1 --format=%s", host) == "guest"
     assert sh("git status --porcelain", host) == ""
+
+
+def test_a_bundle_with_a_malformed_commit_never_reaches_the_host_repo(tmp_path: Path) -> None:
+    """git 2.39 skips fsckObjects for bundles; apply checks the objects in quarantine."""
+    host, work = shipped(tmp_path)
+    base = sh("git rev-parse HEAD", host)
+    bad = sh(f"printf 'tree %s\\nparent {base}\\nauthor a a@b 1 +0000\\ncommitter a <a@b> 1 "
+             "+0000\\n\\nbad\\n' $(git rev-parse HEAD^{tree}) | "
+             "git hash-object -t commit --literally -w --stdin", work)
+    sh(f"git update-ref refs/heads/main {bad}", work)
+    export = exportfile.read_file(applied_export(
+        tmp_path, guest_export(work, tmp_path / "o"),
+        {"host_repo": str(host), "branch": "main", "base": base}))
+    with pytest.raises(BangerError, match=r"did not pass git's checks.*missingEmail"):
+        apply_export(export, host, vm="x", branch=None)
+    export.remove()
+    assert subprocess.run(["git", "-C", str(host), "cat-file", "-e", bad]).returncode != 0
+    assert sh("git for-each-ref refs/banger", host) == ""

@@ -50,8 +50,7 @@ def apply_export(export: Export, repo_path: Path, *, vm: str, branch: str | None
                        "the repository the workspace was shipped from")
     prefix = f"refs/banger/{vm}"
     try:
-        git(repo.root, *FSCK, "fetch", "-q", "--no-tags", "--no-write-fetch-head",
-            export.bundle, f"+refs/banger/export/*:{prefix}/*")
+        _fetch_checked(repo, export.bundle, prefix)
         head = git(repo.root, "rev-parse", "-q", "--verify", f"{prefix}/work^1").stdout.strip()
     except BangerError as exc:
         raise OperationFailed(f"the export's commits did not pass git's checks: "
@@ -71,6 +70,24 @@ def apply_export(export: Export, repo_path: Path, *, vm: str, branch: str | None
             f"changes did not apply ({one_line(exc.message, 200)}); they are in {prefix}/work: "
             f"`git diff HEAD {prefix}/work` shows them") from None
     return Applied(target, switched, commits, files, conflicts)
+
+
+def _fetch_checked(repo: HostRepo, bundle: Path, prefix: str) -> None:
+    """Fetch the bundle's two refs under prefix once git's fsck rules passed its objects.
+
+    git before 2.46 ignores fsckObjects for bundles, so the objects first land in a scratch
+    object directory, where `index-pack --fsck-objects` checks every pack.
+    """
+    refs = [f"refs/banger/export/{name}" for name in ("work", "shipped")]
+    fetch = (*FSCK, "-c", "fetch.unpackLimit=1", "fetch", "-q", "--no-tags",
+             "--no-write-fetch-head", bundle)
+    with hostgit.scratch_objects(repo) as scratch:
+        git(repo.root, *fetch, *refs, env=scratch.env)  # objects only: no ref is written
+        for pack in sorted((scratch.dir / "objects" / "pack").glob("*.pack")):
+            git(repo.root, "index-pack", "--fsck-objects", "-o", scratch.dir / "check.idx", pack,
+                env=scratch.env)
+            (scratch.dir / "check.idx").unlink()
+    git(repo.root, *fetch, *[f"+{ref}:{prefix}/{ref.rsplit('/', 1)[1]}" for ref in refs])
 
 
 def _landed(commits: int, branch: str | None, switched: bool) -> str:
