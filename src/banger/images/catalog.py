@@ -86,7 +86,7 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"invalid image name {name!r}: use lowercase letters, digits, '.', '_' or '-' "
             "(at most 63, starting with a letter or digit)"
@@ -98,7 +98,7 @@ def _check(cat: _CatalogFile, origin: str) -> Catalog:
     names = [e.name for e in cat.images]
     for entry in cat.images:
         validate_name(entry.name)
-        if isinstance(entry, BundleEntry) and not SHA256_RE.match(entry.sha256):
+        if isinstance(entry, BundleEntry) and not SHA256_RE.fullmatch(entry.sha256):
             raise InvalidArgument(f"{origin}: entry {entry.name!r} has a bad sha256")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -67,7 +67,7 @@ def decode_manifest(data: bytes, origin: str) -> ImageManifest:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidArgument(f"{origin}: invalid manifest: {exc}") from exc
     validate_name(m.name)
-    if not SHA256_RE.match(m.sha256):
+    if not SHA256_RE.fullmatch(m.sha256):
         raise InvalidArgument(f"{origin}: manifest sha256 is not 64 lowercase hex digits")
     if m.size <= 0:
         raise InvalidArgument(f"{origin}: manifest size must be positive")

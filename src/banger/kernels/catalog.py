@@ -38,7 +38,7 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
 
 def validate_name(name: str) -> str:
     """Kernel names become directory names: keep them to a safe, short alphabet."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"invalid kernel name {name!r}: use lowercase letters, digits, '.', '_' or '-'"
         )

@@ -46,7 +46,7 @@ class VmRecord(msgspec.Struct):
 
 def validate_name(name: str) -> str:
     """Names become hostnames and DNS labels: lowercase letters, digits and inner dashes."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"invalid VM name {name!r}: use 1-63 lowercase letters, digits and dashes, "
             "starting and ending with a letter or digit"

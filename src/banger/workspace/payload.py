@@ -65,7 +65,7 @@ def check_guest_path(path: str) -> str:
 
 
 def _check_branch(name: str) -> str:
-    if not _BRANCH_OK.match(name) or name.endswith(".lock") or "@{" in name:
+    if not _BRANCH_OK.fullmatch(name) or name.endswith(".lock") or "@{" in name:
         raise InvalidArgument(f"invalid branch name {name!r}")
     return name
 

@@ -65,17 +65,17 @@ def parse_ref(text: str) -> OciRef:
     if not ref or any(c.isspace() for c in ref):
         raise InvalidArgument(f"{text!r} is not an image reference such as debian:bookworm")
     ref, _, digest = ref.partition("@")
-    if digest and not DIGEST_RE.match(digest):
+    if digest and not DIGEST_RE.fullmatch(digest):
         raise InvalidArgument(f"{text!r}: digest must be sha256: followed by 64 lowercase hex digits")
     domain, rest = _split_domain(ref)
     path, tag = rest, None
     if ":" in rest.rsplit("/", 1)[-1]:
         path, _, tag = rest.rpartition(":")
-        if not TAG_RE.match(tag):
+        if not TAG_RE.fullmatch(tag):
             raise InvalidArgument(f"{text!r}: tag {tag!r} is not a valid tag")
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = f"library/{path}"
-    if not PATH_RE.match(path) or not DOMAIN_RE.match(domain):
+    if not PATH_RE.fullmatch(path) or not DOMAIN_RE.fullmatch(domain):
         raise InvalidArgument(f"{text!r} is not an image reference such as debian:bookworm "
                               "or registry:5000/team/image:tag")
     if not tag and not digest:
