@@ -40,3 +40,31 @@ def markup_escaped(text: str) -> str:
     from rich.markup import escape
 
     return escape(clean(text))
+
+
+# CSI, OSC (ended by BEL or ST), DCS/SOS/PM/APC strings, and two-byte ESC sequences.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)"
+                      r"|[PX^_][^\x1b]*\x1b\\|[ -/]*[0-OQ-WYZ\\`-~])")
+_MAX_PENDING = 4096
+
+
+class TerminalFilter:
+    """Streamed untrusted bytes made safe for a terminal: escape sequences removed whole.
+
+    A sequence split across chunks is held back until its end arrives (at most 4 KiB).
+    """
+
+    def __init__(self) -> None:
+        import codecs
+
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data: bytes, *, final: bool = False) -> bytes:
+        text = _ESCAPES.sub("", self._pending + self._decoder.decode(data, final=final))
+        cut = text.rfind("\x1b")
+        if cut >= 0 and not final and len(text) - cut <= _MAX_PENDING:
+            text, self._pending = text[:cut], text[cut:]
+        else:
+            self._pending = ""
+        return clean(text).encode()

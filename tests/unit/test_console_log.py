@@ -133,8 +133,27 @@ def test_vm_logs_prints_the_rotated_part_then_the_live_one(
     path.write_bytes(b"new\x1b[31m\n")
     monkeypatch.setattr(session, "call", lambda method, params=None: {"path": str(path),
                                                                         "name": "vm1"})
-    vm_logs.callback("vm1", False)  # type: ignore[misc]
-    assert capsysbinary.readouterr().out == b"old " * 25 + b"new\x1b[31m\n"  # raw, like docker logs
+    vm_logs.callback("vm1", False, False)  # type: ignore[misc]
+    assert capsysbinary.readouterr().out == b"old " * 25 + b"new\x1b[31m\n"  # piped: raw
+
+
+def test_vm_logs_on_a_terminal_drops_the_guests_escape_sequences(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    import sys
+
+    from banger.cli import session
+    from banger.cli.vm_cmds import vm_logs
+
+    path = tmp_path / "console.log"
+    path.write_bytes(b"\x1b]0;owned\x07[\x1b[32m  OK  \x1b[0m] up\r\n\x1b[2J")
+    monkeypatch.setattr(session, "call", lambda method, params=None: {"path": str(path),
+                                                                        "name": "vm1"})
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    vm_logs.callback("vm1", False, False)  # type: ignore[misc]
+    assert capsysbinary.readouterr().out == b"[  OK  ] up\n"
+    vm_logs.callback("vm1", False, True)  # type: ignore[misc]  # --raw
+    assert capsysbinary.readouterr().out == path.read_bytes()
 
 
 def test_the_monitor_rotates_live_consoles(tmp_path: Path) -> None:

@@ -245,19 +245,25 @@ def vm_prune(force: bool) -> None:
 @vm.command("logs")
 @VM_ARG
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
-def vm_logs(vm: str, follow: bool) -> None:
-    """Print a VM's serial console (as the guest wrote it, like `docker logs`)."""
-    import shutil
+@click.option("--raw", is_flag=True,
+              help="Keep the guest's escape sequences even on a terminal (they always stay "
+                   "when piped).")
+def vm_logs(vm: str, follow: bool, raw: bool) -> None:
+    """Print a VM's serial console; on a terminal without the guest's escape sequences."""
     from pathlib import Path
 
     from banger.logfiles import Follower, rotated
+    from banger.textsafe import TerminalFilter
 
     where = session.call("vm.logs", {"vm": vm})
     path = Path(where["path"])
     out = sys.stdout.buffer
+    # The guest wrote these bytes: on a terminal they could retitle it or rewrite what it shows.
+    safe = None if raw or not sys.stdout.isatty() else TerminalFilter()
     try:
         with open(rotated(path), "rb") as older:  # the part moved aside when the log was rotated
-            shutil.copyfileobj(older, out)
+            while chunk := older.read(1 << 20):
+                out.write(safe.feed(chunk) if safe else chunk)
     except FileNotFoundError:
         if not path.exists():
             say(f"{where['name']} has no console output yet")
@@ -266,7 +272,7 @@ def vm_logs(vm: str, follow: bool) -> None:
     while True:
         chunk = follower.read()
         if chunk:
-            out.write(chunk)
+            out.write(safe.feed(chunk) if safe else chunk)
             out.flush()
         elif not follow:
             return
