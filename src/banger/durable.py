@@ -13,7 +13,7 @@ NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def fsync_path(path: Path) -> None:
     """fsync a file or a directory (a directory: so a rename into it is durable)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # a user may link images/ to another disk
     try:
         os.fsync(fd)
     finally:
