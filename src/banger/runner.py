@@ -86,6 +86,7 @@ async def arun(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     what: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Async twin of run(): the child is killed if the caller is cancelled."""
     argv = _argv(args)
@@ -98,6 +99,7 @@ async def arun(
             stderr=subprocess.PIPE,
             cwd=cwd,
             env=env,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
         raise OperationFailed(f"{argv[0]} is not installed; run `banger doctor`") from exc

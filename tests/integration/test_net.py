@@ -155,6 +155,22 @@ def test_user_mode_guest_cannot_reach_host_loopback(ub: tuple[Banger, int],
         delete(b, "lo")
 
 
+def test_user_nat_guest_cannot_reach_host_loopback(ub: tuple[Banger, int],
+                                                   host_loopback_http: int) -> None:
+    # With --nat QEMU's slirp is unrestricted: its gateway 10.0.2.2 must still not be the
+    # host's 127.0.0.1 (other VMs' published ports, local databases, the daemon's DNS).
+    b, _ = ub
+    res = b.run("vm", "create", "--name", "natlo", "--nat", timeout=120)
+    assert res.returncode == 0, res.stderr + b.log.read_text()[-3000:]
+    try:
+        started = time.monotonic()
+        seen = guest_fetch(b, "natlo", f"http://10.0.2.2:{host_loopback_http}/")
+        assert seen.startswith("fail") and "refused" in seen, seen
+        assert time.monotonic() - started < 30  # refused, not a timeout
+    finally:
+        delete(b, "natlo")
+
+
 def test_user_mode_bad_input(ub: tuple[Banger, int]) -> None:
     b, _ = ub
     res = b.run("vm", "create", "--no-start", "--name", "bad", "-p", "80")

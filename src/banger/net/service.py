@@ -18,7 +18,7 @@ import msgspec
 
 from banger.config import Config
 from banger.errors import BangerError, Conflict, Unavailable
-from banger.net import links, nat, plan
+from banger.net import links, nat, plan, slirp
 from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
 from banger.paths import Paths
 from banger.ssh.keys import ensure_key
@@ -74,6 +74,15 @@ class Network:
             links.require_net_admin()
         return resolved
 
+    def check_tools(self, vm: VmRecord) -> None:
+        """Refuse at create what cannot start: user-mode --nat needs slirp4netns."""
+        if vm.net_mode == "user" and vm.nat:
+            slirp.require()
+
+    def runtime_files(self) -> tuple[str, ...]:
+        """Names of the per-run files in a VM's dir that networking leaves (cleanup removes)."""
+        return slirp.RUNTIME_FILES
+
     def allocate(self, vm: VmRecord, taken: dict[str, set[str]]) -> VmRecord:
         """MAC and address (tap IP or user-mode loopback); call with no await before insert."""
         if vm.net_mode is None or vm.ip:
@@ -113,19 +122,31 @@ class Network:
                                      netns=self.netns)
         loop = vm.ip or ""
         ssh_port = self._ssh_port(loop)
-        fwds = [f"tcp:{loop}:{ssh_port}-:{SSH_PORT}"]
-        on_loopback = []
+        on_loopback = sorted({plan.parse_publish(spec).guest_port for spec in vm.publish}
+                             - {SSH_PORT})
+        state: dict[str, Any] = {"ssh_port": ssh_port, "loopback_ports": on_loopback}
+        fwds = [f"tcp:{host}:{host_port}-:{guest_port}"
+                for host, host_port, guest_port in self._host_forwards(vm, state)]
+        if vm.nat:
+            slirp.require()
+            # QEMU forwards each guest port from its own namespace; slirp4netns (activate)
+            # listens on the host addresses.
+            state["inner_ports"] = sorted({SSH_PORT, *(int(f.rsplit(":", 1)[1]) for f in fwds)})
+            fwds = [f"tcp::{port}-:{port}" for port in state["inner_ports"]]
+        self._runtime_file(vm).parent.mkdir(parents=True, exist_ok=True)
+        self._runtime_file(vm).write_text(json.dumps(state))
+        return NetworkAttachment("user", mac=vm.mac or plan.mac_for(vm.id),
+                                 hostfwds=tuple(fwds), restrict=not vm.nat, isolated=vm.nat)
+
+    def _host_forwards(self, vm: VmRecord, state: dict[str, Any]) -> list[tuple[str, int, int]]:
+        """User mode: (host address, host port, guest port) of ssh, published and loopback ports."""
+        loop = vm.ip or ""
+        fwds = [(loop, int(state["ssh_port"]), SSH_PORT)]
         for spec in vm.publish:
             pub = plan.parse_publish(spec)
-            fwds.append(f"tcp:{PUBLISH_HOST}:{pub.host_port}-:{pub.guest_port}")
-            if pub.guest_port != SSH_PORT and pub.guest_port not in on_loopback:
-                fwds.append(f"tcp:{loop}:{pub.guest_port}-:{pub.guest_port}")
-                on_loopback.append(pub.guest_port)
-        self._runtime_file(vm).parent.mkdir(parents=True, exist_ok=True)
-        self._runtime_file(vm).write_text(json.dumps({"ssh_port": ssh_port,
-                                                      "loopback_ports": on_loopback}))
-        return NetworkAttachment("user", mac=vm.mac or plan.mac_for(vm.id),
-                                 hostfwds=tuple(fwds), restrict=not vm.nat)
+            fwds.append((PUBLISH_HOST, pub.host_port, pub.guest_port))
+        fwds += [(loop, int(port), int(port)) for port in state.get("loopback_ports", [])]
+        return fwds
 
     def _ssh_port(self, loop: str) -> int:
         """22 on the VM's own loopback address unless the host already listens there."""
@@ -154,7 +175,9 @@ class Network:
         return {"network": self.guest_config(vm), "authorized_keys": [key]}
 
     async def activate(self, vm: VmRecord) -> None:
-        """After boot (and after a daemon restart): NAT rules and tap-mode forwards."""
+        """After boot (and after a daemon restart): NAT rules and forwards not owned by QEMU."""
+        if vm.net_mode == "user" and vm.nat:
+            await self._slirp_forwards(vm)
         if vm.net_mode != "tap" or not vm.ip:
             return
         if vm.nat:
@@ -172,8 +195,30 @@ class Network:
             return
         if qmp is None:
             raise Unavailable("user-mode forwards on a running VM need the qemu backend")
-        await hostfwd_add(qmp, f"tcp:{PUBLISH_HOST}:{pub.host_port}-:{pub.guest_port}")
+        await self._user_forward(vm, PUBLISH_HOST, pub.host_port, pub.guest_port, qmp)
         await self.ensure_loopback_forward(vm, pub.guest_port, qmp)
+
+    async def _user_forward(self, vm: VmRecord, host: str, host_port: int, guest_port: int,
+                            qmp: Any) -> None:
+        """One more host forward on a running user-mode VM (QEMU's, or slirp4netns + QEMU's)."""
+        if not vm.nat:
+            await hostfwd_add(qmp, f"tcp:{host}:{host_port}-:{guest_port}")
+            return
+        state = self._runtime(vm)
+        inner = set(state.get("inner_ports", []))
+        if guest_port not in inner:
+            await hostfwd_add(qmp, f"tcp::{guest_port}-:{guest_port}")
+            state["inner_ports"] = sorted(inner | {guest_port})
+            self._runtime_file(vm).write_text(json.dumps(state))
+        await slirp.add_forward(self.paths.vm_dir(vm.id), host, host_port, guest_port)
+
+    async def _slirp_forwards(self, vm: VmRecord) -> None:
+        """The host side of an isolated VM's forwards; those already there (re-adopt) stay."""
+        vm_dir = self.paths.vm_dir(vm.id)
+        present = await slirp.forwards(vm_dir)
+        for host, host_port, guest_port in self._host_forwards(vm, self._runtime(vm)):
+            if (host, host_port) not in present:
+                await slirp.add_forward(vm_dir, host, host_port, guest_port)
 
     async def ensure_loopback_forward(self, vm: VmRecord, port: int, qmp: Any) -> bool:
         """User mode: make `<name>.vm:port` reach the guest's port (once per VM run)."""
@@ -183,10 +228,11 @@ class Network:
             return True
         try:
             check_port_free(port, vm.ip or "")
-            await hostfwd_add(qmp, f"tcp:{vm.ip}:{port}-:{port}")
+            await self._user_forward(vm, vm.ip or "", port, port, qmp)
         except BangerError as exc:
             log.info("no loopback forward for %s:%d: %s", vm.name, port, exc)
             return False
+        state = self._runtime(vm)  # _user_forward may have written it
         state["loopback_ports"] = sorted(done | {port})
         self._runtime_file(vm).write_text(json.dumps(state))
         return True
@@ -209,6 +255,7 @@ class Network:
             await asyncio.to_thread(links.delete_link, self.netns, plan.tap_name(vm.id))
         loopback_state = self._runtime(vm)
         loopback_state.pop("loopback_ports", None)
+        loopback_state.pop("inner_ports", None)
         if self._runtime_file(vm).exists():
             self._runtime_file(vm).write_text(json.dumps(loopback_state))
 

@@ -105,6 +105,7 @@ class VmManager:
         )
         validate_shape(vm.vcpu, vm.memory_mib, vm.disk_mib, host_cpus=host_facts.cpu_count(),
                        host_memory_mib=host_facts.memory_mib())
+        self.net.check_tools(vm)
         return vm
 
     async def create(self, req: CreateRequest, progress: Progress, info: Info) -> VmRecord:
@@ -186,7 +187,7 @@ class VmManager:
             if self.backend.is_alive(handles):
                 await self.backend.kill(handles)
             VmHandles.clear(vm_dir)
-        for name in ("qmp.sock", "agent.sock", "qemu.pid"):
+        for name in ("qmp.sock", "agent.sock", "qemu.pid", *self.net.runtime_files()):
             (vm_dir / name).unlink(missing_ok=True)
         await self.net.teardown(vm)  # tap, NAT rules, forwards: nothing of a stopped VM stays
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from banger.errors import BangerError
 from banger.logfiles import rotate
 from banger.vmm.base import VmHandles
 from banger.vms.boot import console_tail
@@ -27,7 +28,10 @@ async def reconcile(mgr: VmManager) -> None:
         if vm.state == VmState.RUNNING and handles and mgr.backend.is_alive(handles):
             log.info("re-adopted VM %s (pid %d); its agent reconnects on first use", vm.name,
                      handles.pid)
-            await mgr.net.activate(vm)  # NAT rules and forwards die with the daemon: renew them
+            try:  # NAT rules and proxied forwards die with the daemon: renew them
+                await mgr.net.activate(vm)
+            except BangerError as exc:  # the VM runs on; its forwards are what failed
+                log.warning("VM %s: renewing its network failed: %s", vm.name, exc.message)
             continue
         await mgr.cleanup(vm)
         mgr.repo.set_state(vm.id, VmState.STOPPED,

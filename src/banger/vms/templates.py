@@ -218,7 +218,7 @@ def template_spec(base: VmSpec, key: TemplateKey, vm_dir: Path, backend: Backend
     # (firecracker has none: the template borrows the VM's tap, free until the clone starts).
     if network is not None and backend.user_network:
         network = dataclasses.replace(network, mode="user", tap="", netns="", hostfwds=(),
-                                      restrict=True)
+                                      restrict=True, isolated=False)
     return dataclasses.replace(base, vm_id=f"t{key.id[:11]}", name=TEMPLATE_HOSTNAME,
                                vm_dir=vm_dir, network=network, incoming=None,
                                memory_file=vm_dir / "memory.ram")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from banger.guest import AGENT_PORT_NAME
+from banger.net.slirp import UNSHARE
 from banger.vmm.base import NetworkAttachment, VmSpec
 from banger.vmm.cmdline import kernel_cmdline
 
@@ -25,6 +26,15 @@ def net_args(net: NetworkAttachment | None) -> list[str]:
     return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0{mac}"]
 
 
+def namespace_prefix(net: NetworkAttachment | None) -> list[str]:
+    if net is None:
+        return []
+    if net.isolated:  # its own namespace: the guest's 10.0.2.2 is that namespace's loopback
+        return list(UNSHARE)
+    # The tap lives in the configured netns, so QEMU must be started inside it to open it.
+    return ["ip", "netns", "exec", net.netns] if net.netns else []
+
+
 def memory_args(spec: VmSpec) -> list[str]:
     """RAM is always the backend object mem0, so saved states load whatever backs it."""
     size = f"size={spec.memory_mib}M"
@@ -38,10 +48,8 @@ def memory_args(spec: VmSpec) -> list[str]:
 
 def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list[str]:
     accel = "kvm" if spec.accel == "kvm" else "tcg,thread=multi"
-    # The tap lives in the configured netns, so QEMU must be started inside it to open it.
-    netns = ["ip", "netns", "exec", spec.network.netns] if spec.network and spec.network.netns else []
     return [
-        *netns,
+        *namespace_prefix(spec.network),
         QEMU,
         "-name", f"banger-{spec.name},debug-threads=on",
         "-M", "microvm,pit=on,pic=on,rtc=on,memory-backend=mem0",

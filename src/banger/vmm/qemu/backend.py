@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 from banger.errors import OperationFailed, Unavailable
+from banger.net import slirp
 from banger.runner import arun
 from banger.vmm.base import VmHandles, VmSpec
 from banger.vmm.process import kill_pid, pid_alive, wait_gone
@@ -18,10 +20,22 @@ log = logging.getLogger("banger.vmm.qemu")
 
 
 DISK_NAME = "root.qcow2"
+SLIRP_PID = "slirp4netns_pid"  # in VmHandles.extra: the VM's slirp4netns (isolated --nat)
 
 
 def qmp_path(spec: VmSpec) -> Path:
     return spec.vm_dir / "qmp.sock"
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
+
+
+async def _stop_slirp(handles: VmHandles) -> None:
+    """It exits with QEMU by itself (exit fd); this makes stop/kill deterministic."""
+    if SLIRP_PID in handles.extra:
+        await slirp.stop(Path(handles.control_socket).parent, int(handles.extra[SLIRP_PID]))
 
 
 class QemuBackend:
@@ -81,14 +95,37 @@ class QemuBackend:
             stale.unlink(missing_ok=True)
         argv = qemu_argv(spec, self.disk_path(spec.vm_dir), qmp_path(spec), pidfile)
         (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
-        # -daemonize: QEMU outlives the daemon (re-adopted on restart) and is never our zombie.
-        await arun(argv, what="qemu", timeout=60)
+        isolated = spec.network is not None and spec.network.isolated
+        # QEMU alone holds the write end: slirp4netns sees EOF and exits when QEMU ends.
+        exit_r, exit_w = os.pipe() if isolated else (-1, -1)
+        try:
+            # -daemonize: QEMU outlives the daemon (re-adopted on restart), never our zombie.
+            await arun(argv, what="qemu", timeout=60, pass_fds=(exit_w,) if isolated else ())
+        except BaseException:
+            _close(exit_r)
+            raise
+        finally:
+            _close(exit_w)
         try:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError) as exc:
+            _close(exit_r)
             raise OperationFailed(f"qemu started but wrote no pid file {pidfile}") from exc
         extra = {"incoming": str(spec.incoming)} if spec.incoming else {}
-        return VmHandles("qemu", pid, str(qmp_path(spec)), str(spec.agent_socket), extra)
+        handles = VmHandles("qemu", pid, str(qmp_path(spec)), str(spec.agent_socket), extra)
+        if isolated:
+            await self._attach_slirp(spec.vm_dir, handles, exit_r)
+        return handles
+
+    async def _attach_slirp(self, vm_dir: Path, handles: VmHandles, exit_r: int) -> None:
+        """Give QEMU's namespace its way out; a QEMU without it is killed, not left running."""
+        try:
+            handles.extra[SLIRP_PID] = str(await slirp.start(vm_dir, handles.pid, exit_r))
+        except BaseException:
+            await self.kill(handles)
+            raise
+        finally:
+            os.close(exit_r)
 
     async def open_agent(self, handles: VmHandles,
                          timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -110,9 +147,13 @@ class QemuBackend:
     async def kill(self, handles: VmHandles) -> None:
         kill_pid(handles.pid, handles.control_socket)
         await wait_gone(handles.pid, handles.control_socket, 5.0)
+        await _stop_slirp(handles)
 
     async def wait_exit(self, handles: VmHandles, timeout: float) -> bool:
-        return await wait_gone(handles.pid, handles.control_socket, timeout)
+        gone = await wait_gone(handles.pid, handles.control_socket, timeout)
+        if gone:
+            await _stop_slirp(handles)
+        return gone
 
     async def qmp(self, handles: VmHandles, command: str, **args: object) -> object:
         from qemu.qmp import QMPClient
