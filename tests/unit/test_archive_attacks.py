@@ -210,3 +210,16 @@ def test_planted_part_symlink_is_not_written_through(tmp_path: Path) -> None:
                          sha256=hashlib.sha256(src.read_bytes()).hexdigest()))
     assert victim.read_text() == "precious"
     assert not dest.is_symlink() and dest.read_bytes() == b"payload" * 100
+
+
+def test_publish_into_a_symlinked_images_dir(tmp_path: Path) -> None:
+    from banger.images.recipe import publish
+
+    real = tmp_path / "disk" / "images"
+    real.mkdir(parents=True)
+    (tmp_path / "images").symlink_to(real)  # users (and the VM tests) link images elsewhere
+    stage = tmp_path / "images" / ".staging-x"
+    stage.mkdir()
+    (stage / "rootfs.ext4").write_bytes(b"fs")
+    publish(stage, tmp_path / "images" / "x")
+    assert (real / "x" / "rootfs.ext4").read_bytes() == b"fs"
