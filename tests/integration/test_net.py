@@ -171,6 +171,79 @@ def test_user_nat_guest_cannot_reach_host_loopback(ub: tuple[Banger, int],
         delete(b, "natlo")
 
 
+def slirp_pids(vm_id: str) -> list[int]:
+    """Live slirp4netns processes of this VM (their API socket is in its directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if cmdline.startswith(b"/usr/bin/slirp4netns") and vm_id.encode() in cmdline \
+                and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def wait_no_slirp(vm_id: str) -> list[int]:
+    deadline = time.monotonic() + 5
+    while slirp_pids(vm_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return slirp_pids(vm_id)
+
+
+def test_user_nat_forwards_work_and_nothing_is_left(ub: tuple[Banger, int]) -> None:
+    b, _ = ub
+    host_port = free_port()
+    res = b.run("vm", "create", "--name", "natfw", "--nat", "-p", f"{host_port}:8000",
+                timeout=120)
+    assert res.returncode == 0, res.stderr + b.log.read_text()[-3000:]
+    info = vm_show(b, "natfw")
+    vm_id, loop = str(info["id"]), str(info["ip"])
+    assert len(slirp_pids(vm_id)) == 1
+    start_http(b, "natfw", 8000)
+    assert http_status(f"http://127.0.0.1:{host_port}/") == 200  # the published port
+    assert http_status(f"http://{loop}:8000/") == 200  # natfw.vm:8000
+    extra = free_port()
+    b.run("vm", "forward", "natfw", f"{extra}:8000", check=True)
+    assert http_status(f"http://127.0.0.1:{extra}/") == 200
+    start_http(b, "natfw", 8001)
+    rows = json.loads(b.run("vm", "ports", "natfw", "--json", check=True).stdout)
+    assert any(r["port"] == 8001 and r["endpoint"] == "natfw.vm:8001" and r["http"] for r in rows)
+    assert http_status(f"http://{loop}:8001/") == 200
+    # A daemon crash: the VM, its slirp4netns and its forwards live on and are re-adopted.
+    daemon = b.daemon_pid()
+    assert daemon
+    os.kill(daemon, signal.SIGKILL)
+    assert vm_show(b, "natfw")["state"] == "running"
+    assert http_status(f"http://127.0.0.1:{host_port}/") == 200
+    # Saved and resumed: a new QEMU, a new slirp4netns, the same forwards.
+    b.run("vm", "stop", "--save", "natfw", check=True, timeout=120)
+    assert slirp_pids(vm_id) == []
+    assert http_status(f"http://127.0.0.1:{host_port}/") != 200
+    b.run("vm", "start", "natfw", check=True, timeout=120)
+    assert len(slirp_pids(vm_id)) == 1
+    assert http_status(f"http://127.0.0.1:{extra}/") == 200
+    b.run("vm", "stop", "natfw", check=True, timeout=120)
+    assert slirp_pids(vm_id) == []
+    vm_dir = b.home / "state" / "vms" / vm_id
+    assert not (vm_dir / "slirp.sock").exists() and not (vm_dir / "slirp4netns.pid").exists()
+    # A VMM killed while the daemon is down takes its slirp4netns with it.
+    b.run("vm", "start", "--cold", "natfw", check=True, timeout=120)
+    qemu_pid = int((vm_dir / "qemu.pid").read_text())
+    daemon = b.daemon_pid()
+    assert daemon
+    os.kill(daemon, signal.SIGKILL)
+    os.kill(qemu_pid, signal.SIGKILL)
+    assert vm_show(b, "natfw")["state"] == "stopped"
+    assert wait_no_slirp(vm_id) == []
+    b.run("vm", "start", "natfw", check=True, timeout=120)
+    delete(b, "natfw")
+    assert slirp_pids(vm_id) == [] and not vm_dir.exists()
+    assert http_status(f"http://127.0.0.1:{host_port}/") != 200
+
+
 def test_user_mode_bad_input(ub: tuple[Banger, int]) -> None:
     b, _ = ub
     res = b.run("vm", "create", "--no-start", "--name", "bad", "-p", "80")
@@ -341,6 +414,35 @@ def test_tap_without_privilege_says_what_to_do(tmp_path: Path) -> None:
     res = subprocess.run(["capsh", "--drop=cap_net_admin", "--", "-c", f"{PY} -c '{code}'"],
                          capture_output=True, text=True)
     assert res.returncode != 0 and "use --net user" in res.stderr
+
+
+def test_user_nat_reaches_outside_but_not_its_hosts_loopback(netns: tuple[str, str]) -> None:
+    """The daemon (so QEMU and slirp4netns) runs in namespace T with a veth to uplink U: the
+    guest reaches U's server through slirp4netns, never a server on T's own 127.0.0.1."""
+    t_ns, u_ns = netns
+    lo_port = free_port()
+    with vm_lock(), vm_home(SLIM) as b:
+        cfg = b.home / "config" / "config.toml"
+        cfg.write_text(f'dns_listen = "127.0.0.1:{free_port()}"\nnetwork_mode = "user"\n'
+                       + cfg.read_text())  # fast start on: the clone is restored with --nat
+        uplink = in_ns(u_ns, PY, "-m", "http.server", "9000", "--bind", "10.200.0.2")
+        local = in_ns(t_ns, PY, "-m", "http.server", str(lo_port), "--bind", "127.0.0.1")
+        try:
+            wait_listening(u_ns, "http://10.200.0.2:9000/")
+            wait_listening(t_ns, f"http://127.0.0.1:{lo_port}/")
+            res = subprocess.run(["ip", "netns", "exec", t_ns, str(Path(PY).parent / "banger"),
+                                  "vm", "create", "--name", "outside", "--nat"],
+                                 env=b.env, capture_output=True, text=True, timeout=300)
+            assert res.returncode == 0, res.stderr + b.log.read_text()[-3000:]
+            events = [str(e["message"]) for e in b.show("outside")["events"]]
+            assert any(m.startswith("started from template") for m in events), events
+            assert guest_fetch(b, "outside", "http://10.200.0.2:9000/") == "200"
+            seen = guest_fetch(b, "outside", f"http://10.0.2.2:{lo_port}/")
+            assert seen.startswith("fail") and "refused" in seen, seen
+            delete(b, "outside")
+        finally:
+            uplink.kill()
+            local.kill()
 
 
 # ---------------------------------------------------------------- ssh (default image: has sshd)
