@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static debootstrap mmdebstrap \
 	skopeo umoci docker-registry iproute2 nftables iptables cpio kmod zstd gpgv \
-	debian-archive-keyring git ca-certificates openssh-client
+	debian-archive-keyring git ca-certificates openssh-client slirp4netns
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench fuzz clean

@@ -126,6 +126,7 @@ def tools(paths: Paths, config: Config) -> Iterator[Check]:
         ("bootstrap", ["mmdebstrap", "debootstrap"], "mmdebstrap", "FAIL",
          "needed to build the default image"),
         ("firewall", ["nft", "iptables"], "nftables", "WARN", "needed for --nat"),
+        ("slirp4netns", ["slirp4netns"], "slirp4netns", "WARN", "needed for --nat in user mode"),
         ("ip", ["ip"], "iproute2", "WARN", "needed for tap networking"),
         ("zstd", ["zstd"], "zstd", "WARN", "used for image bundles"),
     ]
