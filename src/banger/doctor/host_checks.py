@@ -12,6 +12,7 @@ from banger.doctor.report import Check
 from banger.errors import BangerError
 from banger.paths import Paths
 from banger.runner import run, which
+from banger.textsafe import one_line
 from banger.vmm.accel import probe_kvm
 
 APT_HINT = "install it: apt-get install {pkg} (or `make install`)"
@@ -139,4 +140,17 @@ def tools(paths: Paths, config: Config) -> Iterator[Check]:
                         APT_HINT.format(pkg=pkg))
 
 
-CHECKS = [architecture, kvm, vmm, qemu, firecracker, devices, e2fsprogs, tools]
+def user_namespaces(paths: Paths, config: Config) -> Iterator[Check]:
+    """User-mode --nat starts QEMU in a user + network namespace of its own."""
+    res = run(["unshare", "--user", "--map-root-user", "--net", "--", "true"], check=False,
+              timeout=10)
+    if res.ok:
+        yield Check("user namespaces", "PASS", "unprivileged user + network namespaces work")
+    else:
+        detail = one_line(res.stderr) or f"exit {res.returncode}"
+        yield Check("user namespaces", "WARN", f"unshare --user --net failed: {detail}; "
+                    "--nat in user mode cannot start",
+                    "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
+
+
+CHECKS = [architecture, kvm, vmm, qemu, firecracker, devices, e2fsprogs, tools, user_namespaces]
