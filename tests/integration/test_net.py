@@ -416,9 +416,40 @@ def test_tap_without_privilege_says_what_to_do(tmp_path: Path) -> None:
     assert res.returncode != 0 and "use --net user" in res.stderr
 
 
-def test_user_nat_reaches_outside_but_not_its_hosts_loopback(netns: tuple[str, str]) -> None:
+DNS_SERVER = """
+import sys
+from dnslib import QTYPE, RR, A
+from dnslib.server import BaseResolver, DNSServer
+class Fixed(BaseResolver):
+    def resolve(self, request, handler):
+        reply = request.reply()
+        reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A("10.200.0.99"), ttl=60))
+        return reply
+DNSServer(Fixed(), address=sys.argv[1], port=53).start()
+"""
+
+
+@pytest.fixture
+def uplink_resolver(netns: tuple[str, str]) -> Iterator[None]:
+    """`ip netns exec T` sees a resolv.conf naming a DNS server in U (answers 10.200.0.99)."""
+    t_ns, u_ns = netns
+    etc = Path("/etc/netns") / t_ns
+    etc.mkdir(parents=True)
+    (etc / "resolv.conf").write_text("nameserver 10.200.0.2\n")
+    server = in_ns(u_ns, PY, "-c", DNS_SERVER, "10.200.0.2")
+    try:
+        yield
+    finally:
+        server.kill()
+        (etc / "resolv.conf").unlink()
+        etc.rmdir()
+
+
+def test_user_nat_reaches_outside_but_not_its_hosts_loopback(netns: tuple[str, str],
+                                                             uplink_resolver: None) -> None:
     """The daemon (so QEMU and slirp4netns) runs in namespace T with a veth to uplink U: the
-    guest reaches U's server through slirp4netns, never a server on T's own 127.0.0.1."""
+    guest reaches U's web and DNS servers through slirp4netns, never a server on T's own
+    127.0.0.1."""
     t_ns, u_ns = netns
     lo_port = free_port()
     with vm_lock(), vm_home(SLIM) as b:
@@ -437,6 +468,9 @@ def test_user_nat_reaches_outside_but_not_its_hosts_loopback(netns: tuple[str, s
             events = [str(e["message"]) for e in b.show("outside")["events"]]
             assert any(m.startswith("started from template") for m in events), events
             assert guest_fetch(b, "outside", "http://10.200.0.2:9000/") == "200"
+            lookup = guest(b, "outside", "python3 -c \"import socket; "
+                                         "print(socket.gethostbyname('probe.example'))\"")
+            assert lookup.stdout.strip() == "10.200.0.99", lookup.stderr  # DNS via 10.0.2.3
             seen = guest_fetch(b, "outside", f"http://10.0.2.2:{lo_port}/")
             assert seen.startswith("fail") and "refused" in seen, seen
             delete(b, "outside")
