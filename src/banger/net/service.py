@@ -125,13 +125,13 @@ class Network:
         on_loopback = sorted({plan.parse_publish(spec).guest_port for spec in vm.publish}
                              - {SSH_PORT})
         state: dict[str, Any] = {"ssh_port": ssh_port, "loopback_ports": on_loopback}
-        fwds = [f"tcp:{host}:{host_port}-:{guest_port}"
-                for host, host_port, guest_port in self._host_forwards(vm, state)]
+        host_fwds = self._host_forwards(vm, state)
+        fwds = [f"tcp:{host}:{host_port}-:{guest_port}" for host, host_port, guest_port in host_fwds]
         if vm.nat:
             slirp.require()
             # QEMU forwards each guest port from its own namespace; slirp4netns (activate)
             # listens on the host addresses.
-            state["inner_ports"] = sorted({SSH_PORT, *(int(f.rsplit(":", 1)[1]) for f in fwds)})
+            state["inner_ports"] = sorted({guest_port for _, _, guest_port in host_fwds})
             fwds = [f"tcp::{port}-:{port}" for port in state["inner_ports"]]
         self._runtime_file(vm).parent.mkdir(parents=True, exist_ok=True)
         self._runtime_file(vm).write_text(json.dumps(state))
