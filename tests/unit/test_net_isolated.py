@@ -12,9 +12,9 @@ import pytest
 
 from banger.config import load_config
 from banger.errors import OperationFailed, Unavailable
-from banger.net import slirp
 from banger.net.service import Network
 from banger.paths import Paths, resolve_paths
+from banger.vmm.qemu import slirp
 from banger.vmm.qemu.argv import namespace_prefix, net_args
 from banger.vms.model import VmRecord
 

@@ -18,11 +18,12 @@ import msgspec
 
 from banger.config import Config
 from banger.errors import BangerError, Conflict, Unavailable
-from banger.net import links, nat, plan, slirp
+from banger.net import links, nat, plan
 from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
 from banger.paths import Paths
 from banger.ssh.keys import ensure_key
 from banger.vmm.base import NetworkAttachment
+from banger.vmm.qemu import slirp
 from banger.vms.model import VmRecord
 
 log = logging.getLogger("banger.net")

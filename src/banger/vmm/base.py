@@ -32,7 +32,7 @@ class NetworkAttachment:
     hostfwds: tuple[str, ...] = ()  # user mode: QEMU hostfwd rules, e.g. "tcp:127.0.0.1:8080-:80"
     restrict: bool = True  # user mode: no outside access (off with --nat)
     # user mode with --nat: QEMU in its own network namespace, out through slirp4netns
-    # (banger.net.slirp), so the guest's gateway is not the host's loopback.
+    # (banger.vmm.qemu.slirp), so the guest's gateway is not the host's loopback.
     isolated: bool = False
 
 

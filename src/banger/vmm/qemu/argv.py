@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from banger.guest import AGENT_PORT_NAME
-from banger.net.slirp import UNSHARE
 from banger.vmm.base import NetworkAttachment, VmSpec
 from banger.vmm.cmdline import kernel_cmdline
+from banger.vmm.qemu.slirp import UNSHARE
 
 __all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
 

@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 
 from banger.errors import OperationFailed, Unavailable
-from banger.net import slirp
 from banger.runner import arun
 from banger.vmm.base import VmHandles, VmSpec
 from banger.vmm.process import kill_pid, pid_alive, wait_gone
-from banger.vmm.qemu import qcow2, snapshot
+from banger.vmm.qemu import qcow2, slirp, snapshot
 from banger.vmm.qemu.argv import qemu_argv
 
 log = logging.getLogger("banger.vmm.qemu")

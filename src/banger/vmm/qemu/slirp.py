@@ -24,7 +24,7 @@ from banger.runner import arun, which
 from banger.textsafe import one_line
 from banger.vmm.process import kill_pid, wait_gone
 
-log = logging.getLogger("banger.net.slirp")
+log = logging.getLogger("banger.vmm.qemu.slirp")
 SLIRP4NETNS = "slirp4netns"
 # QEMU in a new user namespace as its root (mapped to us): enough to own the network namespace.
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
