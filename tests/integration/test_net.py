@@ -431,12 +431,13 @@ DNSServer(Fixed(), address=sys.argv[1], port=53).start()
 
 @pytest.fixture
 def uplink_resolver(netns: tuple[str, str]) -> Iterator[None]:
-    """`ip netns exec T` sees a resolv.conf naming a DNS server in U (answers 10.200.0.99)."""
-    t_ns, u_ns = netns
+    """`ip netns exec T` sees a resolv.conf naming a stub resolver on T's loopback, as with
+    systemd-resolved (it answers 10.200.0.99)."""
+    t_ns, _ = netns
     etc = Path("/etc/netns") / t_ns
     etc.mkdir(parents=True)
-    (etc / "resolv.conf").write_text("nameserver 10.200.0.2\n")
-    server = in_ns(u_ns, PY, "-c", DNS_SERVER, "10.200.0.2")
+    (etc / "resolv.conf").write_text("nameserver 127.0.0.53\n")
+    server = in_ns(t_ns, PY, "-c", DNS_SERVER, "127.0.0.53")
     try:
         yield
     finally:
@@ -448,8 +449,8 @@ def uplink_resolver(netns: tuple[str, str]) -> Iterator[None]:
 def test_user_nat_reaches_outside_but_not_its_hosts_loopback(netns: tuple[str, str],
                                                              uplink_resolver: None) -> None:
     """The daemon (so QEMU and slirp4netns) runs in namespace T with a veth to uplink U: the
-    guest reaches U's web and DNS servers through slirp4netns, never a server on T's own
-    127.0.0.1."""
+    guest reaches U's web server and T's stub resolver through slirp4netns, never a server on
+    T's own 127.0.0.1."""
     t_ns, u_ns = netns
     lo_port = free_port()
     with vm_lock(), vm_home(SLIM) as b:
@@ -470,7 +471,8 @@ def test_user_nat_reaches_outside_but_not_its_hosts_loopback(netns: tuple[str, s
             assert guest_fetch(b, "outside", "http://10.200.0.2:9000/") == "200"
             lookup = guest(b, "outside", "python3 -c \"import socket; "
                                          "print(socket.gethostbyname('probe.example'))\"")
-            assert lookup.stdout.strip() == "10.200.0.99", lookup.stderr  # DNS via 10.0.2.3
+            # QEMU's slirp asks slirp4netns, which asks the host's loopback stub resolver.
+            assert lookup.stdout.strip() == "10.200.0.99", lookup.stderr
             seen = guest_fetch(b, "outside", f"http://10.0.2.2:{lo_port}/")
             assert seen.startswith("fail") and "refused" in seen, seen
             delete(b, "outside")

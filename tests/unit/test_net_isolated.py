@@ -14,6 +14,7 @@ from banger.config import load_config
 from banger.errors import OperationFailed, Unavailable
 from banger.net.service import Network
 from banger.paths import Paths, resolve_paths
+from banger.vmm.base import BootArtifacts, NetworkAttachment, VmSpec
 from banger.vmm.qemu import slirp
 from banger.vmm.qemu.argv import namespace_prefix, net_args
 from banger.vms.model import VmRecord
@@ -34,8 +35,13 @@ def record(**kw: object) -> VmRecord:
     return VmRecord(**{**base, **kw})  # type: ignore[arg-type]
 
 
+def spec_for(attachment: NetworkAttachment, vm_dir: Path) -> VmSpec:
+    boot = BootArtifacts(vm_dir / "vmlinuz", vm_dir / "initrd", vm_dir / "rootfs.ext4")
+    return VmSpec("abc123def456", "n", 1, 512, 1024, vm_dir, boot, network=attachment)
+
+
 def test_nat_user_vm_forwards_only_inside_its_own_namespace(
-        paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+        paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slirp, "which", lambda tool: f"/usr/bin/{tool}")
     net = Network(paths, load_config(paths))
     vm = record(nat=True, publish=["18080:80", "18081:22"])
@@ -43,15 +49,17 @@ def test_nat_user_vm_forwards_only_inside_its_own_namespace(
     assert attachment is not None and attachment.isolated and not attachment.restrict
     # No host address in QEMU's rules: it binds in its namespace; slirp4netns owns the host side.
     assert attachment.hostfwds == ("tcp::22-:22", "tcp::80-:80")
-    assert namespace_prefix(attachment)[:2] == ["unshare", "--user"]
+    prefix = namespace_prefix(spec_for(attachment, tmp_path))
+    assert prefix[:2] == ["unshare", "--user"] and "--mount" in prefix
+    assert prefix[-1] == str(tmp_path / "resolv.conf")  # QEMU resolves through slirp4netns
     assert "restrict=off" in net_args(attachment)[1]
 
 
-def test_user_vm_without_nat_is_unchanged(paths: Paths) -> None:
+def test_user_vm_without_nat_is_unchanged(paths: Paths, tmp_path: Path) -> None:
     net = Network(paths, load_config(paths))
     attachment = asyncio.run(net.prepare(record(publish=["18082:80"])))
     assert attachment is not None and not attachment.isolated and attachment.restrict
-    assert namespace_prefix(attachment) == []
+    assert namespace_prefix(spec_for(attachment, tmp_path)) == []
     assert "tcp:127.0.0.1:18082-:80" in attachment.hostfwds
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from banger.guest import AGENT_PORT_NAME
 from banger.vmm.base import NetworkAttachment, VmSpec
 from banger.vmm.cmdline import kernel_cmdline
-from banger.vmm.qemu.slirp import UNSHARE
+from banger.vmm.qemu.slirp import namespace_argv
 
 __all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
 
@@ -26,11 +26,12 @@ def net_args(net: NetworkAttachment | None) -> list[str]:
     return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0{mac}"]
 
 
-def namespace_prefix(net: NetworkAttachment | None) -> list[str]:
+def namespace_prefix(spec: VmSpec) -> list[str]:
+    net = spec.network
     if net is None:
         return []
     if net.isolated:  # its own namespace: the guest's 10.0.2.2 is that namespace's loopback
-        return list(UNSHARE)
+        return namespace_argv(spec.vm_dir)
     # The tap lives in the configured netns, so QEMU must be started inside it to open it.
     return ["ip", "netns", "exec", net.netns] if net.netns else []
 
@@ -49,7 +50,7 @@ def memory_args(spec: VmSpec) -> list[str]:
 def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list[str]:
     accel = "kvm" if spec.accel == "kvm" else "tcg,thread=multi"
     return [
-        *namespace_prefix(spec.network),
+        *namespace_prefix(spec),
         QEMU,
         "-name", f"banger-{spec.name},debug-threads=on",
         "-M", "microvm,pit=on,pic=on,rtc=on,memory-backend=mem0",

@@ -95,6 +95,8 @@ class QemuBackend:
         argv = qemu_argv(spec, self.disk_path(spec.vm_dir), qmp_path(spec), pidfile)
         (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
         isolated = spec.network is not None and spec.network.isolated
+        if isolated:
+            slirp.write_resolv_conf(spec.vm_dir)
         # QEMU alone holds the write end: slirp4netns sees EOF and exits when QEMU ends.
         exit_r, exit_w = os.pipe() if isolated else (-1, -1)
         try:

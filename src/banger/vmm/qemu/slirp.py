@@ -27,7 +27,11 @@ from banger.vmm.process import kill_pid, wait_gone
 log = logging.getLogger("banger.vmm.qemu.slirp")
 SLIRP4NETNS = "slirp4netns"
 # QEMU in a new user namespace as its root (mapped to us): enough to own the network namespace.
-UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--"]
+# QEMU's slirp forwards guest DNS to /etc/resolv.conf's server; a host loopback resolver
+# (127.0.0.53) is not in QEMU's namespace, so it gets slirp4netns's resolver instead.
+NS_RESOLVER = "10.0.2.3"
+_BIND_RESOLV = 'mount --bind "$1" /etc/resolv.conf || exit 1; shift; exec "$@"'
 NS_TAP = "tap0"
 READY_TIMEOUT = 5.0
 API_TIMEOUT = 5.0
@@ -70,6 +74,20 @@ def require() -> str:
         raise Unavailable("--nat in user mode needs slirp4netns (it keeps guests off the host's "
                           "loopback); install it: apt-get install slirp4netns")
     return path
+
+
+def resolv_conf(vm_dir: Path) -> Path:
+    return vm_dir / "resolv.conf"
+
+
+def write_resolv_conf(vm_dir: Path) -> None:
+    resolv_conf(vm_dir).write_text(f"nameserver {NS_RESOLVER}\n")
+
+
+def namespace_argv(vm_dir: Path) -> list[str]:
+    """The prefix that starts QEMU in its own namespaces, resolving through slirp4netns
+    (write_resolv_conf first)."""
+    return [*UNSHARE, "sh", "-c", _BIND_RESOLV, "sh", str(resolv_conf(vm_dir))]
 
 
 def api_socket(vm_dir: Path) -> Path:
