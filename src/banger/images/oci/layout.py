@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from banger.errors import NotFound, OperationFailed
 from banger.paths import Paths
@@ -19,7 +20,31 @@ from banger.paths import Paths
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
-DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]{64,128})$")
+DIGEST_RE = re.compile(r"(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})")
+MAX_DOCUMENT = 4 << 20  # the distribution spec's manifest limit; configs and indexes alike
+Short = Annotated[str, msgspec.Meta(max_length=1024)]
+
+
+class Descriptor(msgspec.Struct):
+    """A registry's pointer to a blob; every field a hostile registry could bend is bounded."""
+
+    digest: Annotated[str, msgspec.Meta(pattern="^" + DIGEST_RE.pattern + r"\Z", max_length=140)]
+    size: Annotated[int, msgspec.Meta(ge=0, le=1 << 44)] = 0
+    mediaType: Short = ""
+    annotations: Annotated[dict[Short, Annotated[str, msgspec.Meta(max_length=4096)]],
+                           msgspec.Meta(max_length=256)] = {}
+
+
+Descriptors = Annotated[list[Descriptor], msgspec.Meta(max_length=4096)]
+
+
+class Document(msgspec.Struct):
+    """An index, a manifest list or an image manifest: the fields banger reads."""
+
+    mediaType: Short = ""
+    manifests: Descriptors | None = None
+    config: Descriptor | None = None
+    layers: Descriptors = []
 
 
 @dataclass(frozen=True)
@@ -32,7 +57,7 @@ class Layer:
 @dataclass(frozen=True)
 class Image:
     manifest_digest: str
-    config: dict[str, Any]
+    config: dict[str, Any]  # the image config, checked to be one bounded JSON object
     layers: list[Layer]
 
 
@@ -61,70 +86,76 @@ async def locked(root: Path, *, exclusive: bool) -> AsyncIterator[None]:
 
 
 def blob_path(root: Path, digest: str) -> Path:
-    m = DIGEST_RE.match(digest)
+    m = DIGEST_RE.fullmatch(digest)
     if not m:
         raise OperationFailed(f"OCI cache: bad digest {digest!r}")
     return root / "blobs" / m.group(1) / m.group(2)
 
 
-def _read_json(root: Path, digest: str) -> dict[str, Any]:
+def _decode(path: Path, what: str, into: type[Any]) -> Any:
+    """A JSON document from the cache, bounded in size and shape; one line when it is not."""
     try:
-        data: dict[str, Any] = json.loads(blob_path(root, digest).read_bytes())
+        with open(path, "rb") as f:
+            data = f.read(MAX_DOCUMENT + 1)
     except FileNotFoundError as exc:
-        raise OperationFailed(f"OCI cache is missing blob {digest}; pull again") from exc
-    except ValueError as exc:
-        raise OperationFailed(f"OCI cache blob {digest} is not JSON; "
-                              "`banger image cache prune` and pull again") from exc
-    return data
-
-
-def read_index(root: Path) -> dict[str, Any]:
+        raise OperationFailed(f"OCI cache is missing {what}; pull again") from exc
+    if len(data) > MAX_DOCUMENT:
+        raise OperationFailed(f"OCI {what} is larger than 4 MiB; refusing it")
     try:
-        data: dict[str, Any] = json.loads((root / "index.json").read_bytes())
-        return data
-    except FileNotFoundError:
-        return {"schemaVersion": 2, "manifests": []}
-    except ValueError as exc:
-        raise OperationFailed(f"{root}/index.json is corrupt; delete {root} and pull again") from exc
+        return msgspec.json.decode(data, type=into)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise OperationFailed(f"OCI {what} is invalid ({detail}); "
+                              "`banger image cache prune` and pull again") from None
+
+
+def _read_document(root: Path, digest: str) -> Document:
+    doc: Document = _decode(blob_path(root, digest), f"blob {digest}", Document)
+    return doc
+
+
+def read_index(root: Path) -> Document:
+    if not (root / "index.json").exists():
+        return Document(manifests=[])
+    index: Document = _decode(root / "index.json", "cache index.json", Document)
+    return index
 
 
 def find_manifest(root: Path, tag: str) -> str:
     """The manifest digest tagged `tag` in the cache's index."""
-    for desc in read_index(root).get("manifests", []):
-        if desc.get("annotations", {}).get(REF_ANNOTATION) == tag:
-            return str(desc["digest"])
+    for desc in read_index(root).manifests or []:
+        if desc.annotations.get(REF_ANNOTATION) == tag:
+            return desc.digest
     raise NotFound(f"OCI cache has no image tagged {tag!r}")
 
 
 def load_image(root: Path, manifest_digest: str) -> Image:
-    manifest = _read_json(root, manifest_digest)
-    if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
+    manifest = _read_document(root, manifest_digest)
+    if manifest.mediaType in INDEX_TYPES or manifest.manifests is not None:
         raise OperationFailed("OCI cache holds a manifest list, not a linux/amd64 image")
-    config = _read_json(root, manifest["config"]["digest"])
-    layers = [Layer(d["digest"], int(d.get("size", 0)), d.get("mediaType", ""))
-              for d in manifest.get("layers", [])]
+    if manifest.config is None:
+        raise OperationFailed(f"OCI manifest {manifest_digest} names no image config")
+    config: dict[str, Any] = _decode(blob_path(root, manifest.config.digest),
+                                     f"image config {manifest.config.digest}", dict[str, Any])
+    layers = [Layer(d.digest, d.size, d.mediaType) for d in manifest.layers]
     return Image(manifest_digest, config, layers)
 
 
 def referenced_blobs(root: Path) -> set[str]:
     """Every digest reachable from index.json (nested indexes, manifests, configs, layers)."""
     seen: set[str] = set()
-    todo = [str(d["digest"]) for d in read_index(root).get("manifests", [])]
+    todo = [d.digest for d in read_index(root).manifests or []]
     while todo:
         digest = todo.pop()
         if digest in seen:
             continue
         seen.add(digest)
         try:
-            doc = json.loads(blob_path(root, digest).read_bytes())
-        except (FileNotFoundError, ValueError, OperationFailed):
+            doc = _read_document(root, digest)
+        except OperationFailed:  # a layer, or junk: nothing below it to keep
             continue
-        if not isinstance(doc, dict):
-            continue
-        children = [*doc.get("manifests", []), *doc.get("layers", [])]
-        if isinstance(doc.get("config"), dict):
-            children.append(doc["config"])
-        todo += [str(c["digest"]) for c in children if isinstance(c, dict) and "digest" in c]
+        children = [*(doc.manifests or []), *doc.layers, *([doc.config] if doc.config else [])]
+        todo += [c.digest for c in children]
     return seen
 
 
