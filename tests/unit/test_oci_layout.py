@@ -50,7 +50,7 @@ def test_a_well_formed_image_loads(tmp_path: Path) -> None:
 ])
 def test_a_hostile_manifest_is_one_clear_error(tmp_path: Path, manifest: object) -> None:
     digest = tagged(tmp_path, manifest)
-    with pytest.raises(OperationFailed, match="OCI .* invalid"):
+    with pytest.raises(OperationFailed, match=r"OCI .* invalid"):
         layout.load_image(tmp_path, digest)
 
 
