@@ -73,6 +73,11 @@ def _cli(home: Path, *args: str) -> None:
 
 def ensure_artifacts(*images: str) -> Path:
     """A cache home holding the default kernel and the given images, built by banger itself."""
+    with vm_lock():  # another test process may be building or using the same cache home
+        return _ensure_artifacts(images)
+
+
+def _ensure_artifacts(images: tuple[str, ...]) -> Path:
     home = cache_dir() / "vm-home"
     key = artifacts_key()
     key_file = home / "key"
