@@ -223,3 +223,64 @@ def test_publish_into_a_symlinked_images_dir(tmp_path: Path) -> None:
     (stage / "rootfs.ext4").write_bytes(b"fs")
     publish(stage, tmp_path / "images" / "x")
     assert (real / "x" / "rootfs.ext4").read_bytes() == b"fs"
+
+
+# ---------------------------------------------------------------- found by review
+
+
+def _raw_header(name: bytes, size_field: bytes, kind: bytes = b"0") -> bytes:
+    """A ustar header with a size field as given (base-256 can say a negative size)."""
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108], h[108:116], h[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    h[124:136], h[136:148], h[156:157] = size_field, b"00000000000\0", kind
+    h[257:263], h[263:265], h[148:156] = b"ustar\0", b"00", b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def test_a_negative_member_size_is_refused(box: Path) -> None:
+    from banger.archive import extract_exact
+
+    data = _raw_header(b"base", b"\xff" * 11 + b"\xfb") + bytes(1024)  # size -5
+    with pytest.raises(BangerError, match="negative size") as err:  # was a bare ValueError
+        extract_exact(io.BytesIO(data), {"base": 64}, into=box / "dest", origin="export",
+                      decompress=False)
+    assert_one_line(err.value)
+
+
+def test_global_pax_headers_cannot_grow_memory(box: Path) -> None:
+    """Each global header is small, but tarfile keeps every one: the total is capped."""
+    out = io.BytesIO()
+    for i in range(400):  # 24 MiB of global headers, each 60 KiB, an empty file between
+        rec = b" " + b"k%08d" % i + b"x" * 60000 + b"=v\n"
+        n = len(rec) + len(str(len(rec) + 6))
+        rec = str(n).encode() + rec
+        g = tarfile.TarInfo("g")
+        g.type, g.size = tarfile.XGLTYPE, len(rec)
+        out.write(g.tobuf(tarfile.USTAR_FORMAT) + rec + bytes(-len(rec) % 512))
+        out.write(tarfile.TarInfo(f"f{i}").tobuf(tarfile.USTAR_FORMAT))
+    out.write(bytes(1024))
+    deb_tar = out.getvalue()
+    from banger.debian.deb import extract_tar
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(BangerError, match="global pax headers") as err:
+            extract_tar(io.BytesIO(deb_tar), box / "dest", origin="forged.deb")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak >> 20} MiB"
+    assert_one_line(err.value)
+
+
+def test_symlinks_that_climb_are_refused_outside_layers(box: Path) -> None:
+    """a/b -> .. and a/x -> b/../.. each stay inside by lexical depth, yet a/x escapes."""
+    from banger.debian.deb import extract_tar
+
+    data = tar_of([dirent("a"), sym("a/b", ".."), sym("a/x", "b/../..")])
+    with pytest.raises(BangerError, match="climbs"):
+        extract_tar(io.BytesIO(data), box / "dest", origin="forged.deb")
+    assert not (box / "dest" / "a" / "x").is_symlink()
+    assert_untouched(box)

@@ -25,6 +25,7 @@ MAX_HEADER_CHAIN = 8  # long name + long link + pax + global pax: a few, never t
 _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
              tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _CHAIN = "_banger_header_chain"
+_GLOBALS = "_banger_global_header_bytes"
 SPARSE = "a GNU sparse member (not supported)"
 
 # What a damaged, truncated or wrongly compressed stream raises while it is parsed.
@@ -93,6 +94,13 @@ def _bounded_info(header_bytes: int) -> type[tarfile.TarInfo]:
             setattr(tar, _CHAIN, chain)
             if chain > MAX_HEADER_CHAIN:
                 raise _HeaderRefused(f"more than {MAX_HEADER_CHAIN} extended headers in a row")
+            if self.size < 0:  # base-256 sizes can be negative; tarfile takes them
+                raise _HeaderRefused(f"a negative size ({self.size})")
+            if self.type == tarfile.XGLTYPE:  # tarfile merges every global header into one dict
+                total = getattr(tar, _GLOBALS, 0) + self.size
+                setattr(tar, _GLOBALS, total)
+                if total > header_bytes:
+                    raise _HeaderRefused(f"global pax headers over {header_bytes} bytes in all")
             if chain and self.size > header_bytes:
                 raise _HeaderRefused(f"a long-name or pax header of {self.size} bytes "
                                      f"(cap {header_bytes})")
@@ -131,6 +139,8 @@ class TarReader:
         for text in (m.name, m.linkname):
             if len(text.encode("utf-8", "surrogatepass")) > self.limits.name_bytes:
                 raise refuse(self.origin, text, f"name longer than {self.limits.name_bytes} bytes")
+        if m.size < 0:
+            raise refuse(self.origin, m.name, f"a negative size ({m.size})")
         if m.size > self.limits.member_bytes:
             raise refuse(self.origin, m.name, f"{m.size} bytes, over the cap of "
                          f"{self.limits.member_bytes}")

@@ -139,13 +139,17 @@ class Tree:
         return False
 
     def symlink_target_ok(self, target: str, real: Real) -> None:
-        """Refuse a target that is empty, holds NUL, or climbs above the root lexically."""
+        """Refuse a target that is empty, holds NUL, or climbs above the root (outside OCI
+        layers, which banger resolves itself, a target may not climb at all)."""
         if not target or "\0" in target:
             raise self.refuse("symlink with an empty or invalid target")
         if target.startswith("/"):
             if self.follow_in_root:
                 return  # resolved inside the root, by banger, like a container runtime
             raise self.refuse(f"symlink to the absolute path {target[:120]!r}")
+        if not self.follow_in_root and ".." in target.split("/"):
+            # Lexical depth cannot see links made later (a/x -> b/../.., then a/b -> ..).
+            raise self.refuse(f"symlink to {target[:120]!r} climbs with '..'")
         depth = len(real)
         for part in target.split("/"):
             depth += -1 if part == ".." else 0 if part in ("", ".") else 1
