@@ -302,3 +302,17 @@ def test_release_dates_parse_strictly(text: str) -> None:
         return
     assert when.tzinfo is not None and when.utcoffset() == timedelta(0)
     assert parse_release_date(when.strftime("%a, %d %b %Y %H:%M:%S UTC")) == when
+
+
+def test_a_release_older_than_the_one_seen_is_refused(tmp_path: Path, mirror: Path) -> None:
+    """Without Valid-Until (Debian's main archive), a replayed older Release is still caught."""
+    write_release(mirror, extra="Date: Tue, 01 Dec 2026 08:00:00 UTC\n")
+    asyncio.run(archive(tmp_path, mirror).release())
+    cached = paths_for(tmp_path).cache_dir / "debian"
+    for release in cached.rglob("Release"):
+        os.utime(release, (0, 0))  # past the reuse window: the next pull fetches again
+    write_release(mirror, extra="Date: Sat, 01 Nov 2025 08:00:00 UTC\n")
+    with pytest.raises(OperationFailed, match="older than the one already seen"):
+        asyncio.run(archive(tmp_path, mirror).release())
+    write_release(mirror, extra="Date: Wed, 02 Dec 2026 08:00:00 UTC\n")  # newer: fine
+    assert "main/binary-amd64/Packages.xz" in asyncio.run(archive(tmp_path, mirror).release())

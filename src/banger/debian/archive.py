@@ -207,6 +207,7 @@ class DebianArchive:
             return await self._checked_text(self.cache / "Release", self.cache / "Release.gpg")
         try:
             text = await self._checked_text(new, new_sig)
+            self._check_not_older(text)
         except BaseException:
             new.unlink(missing_ok=True)
             new_sig.unlink(missing_ok=True)
@@ -253,6 +254,29 @@ class DebianArchive:
             shown = sorted(textsafe.one_line(n, 60) for n in names)
             raise OperationFailed(
                 f"{self._dists('Release')} is for {shown}, not {self.suite}; check the mirror URL"
+            )
+
+    def _check_not_older(self, text: str) -> None:
+        """A signed Release older than one already seen is a replay (apt refuses it too);
+        Debian's main archive has no Valid-Until, so this is what stops an old one there."""
+        try:
+            seen = parse_control((self.cache / "Release").read_text(errors="replace")
+                                 .split("\n\n")[0]).get("Date")
+        except OSError:
+            return
+        new = parse_control(text.split("\n\n")[0]).get("Date")
+        if not seen or not new:
+            return
+        try:
+            seen_at, new_at = parse_release_date(seen), parse_release_date(new)
+        except OperationFailed:
+            return  # the cached one predates strict parsing; the new one passed its checks
+        if new_at < seen_at:
+            raise OperationFailed(
+                f"{self._dists('Release')} is dated {new_at:%Y-%m-%d %H:%M} UTC, older than the "
+                f"one already seen ({seen_at:%Y-%m-%d %H:%M} UTC): the mirror "
+                f"({self.mirror.source}) is stale or replaying an old Release; use an up-to-date "
+                "mirror (debian_mirror in config.toml) or retry later"
             )
 
     def _check_valid_until(self, head: dict[str, str]) -> None:
