@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from banger.config import Config
-from banger.doctor.report import Check
+from banger.doctor.check import Check
 from banger.errors import BangerError
 from banger.paths import Paths
 from banger.runner import run, which

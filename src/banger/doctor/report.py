@@ -1,32 +1,15 @@
-"""Check results and the runner that collects them."""
+"""The runner that collects every check's results."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Literal
-
-from banger.config import Config, load_config
+from banger.config import load_config
+from banger.doctor import host_checks, state_checks
+from banger.doctor.check import Check
 from banger.errors import BangerError
 from banger.paths import Paths
 
-Status = Literal["PASS", "WARN", "FAIL"]
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-
-CheckFn = Callable[[Paths, Config], Iterable[Check]]
-
 
 def run_checks(paths: Paths) -> list[Check]:
-    from banger.doctor import host_checks, state_checks
-
     try:
         config = load_config(paths)
         results = [Check("config", "PASS", f"{paths.config_file}" +

@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Iterator
 
 from banger.config import Config
-from banger.doctor.report import Check
+from banger.doctor.check import Check
 from banger.errors import BangerError, Conflict
 from banger.paths import Paths
 
