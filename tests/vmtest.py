@@ -23,7 +23,7 @@ from tests.conftest import BIN, Banger
 ROOT = Path(__file__).resolve().parents[1]
 SLIM = "debian-bookworm-slim"
 VM_LOCK = Path("/tmp/banger-vm-test.lock")
-KEY_SOURCES = ["src/banger/images", "src/banger/kernels", "src/banger/guest", "src/banger/agent",
+KEY_SOURCES = ["src/banger/images", "src/banger/kernels", "src/banger/guest",
                "src/banger/debian"]
 KEY_IGNORED = ("src/banger/images/oci/",)  # OCI pulls don't build the cached images
 

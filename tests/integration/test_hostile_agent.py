@@ -44,9 +44,9 @@ def rss_mib(pid: int) -> float:
 def rogue() -> Iterator[Banger]:
     with vm_lock(), vm_home(SLIM) as b:
         b.run("vm", "create", "--name", VM, "--cold", check=True, timeout=300)
-        for module, code in (("guest_exec.py", HOSTILE_EXEC), ("guest_system.py", HOSTILE_PORTS)):
+        for module, code in (("exec_ops.py", HOSTILE_EXEC), ("system_ops.py", HOSTILE_PORTS)):
             b.run("vm", "exec", "-i", VM, "--", "sh", "-c",
-                  f"cat >> /usr/local/lib/banger/{module}", input=code, check=True)
+                  f"cat >> /usr/local/lib/banger/agent/{module}", input=code, check=True)
         b.run("vm", "stop", VM, check=True, timeout=120)
         b.run("vm", "start", "--cold", VM, check=True, timeout=300)
         yield b

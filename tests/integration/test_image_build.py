@@ -202,7 +202,7 @@ def test_init_wrapper_runs_as_pid1(built: tuple[Paths, ImageManifest], tmp_path:
     mnt.mkdir()
     run(["mount", "-o", "loop", img, mnt])
     try:
-        (mnt / "usr/local/lib/banger/agent.py").write_text(STUB_AGENT)  # the test copy only
+        (mnt / "usr/local/lib/banger/agent/server.py").write_text(STUB_AGENT)  # the test copy only
         cmdline = tmp_path / "cmdline"
         cmdline.write_text("console=ttyS0 root=/dev/vda banger.hostname=wrapped-vm quiet\n")
         script = (f"mount -t proc proc {mnt}/proc && mount --bind {cmdline} {mnt}/proc/cmdline"

@@ -278,7 +278,7 @@ def test_hostile_guest_export_writes_nothing_on_the_host(vb: Banger, tmp_path: P
                f"cat > /root/workspace_attack.py && echo {dest_len} > /root/dest-len && "
                "rm -f /usr/local/bin/git", input=attack, check=True)
         vb.run("vm", "exec", "-i", "evil", "--", "sh", "-c",
-               "cat >> /usr/local/lib/banger/guest_exec.py", input=HOSTILE_GET, check=True)
+               "cat >> /usr/local/lib/banger/agent/exec_ops.py", input=HOSTILE_GET, check=True)
         vb.run("vm", "stop", "evil", check=True, timeout=120)
         vb.run("vm", "start", "--cold", "evil", check=True, timeout=300)
         res = apply_with(vb, env)

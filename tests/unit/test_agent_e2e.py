@@ -19,27 +19,27 @@ from typing import Any
 
 import pytest
 
-from banger.agent import protocol as proto
 from banger.agent.client import AgentClient, ExitStatus, PtySpec, connect_unix
 from banger.errors import OperationFailed, Unavailable
+from banger.guest.agent import protocol as proto
 
-AGENT = Path(__file__).parents[2] / "src" / "banger" / "agent" / "guest_agent.py"
+AGENT = [sys.executable, "-m", "banger.guest.agent"]
 MiB = 1024 * 1024
 
 pytestmark = pytest.mark.timeout(120)
 
 
 class AgentUnderTest:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, preexec: Callable[[], None] | None = None) -> None:
         self.root = tmp_path / "root"  # --test-root: configure writes here
         self.root.mkdir()
         self.socket = tmp_path / "agent.sock"
         self.log = tmp_path / "agent.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(AGENT), "--unix", str(self.socket),
+                [*AGENT, "--unix", str(self.socket),
                  "--test-root", str(self.root)],
-                stderr=log,
+                stderr=log, preexec_fn=preexec,
             )
         deadline = time.monotonic() + 10
         while not self.socket.exists():
@@ -68,6 +68,31 @@ def agent(tmp_path: Path) -> Iterator[AgentUnderTest]:
     under_test = AgentUnderTest(tmp_path)
     yield under_test
     under_test.stop()
+
+
+def as_a_background_job() -> None:
+    """What a non-interactive shell's `cmd &` leaves (the init wrapper under systemd), plus a
+    blocked signal: both survive exec."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+
+def test_commands_get_default_signals_whatever_the_agent_inherited(tmp_path: Path) -> None:
+    agent = AgentUnderTest(tmp_path, preexec=as_a_background_job)
+
+    async def scenario(client: AgentClient) -> None:
+        for pty in (None, PtySpec(term="xterm", rows=24, cols=80)):
+            proc = await client.exec(["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"],
+                                     pty=pty)
+            out, _, status = await proc.communicate()
+            assert status.code == 0
+            assert out.decode().split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
+
+    try:
+        agent.run(scenario)
+    finally:
+        agent.stop()
 
 
 def tar_of(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
@@ -412,7 +437,7 @@ def test_reconnect_resets_session_and_kills_old_commands(agent: AgentUnderTest,
 
 def test_fd_transport_over_socketpair(tmp_path: Path) -> None:
     ours, theirs = socket.socketpair()
-    proc = subprocess.Popen([sys.executable, str(AGENT), "--fd", str(theirs.fileno())],
+    proc = subprocess.Popen([*AGENT, "--fd", str(theirs.fileno())],
                             pass_fds=[theirs.fileno()], stderr=subprocess.DEVNULL)
     theirs.close()
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from banger.agent import protocol as proto
 from banger.agent.client import MAX_UNCLOSED, AgentClient, AgentProcess
 from banger.errors import BangerError
+from banger.guest.agent import protocol as proto
 
 pytestmark = pytest.mark.fuzz
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from banger.agent import protocol as proto
 from banger.agent.client import OUTPUT_CAP, AgentClient
 from banger.daemon.handlers import net as net_handlers
 from banger.errors import BangerError, OperationFailed, Unavailable
+from banger.guest.agent import protocol as proto
 
 MiB = 1024 * 1024
 FLOOD = 48 * MiB  # far past every cap, small enough to send in well under a second

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from banger.agent import protocol as proto
 from banger.agent.client import AgentClient
-from banger.guest import AGENT_MODULES, guest_files
+from banger.guest import AGENT_MODULES, GUEST_LIB, guest_files
+from banger.guest.agent import protocol as proto
 
-AGENT_DIR = Path(__file__).parents[2] / "src" / "banger" / "agent"
-GUEST_FILES = [AGENT_DIR / "guest_agent.py", *(AGENT_DIR / name for name in AGENT_MODULES)]
+AGENT_DIR = Path(__file__).parents[2] / "src" / "banger" / "guest" / "agent"
+GUEST_FILES = [AGENT_DIR / name for name in AGENT_MODULES]
 
 
 def frames(decoder: proto.FrameDecoder, data: bytes) -> list[proto.Frame]:
@@ -91,15 +91,21 @@ def test_guest_files_parse_as_python_37(path: Path, tmp_path: Path) -> None:
 
 
 def test_guest_agent_startup_imports_stay_small(tmp_path: Path) -> None:
-    for guest_file in guest_files():  # exactly what an image gets
-        if guest_file.path.endswith(".py"):
-            (tmp_path / Path(guest_file.path).name).write_bytes(guest_file.data)
-    code = ("import sys; sys.argv = ['agent.py']; sys.path.insert(0, sys.argv.pop()); import agent; "
-            "print(' '.join(sorted(m for m in ('tarfile', 'subprocess', 'ctypes', 'pty', 'pwd', "
-            "'argparse', 'typing', 'socket') if m in sys.modules)))")
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code.replace("sys.argv.pop()",
-                          repr(str(tmp_path)))], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == []
+    """Import the agent exactly as the init wrapper does, from exactly what an image gets."""
+    for guest_file in guest_files():
+        if guest_file.path.startswith(GUEST_LIB + "/"):
+            dest = tmp_path / guest_file.path[len(GUEST_LIB) + 1 :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(guest_file.data)
+    init = (tmp_path / "init").read_text()
+    boot = init.split('AGENT_BOOT="', 1)[1].split('"', 1)[0].replace("$LIB", str(tmp_path))
+    assert boot.endswith("; sys.exit(main(sys.argv[1:]))")
+    code = boot.replace("sys.exit(main(sys.argv[1:]))", "print(' '.join(sorted(m for m in (" \
+        "'tarfile', 'subprocess', 'ctypes', 'pty', 'pwd', 'argparse', 'typing', 'socket', " \
+        "'signal', 'banger') if m in sys.modules)), main.__module__)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.split() == ["agent.server"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
@@ -108,7 +114,7 @@ def test_pid1_mode_reaps_orphans_and_reports_own_children() -> None:
     ours, theirs = socket.socketpair()
     agent = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
-         str(AGENT_DIR / "guest_agent.py"), "--fd", str(theirs.fileno())],
+         "-m", "banger.guest.agent", "--fd", str(theirs.fileno())],
         pass_fds=[theirs.fileno()], stderr=subprocess.DEVNULL)
     theirs.close()
 

@@ -25,11 +25,11 @@ import pytest
 
 from banger.agent.client import connect_stream
 from banger.errors import Unavailable
+from banger.guest.agent.server import transport_from_cmdline
 from banger.vmm.base import VmHandles
 from banger.vmm.firecracker.vsock import connect_vsock
 from tests.unit.test_firecracker_api import backend
 
-AGENT = Path(__file__).parents[2] / "src" / "banger" / "agent"
 AGENT_PORT = 5252
 
 
@@ -60,7 +60,7 @@ class HybridVsockPeer:
             if len(parts) == 2 and parts[0] == "CONNECT" and int(parts[1]) in self.ports:
                 conn.sendall(b"OK 1073741824\n")
                 self.agents.append(subprocess.Popen(
-                    [sys.executable, str(AGENT / "guest_agent.py"), "--fd", str(conn.fileno())],
+                    [sys.executable, "-m", "banger.guest.agent", "--fd", str(conn.fileno())],
                     pass_fds=[conn.fileno()], stderr=subprocess.DEVNULL))
             conn.close()  # refused: the guest reset the connection, Firecracker closes ours
 
@@ -114,12 +114,7 @@ def test_missing_socket_is_unavailable(tmp_path: Path) -> None:
 
 
 def test_agent_transport_from_kernel_cmdline() -> None:
-    sys.path.insert(0, str(AGENT))
-    try:
-        import guest_agent  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(AGENT))
-    pick = guest_agent.transport_from_cmdline
+    pick = transport_from_cmdline
     assert pick({}, "console=ttyS0 banger.agent=vsock:5252 quiet") == {"vsock-port": "5252"}
     assert pick({}, "console=ttyS0 quiet") == {}  # qemu: virtio-serial, as before
     assert pick({}, "banger.agent=vsock:x") == {}
@@ -139,7 +134,7 @@ def test_agent_listens_on_af_vsock_from_cmdline(tmp_path: Path) -> None:
     port = 40000 + (time.monotonic_ns() % 20000)
     cmdline = tmp_path / "cmdline"
     cmdline.write_text(f"console=ttyS0 banger.agent=vsock:{port}\n")
-    boot = (f"import sys; sys.path.insert(0, {str(AGENT)!r}); import guest_agent as a; "
+    boot = ("import sys; from banger.guest.agent import server as a; "
             f"a.KERNEL_CMDLINE = {str(cmdline)!r}; sys.exit(a.main([]))")
     proc = subprocess.Popen([sys.executable, "-c", boot], stderr=subprocess.PIPE, text=True)
     try:

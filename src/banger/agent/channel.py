@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
 
-from banger.agent import protocol as proto
 from banger.agent.results import AgentError, ControlEvent, decode
 from banger.errors import BangerError, OperationFailed
+from banger.guest.agent import protocol as proto
 from banger.textsafe import one_line
 
 OUTPUT_CAP = 16 * 1024 * 1024  # default cap on the output one guest command may hand us whole

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from banger.agent import protocol as proto
 from banger.agent.channel import (
     OUTPUT_ADVICE,
     OUTPUT_CAP,
@@ -40,6 +39,7 @@ from banger.agent.results import (
     decode,
 )
 from banger.errors import BangerError, OperationFailed, Unavailable
+from banger.guest.agent import protocol as proto
 
 __all__ = ["EXPORT_CAP", "OUTPUT_CAP", "AgentClient", "AgentProcess", "ExitStatus", "PtySpec",
            "connect_stream", "connect_unix"]

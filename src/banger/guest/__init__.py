@@ -1,4 +1,4 @@
-"""The files banger puts into every image: agent and its modules, init wrapper, sshd drop-in."""
+"""The files banger puts into every image: the agent package, init wrapper, sshd drop-in."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from importlib import resources
 
 GUEST_LIB = "/usr/local/lib/banger"
 INIT_PATH = f"{GUEST_LIB}/init"
+AGENT_PACKAGE = "agent"  # its name in the guest, where GUEST_LIB is on sys.path
+AGENT_DIR = f"{GUEST_LIB}/{AGENT_PACKAGE}"
 AGENT_PORT_NAME = "banger.agent"
 
 
@@ -18,8 +20,9 @@ class GuestFile:
     mode: int
 
 
-# What agent.py imports, shipped beside it (the agent is stdlib-only and runs as a script).
-AGENT_MODULES = ("protocol.py", "guest_core.py", "guest_net.py", "guest_system.py", "guest_exec.py")
+# The agent package (banger.guest.agent here), shipped as is: stdlib-only, relative imports.
+AGENT_MODULES = ("__init__.py", "__main__.py", "protocol.py", "core.py", "network.py",
+                 "system_ops.py", "exec_ops.py", "server.py")
 
 
 def _read(package: str, name: str) -> bytes:
@@ -29,8 +32,7 @@ def _read(package: str, name: str) -> bytes:
 def guest_files() -> list[GuestFile]:
     """Everything injected into an image, in a stable order."""
     return [
-        GuestFile(f"{GUEST_LIB}/agent.py", _read("banger.agent", "guest_agent.py"), 0o755),
-        *(GuestFile(f"{GUEST_LIB}/{name}", _read("banger.agent", name), 0o644)
+        *(GuestFile(f"{AGENT_DIR}/{name}", _read("banger.guest.agent", name), 0o644)
           for name in AGENT_MODULES),
         GuestFile(INIT_PATH, _read("banger.guest", "files/init"), 0o755),
         GuestFile(

@@ -9,38 +9,21 @@ import os
 import sys
 import time
 
-if __package__:
-    from . import protocol as proto
-    from .guest_core import (
-        AGENT_VERSION,
-        LINUX_REBOOT_CMD_POWER_OFF,
-        Agent,
-        AgentError,
-        Channel,
-        log,
-        read_text,
-        run_tool,
-        write_file_atomic,
-    )
-    from .guest_net import (
-        configure_network,
-    )
-else:  # a plain script in the guest: the modules sit side by side
-    import protocol as proto  # type: ignore[import-not-found, no-redef]
-    from guest_core import (  # type: ignore[import-not-found, no-redef]
-        AGENT_VERSION,
-        LINUX_REBOOT_CMD_POWER_OFF,
-        Agent,
-        AgentError,
-        Channel,
-        log,
-        read_text,
-        run_tool,
-        write_file_atomic,
-    )
-    from guest_net import (  # type: ignore[import-not-found, no-redef]
-        configure_network,
-    )
+from . import protocol as proto
+from .core import (
+    AGENT_VERSION,
+    LINUX_REBOOT_CMD_POWER_OFF,
+    Agent,
+    AgentError,
+    Channel,
+    log,
+    read_text,
+    run_tool,
+    write_file_atomic,
+)
+from .network import (
+    configure_network,
+)
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:

@@ -8,30 +8,17 @@ from __future__ import annotations
 import os
 import threading
 
-if __package__:
-    from . import protocol as proto
-    from .guest_core import (
-        DEFAULT_PATH,
-        Aborted,
-        AgentError,
-        Channel,
-        ExitWaiter,
-        exit_result,
-        kill_group,
-        write_all,
-    )
-else:  # a plain script in the guest: the modules sit side by side
-    import protocol as proto  # type: ignore[import-not-found, no-redef]
-    from guest_core import (  # type: ignore[import-not-found, no-redef]
-        DEFAULT_PATH,
-        Aborted,
-        AgentError,
-        Channel,
-        ExitWaiter,
-        exit_result,
-        kill_group,
-        write_all,
-    )
+from . import protocol as proto
+from .core import (
+    DEFAULT_PATH,
+    Aborted,
+    AgentError,
+    Channel,
+    ExitWaiter,
+    exit_result,
+    kill_group,
+    write_all,
+)
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:

@@ -6,26 +6,15 @@ from __future__ import annotations
 
 import os
 
-if __package__:
-    from . import protocol as proto
-    from .guest_core import (
-        Agent,
-        AgentError,
-        log,
-        read_text,
-        run_tool,
-        write_file_atomic,
-    )
-else:  # a plain script in the guest: the modules sit side by side
-    import protocol as proto  # type: ignore[import-not-found, no-redef]
-    from guest_core import (  # type: ignore[import-not-found, no-redef]
-        Agent,
-        AgentError,
-        log,
-        read_text,
-        run_tool,
-        write_file_atomic,
-    )
+from . import protocol as proto
+from .core import (
+    Agent,
+    AgentError,
+    log,
+    read_text,
+    run_tool,
+    write_file_atomic,
+)
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:

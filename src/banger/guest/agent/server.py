@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """banger guest agent: serves the banger agent protocol on one byte stream.
 
-Stdlib-only, Python >= 3.7.  Installed in guests as /usr/local/lib/banger/agent.py
-next to protocol.py.  Startup imports only what serving needs; everything
-else (subprocess, tarfile, pty ioctls, ctypes, pwd) is imported on first use
-because every import costs tens of milliseconds in a TCG guest.
+Stdlib-only, Python >= 3.7.  Installed in guests as the package /usr/local/lib/banger/agent/
+(`python3 -m agent` from that directory; the init wrapper imports it directly).  Startup
+imports only what serving needs; everything else (subprocess, tarfile, pty ioctls, ctypes, pwd)
+is imported on first use because every import costs tens of milliseconds in a TCG guest.
 
 Threads: the main thread reads and dispatches frames; each channel runs its
 operation in its own thread; one reaper thread collects every child status.
@@ -13,64 +12,34 @@ operation in its own thread; one reaper thread collects every child status.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-if __package__:
-    from . import protocol as proto
-    from .guest_core import (
-        AGENT_VERSION,
-        FAST_RETRY_SECONDS,
-        FAST_RETRY_WINDOW,
-        OPERATIONS,
-        PORT_RETRY_SECONDS,
-        READ_SIZE,
-        Agent,
-        Session,
-        log,
-        read_text,
-        write_all,
-    )
-    from .guest_exec import (
-        op_exec,
-        op_get,
-        op_put,
-    )
-    from .guest_system import (
-        op_configure,
-        op_health,
-        op_info,
-        op_ports,
-        op_poweroff,
-    )
-else:  # a plain script in the guest: the modules sit side by side
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import protocol as proto  # type: ignore[import-not-found, no-redef]
-    from guest_core import (  # type: ignore[import-not-found, no-redef]
-        AGENT_VERSION,
-        FAST_RETRY_SECONDS,
-        FAST_RETRY_WINDOW,
-        OPERATIONS,
-        PORT_RETRY_SECONDS,
-        READ_SIZE,
-        Agent,
-        Session,
-        log,
-        read_text,
-        write_all,
-    )
-    from guest_exec import (  # type: ignore[import-not-found, no-redef]
-        op_exec,
-        op_get,
-        op_put,
-    )
-    from guest_system import (  # type: ignore[import-not-found, no-redef]
-        op_configure,
-        op_health,
-        op_info,
-        op_ports,
-        op_poweroff,
-    )
+from . import protocol as proto
+from .core import (
+    AGENT_VERSION,
+    FAST_RETRY_SECONDS,
+    FAST_RETRY_WINDOW,
+    OPERATIONS,
+    PORT_RETRY_SECONDS,
+    READ_SIZE,
+    Agent,
+    Session,
+    log,
+    read_text,
+    write_all,
+)
+from .exec_ops import (
+    op_exec,
+    op_get,
+    op_put,
+)
+from .system_ops import (
+    op_configure,
+    op_health,
+    op_info,
+    op_ports,
+    op_poweroff,
+)
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:
@@ -213,7 +182,7 @@ def serve(agent: Agent, options: dict[str, str]) -> None:
         serve_virtio_port(agent, options.get("port-name", "banger.agent"))
 
 
-USAGE = """usage: agent.py [--port-name NAME | --unix PATH | --fd N | --vsock-port PORT]
+USAGE = """usage: python3 -m agent [--port-name NAME | --unix PATH | --fd N | --vsock-port PORT]
                 [--pid1] [--test-root DIR]"""
 
 
@@ -236,8 +205,41 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     return options
 
 
+# Linux numbers of SIGPIPE and SIGXFSZ: Python ignores them itself and subprocess restores them.
+PYTHON_IGNORED = (1 << (13 - 1)) | (1 << (25 - 1))
+
+
+def status_mask(status: str, field: str) -> int:
+    """A signal bit mask (SigIgn, SigBlk, ...) from the text of /proc/PID/status."""
+    for line in status.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _no_op(signum: int, frame: Any) -> None:
+    """Keeps a signal ignored by the agent while exec resets it to the default in children."""
+
+
+def reset_inherited_signals() -> None:
+    """Ignored signals and blocked masks survive fork and exec: a shell's background job (the init
+    wrapper under systemd) ignores SIGINT and SIGQUIT, which made Ctrl-C do nothing in the VM."""
+    status = read_text("/proc/self/status")
+    ignored = status_mask(status, "SigIgn") & ~PYTHON_IGNORED
+    blocked = status_mask(status, "SigBlk")
+    if not ignored and not blocked:
+        return  # the usual case (PID 1): spare the import, it pulls in enum
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for number in range(1, signal.NSIG):
+        if ignored & (1 << (number - 1)):
+            signal.signal(number, _no_op)
+
+
 def main(argv: list[str]) -> int:
     options = parse_args(argv)
+    reset_inherited_signals()  # before any thread starts: threads inherit the mask
     agent = Agent(pid1="pid1" in options or os.getpid() == 1,
                   root=os.path.abspath(options.get("test-root", "/")))
     agent.reaper.start()
@@ -254,6 +256,3 @@ def main(argv: list[str]) -> int:
                 return 1
             time.sleep(1)  # PID 1 must never exit: the kernel would panic
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,8 @@
 """Framed, multiplexed protocol between bangerd and the guest agent.
 
-Stdlib-only and Python 3.7 compatible: this file is copied into every guest
-next to the agent.  See docs/agent-protocol.md for the wire format.
+Stdlib-only and Python 3.7 compatible: it ships in the guest agent package, and the host
+imports it from there (banger.guest.agent.protocol).  See docs/agent-protocol.md for the wire
+format.
 
 Frame = 18-byte header + payload.  Header (big endian):
     magic b"BNGR" | type u8 | stream u8 | channel u32 | length u32 | crc32 u32

@@ -1,6 +1,6 @@
 """banger guest agent core: errors, child reaping, flow control, channels and the session.
 
-Stdlib-only, Python >= 3.7, shipped next to agent.py in guests. The main thread reads and
+Stdlib-only, Python >= 3.7, part of the agent package shipped into guests. The main thread reads and
 dispatches frames; each channel runs its operation in its own thread; one reaper thread
 collects every child status.
 """
@@ -12,10 +12,7 @@ import sys
 import threading
 import time
 
-if __package__:
-    from . import protocol as proto
-else:  # a plain script in the guest: the modules sit side by side
-    import protocol as proto  # type: ignore[import-not-found, no-redef]
+from . import protocol as proto
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:
