@@ -7,7 +7,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static debootstrap 
 	debian-archive-keyring git ca-certificates openssh-client slirp4netns
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench fuzz clean
+.PHONY: install run test test-fast lint bench fuzz clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ run: install
 
 test: install lint
 	$(VENV)/bin/pytest -q
+
+test-fast: install
+	$(VENV)/bin/pytest -q tests/unit
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
