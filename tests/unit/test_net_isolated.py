@@ -12,12 +12,13 @@ import pytest
 
 from banger.config import load_config
 from banger.errors import OperationFailed, Unavailable
+from banger.net.plan import VmNet
 from banger.net.service import Network
 from banger.paths import Paths, resolve_paths
 from banger.vmm.base import BootArtifacts, NetworkAttachment, VmSpec
-from banger.vmm.qemu import slirp
+from banger.vmm.qemu import QemuBackend, slirp
 from banger.vmm.qemu.argv import namespace_prefix, net_args
-from banger.vms.model import VmRecord
+from banger.vmm.qemu.forward import launch_rules
 
 
 @pytest.fixture
@@ -27,12 +28,10 @@ def paths(tmp_path: Path) -> Paths:
     return p
 
 
-def record(**kw: object) -> VmRecord:
-    base: dict[str, object] = dict(id="abc123def456", name="n", state="created", image="i",
-                                   kernel="k", vcpu=1, memory_mib=512, disk_mib=1024,
-                                   created_at="", updated_at="", ip="127.77.0.9",
-                                   net_mode="user", mac="52:54:00:00:00:09")
-    return VmRecord(**{**base, **kw})  # type: ignore[arg-type]
+def record(**kw: object) -> VmNet:
+    base: dict[str, object] = dict(id="abc123def456", name="n", mode="user", ip="127.77.0.9",
+                                   mac="52:54:00:00:00:09")
+    return VmNet(**{**base, **kw})  # type: ignore[arg-type]
 
 
 def spec_for(attachment: NetworkAttachment, vm_dir: Path) -> VmSpec:
@@ -43,12 +42,12 @@ def spec_for(attachment: NetworkAttachment, vm_dir: Path) -> VmSpec:
 def test_nat_user_vm_forwards_only_inside_its_own_namespace(
         paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slirp, "which", lambda tool: f"/usr/bin/{tool}")
-    net = Network(paths, load_config(paths))
-    vm = record(nat=True, publish=["18080:80", "18081:22"])
+    net = Network(paths, load_config(paths), QemuBackend())
+    vm = record(nat=True, publish=("18080:80", "18081:22"))
     attachment = asyncio.run(net.prepare(vm))
     assert attachment is not None and attachment.isolated and not attachment.restrict
     # No host address in QEMU's rules: it binds in its namespace; slirp4netns owns the host side.
-    assert attachment.hostfwds == ("tcp::22-:22", "tcp::80-:80")
+    assert launch_rules(attachment) == ["tcp::22-:22", "tcp::80-:80"]
     prefix = namespace_prefix(spec_for(attachment, tmp_path))
     assert prefix[:2] == ["unshare", "--user"] and "--mount" in prefix
     assert prefix[-1] == str(tmp_path / "resolv.conf")  # QEMU resolves through slirp4netns
@@ -56,17 +55,17 @@ def test_nat_user_vm_forwards_only_inside_its_own_namespace(
 
 
 def test_user_vm_without_nat_is_unchanged(paths: Paths, tmp_path: Path) -> None:
-    net = Network(paths, load_config(paths))
-    attachment = asyncio.run(net.prepare(record(publish=["18082:80"])))
+    net = Network(paths, load_config(paths), QemuBackend())
+    attachment = asyncio.run(net.prepare(record(publish=("18082:80",))))
     assert attachment is not None and not attachment.isolated and attachment.restrict
     assert namespace_prefix(spec_for(attachment, tmp_path)) == []
-    assert "tcp:127.0.0.1:18082-:80" in attachment.hostfwds
+    assert "hostfwd=tcp:127.0.0.1:18082-:80" in net_args(attachment)[1]
 
 
 def test_nat_without_slirp4netns_says_what_to_install(paths: Paths,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slirp, "which", lambda tool: None)
-    net = Network(paths, load_config(paths))
+    net = Network(paths, load_config(paths), QemuBackend())
     with pytest.raises(Unavailable) as err:
         net.check_tools(record(nat=True))
     assert "apt-get install slirp4netns" in err.value.message and "\n" not in err.value.message

@@ -11,7 +11,7 @@ from banger.dns.server import answer
 from banger.errors import Conflict, InvalidArgument
 from banger.net import plan
 from banger.ssh import config as sshcfg
-from banger.vmm.base import NetworkAttachment
+from banger.vmm.base import HostForward, NetworkAttachment
 from banger.vmm.qemu.argv import net_args
 
 
@@ -57,7 +57,8 @@ def test_qemu_net_args() -> None:
     tap = net_args(NetworkAttachment("tap", tap="bt1", mac="52:54:00:00:00:01"))
     assert tap == ["-netdev", "tap,id=net0,ifname=bt1,script=no,downscript=no",
                    "-device", "virtio-net-device,netdev=net0,mac=52:54:00:00:00:01"]
-    user = net_args(NetworkAttachment("user", hostfwds=("tcp:127.77.0.2:22-:22",), restrict=False))
+    user = net_args(NetworkAttachment("user", hostfwds=(HostForward("127.77.0.2", 22, 22),),
+                                      restrict=False))
     assert user[1] == "user,id=net0,restrict=off,hostfwd=tcp:127.77.0.2:22-:22"
     assert net_args(None) == []
 

@@ -6,6 +6,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+import msgspec
+
 from banger.errors import Conflict, InvalidArgument
 from banger.numbers import parse_int, shown
 
@@ -16,6 +18,18 @@ USER_DNS = "10.0.2.3"
 # Each user-mode VM gets one host loopback address from here, so `<name>.vm` is reachable.
 LOOPBACK_POOL = ipaddress.ip_network("127.77.0.0/16")
 MAX_PORT = 65535
+
+
+class VmNet(msgspec.Struct, frozen=True):
+    """What networking needs to know about a VM (the VM layer builds it from its record)."""
+
+    id: str
+    name: str
+    mode: str | None  # "tap" | "user"; None: created before networking existed
+    nat: bool = False
+    ip: str | None = None  # tap address, or user mode's host loopback address
+    mac: str | None = None
+    publish: tuple[str, ...] = ()  # "HOSTPORT:GUESTPORT"
 
 
 @dataclass(frozen=True)

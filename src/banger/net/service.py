@@ -17,14 +17,13 @@ from typing import Any
 import msgspec
 
 from banger.config import Config
-from banger.errors import BangerError, Conflict, Unavailable
+from banger.errors import BangerError, Conflict, NotRunning, Unavailable
 from banger.net import links, nat, plan
 from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
+from banger.net.plan import VmNet
 from banger.paths import Paths
 from banger.ssh.keys import ensure_key
-from banger.vmm.base import NetworkAttachment
-from banger.vmm.qemu import slirp
-from banger.vms.model import VmRecord
+from banger.vmm.base import Backend, HostForward, NetworkAttachment, PortForwarder, VmHandles
 
 log = logging.getLogger("banger.net")
 SSH_PORT = 22
@@ -58,9 +57,12 @@ def free_port(host: str) -> int:
 
 
 class Network:
-    def __init__(self, paths: Paths, config: Config) -> None:
+    def __init__(self, paths: Paths, config: Config, backend: Backend) -> None:
         self.paths = paths
         self.config = config
+        self.backend_name = backend.name
+        # user mode's host forwards go through the VMM's own network stack
+        self.forwarder = backend if isinstance(backend, PortForwarder) else None
         self.netns: str = config.netns
         self.bridge: str = config.bridge_name
         self.cidr: str = config.bridge_cidr
@@ -75,20 +77,16 @@ class Network:
             links.require_net_admin()
         return resolved
 
-    def check_tools(self, vm: VmRecord) -> None:
-        """Refuse at create what cannot start: user-mode --nat needs slirp4netns."""
-        if vm.net_mode == "user" and vm.nat:
-            slirp.require()
+    def check_tools(self, vm: VmNet) -> None:
+        """Refuse at create what cannot start (QEMU: user-mode --nat needs slirp4netns)."""
+        if vm.mode == "user" and self.forwarder is not None:
+            self.forwarder.check_forwarding(isolated=vm.nat)
 
-    def runtime_files(self) -> tuple[str, ...]:
-        """Names of the per-run files in a VM's dir that networking leaves (cleanup removes)."""
-        return slirp.RUNTIME_FILES
-
-    def allocate(self, vm: VmRecord, taken: dict[str, set[str]]) -> VmRecord:
+    def allocate(self, vm: VmNet, taken: dict[str, set[str]]) -> VmNet:
         """MAC and address (tap IP or user-mode loopback); call with no await before insert."""
-        if vm.net_mode is None or vm.ip:
+        if vm.mode is None or vm.ip:
             return vm
-        if vm.net_mode == "tap":
+        if vm.mode == "tap":
             ip = plan.allocate_ip(self.cidr, taken.get("tap", set()))
         else:
             ip = plan.allocate_loopback(taken.get("user", set()))
@@ -96,11 +94,11 @@ class Network:
 
     # ---- start
 
-    def _runtime_file(self, vm: VmRecord) -> Path:
+    def _runtime_file(self, vm: VmNet) -> Path:
         return self.paths.vm_dir(vm.id) / "net.json"
 
-    def endpoint(self, vm: VmRecord) -> Endpoint:
-        if vm.net_mode == "tap":
+    def endpoint(self, vm: VmNet) -> Endpoint:
+        if vm.mode == "tap":
             return Endpoint(vm.ip or "", SSH_PORT, self.netns)
         try:
             port = int(json.loads(self._runtime_file(vm).read_text())["ssh_port"])
@@ -108,13 +106,13 @@ class Network:
             port = SSH_PORT
         return Endpoint(vm.ip or "", port, "")
 
-    async def prepare(self, vm: VmRecord) -> NetworkAttachment | None:
+    async def prepare(self, vm: VmNet) -> NetworkAttachment | None:
         """Bridge + tap (tap mode) or host forwards (user mode); refuses busy host ports."""
-        if vm.net_mode is None:
+        if vm.mode is None:
             return None  # a VM created before networking existed
         for spec in vm.publish:
             check_port_free(plan.parse_publish(spec).host_port)
-        if vm.net_mode == "tap":
+        if vm.mode == "tap":
             links.require_net_admin()
             tap = plan.tap_name(vm.id)
             await asyncio.to_thread(links.ensure_bridge, self.netns, self.bridge, self.cidr)
@@ -126,28 +124,22 @@ class Network:
         on_loopback = sorted({plan.parse_publish(spec).guest_port for spec in vm.publish}
                              - {SSH_PORT})
         state: dict[str, Any] = {"ssh_port": ssh_port, "loopback_ports": on_loopback}
-        host_fwds = self._host_forwards(vm, state)
-        fwds = [f"tcp:{host}:{host_port}-:{guest_port}" for host, host_port, guest_port in host_fwds]
-        if vm.nat:
-            slirp.require()
-            # QEMU forwards each guest port from its own namespace; slirp4netns (activate)
-            # listens on the host addresses.
-            state["inner_ports"] = sorted({guest_port for _, _, guest_port in host_fwds})
-            fwds = [f"tcp::{port}-:{port}" for port in state["inner_ports"]]
+        self.check_tools(vm)
         self._runtime_file(vm).parent.mkdir(parents=True, exist_ok=True)
         self._runtime_file(vm).write_text(json.dumps(state))
         return NetworkAttachment("user", mac=vm.mac or plan.mac_for(vm.id),
-                                 hostfwds=tuple(fwds), restrict=not vm.nat, isolated=vm.nat)
+                                 hostfwds=self._host_forwards(vm, state), restrict=not vm.nat,
+                                 isolated=vm.nat)
 
-    def _host_forwards(self, vm: VmRecord, state: dict[str, Any]) -> list[tuple[str, int, int]]:
-        """User mode: (host address, host port, guest port) of ssh, published and loopback ports."""
+    def _host_forwards(self, vm: VmNet, state: dict[str, Any]) -> tuple[HostForward, ...]:
+        """User mode: the forwards of ssh, the published ports and the loopback ports."""
         loop = vm.ip or ""
-        fwds = [(loop, int(state["ssh_port"]), SSH_PORT)]
+        fwds = [HostForward(loop, int(state["ssh_port"]), SSH_PORT)]
         for spec in vm.publish:
             pub = plan.parse_publish(spec)
-            fwds.append((PUBLISH_HOST, pub.host_port, pub.guest_port))
-        fwds += [(loop, int(port), int(port)) for port in state.get("loopback_ports", [])]
-        return fwds
+            fwds.append(HostForward(PUBLISH_HOST, pub.host_port, pub.guest_port))
+        fwds += [HostForward(loop, int(port), int(port)) for port in state.get("loopback_ports", [])]
+        return tuple(fwds)
 
     def _ssh_port(self, loop: str) -> int:
         """22 on the VM's own loopback address unless the host already listens there."""
@@ -157,10 +149,10 @@ class Network:
         except Conflict:
             return free_port(loop)
 
-    def guest_config(self, vm: VmRecord) -> dict[str, Any]:
+    def guest_config(self, vm: VmNet) -> dict[str, Any]:
         """What the agent's `configure` op sets in the guest."""
         mac = vm.mac or plan.mac_for(vm.id)
-        if vm.net_mode == "tap":
+        if vm.mode == "tap":
             prefix = ipaddress.IPv4Network(self.cidr).prefixlen
             gateway = str(plan.gateway_of(self.cidr))
             return {"mac": mac, "address": f"{vm.ip}/{prefix}", "gateway": gateway,
@@ -168,18 +160,19 @@ class Network:
         return {"mac": mac, "address": plan.USER_GUEST_ADDRESS, "gateway": plan.USER_GATEWAY,
                 "dns": [plan.USER_DNS]}
 
-    async def guest_setup(self, vm: VmRecord) -> dict[str, Any]:
+    async def guest_setup(self, vm: VmNet) -> dict[str, Any]:
         """The agent `configure` arguments for the guest side: address, DNS and ssh key."""
-        if vm.net_mode is None:
+        if vm.mode is None:
             return {}
         key = await asyncio.to_thread(ensure_key, self.config.ssh_key_path)
         return {"network": self.guest_config(vm), "authorized_keys": [key]}
 
-    async def activate(self, vm: VmRecord) -> None:
-        """After boot (and after a daemon restart): NAT rules and forwards not owned by QEMU."""
-        if vm.net_mode == "user" and vm.nat:
-            await self._slirp_forwards(vm)
-        if vm.net_mode != "tap" or not vm.ip:
+    async def activate(self, vm: VmNet) -> None:
+        """After boot (and after a daemon restart): NAT rules and forwards the VMM does not own."""
+        if vm.mode == "user" and self.forwarder is not None:
+            fwds = self._host_forwards(vm, self._runtime(vm))
+            await self.forwarder.restore_forwards(self._handles(vm), fwds, vm.nat)
+        if vm.mode != "tap" or not vm.ip:
             return
         if vm.nat:
             await nat.enable(self.netns, self.bridge, vm.id, vm.ip)
@@ -188,40 +181,29 @@ class Network:
             pub = plan.parse_publish(spec)
             await self.proxies.add(vm.id, self.netns, vm.ip, pub.host_port, pub.guest_port)
 
-    async def add_forward(self, vm: VmRecord, pub: plan.Publish, qmp: Any) -> None:
-        """Publish on a running VM: QMP hostfwd_add (user) or a daemon proxy (tap)."""
+    async def add_forward(self, vm: VmNet, pub: plan.Publish) -> None:
+        """Publish on a running VM: through the VMM (user mode) or a daemon proxy (tap)."""
         check_port_free(pub.host_port)
-        if vm.net_mode == "tap":
+        if vm.mode == "tap":
             await self.proxies.add(vm.id, self.netns, vm.ip or "", pub.host_port, pub.guest_port)
             return
-        if qmp is None:
-            raise Unavailable("user-mode forwards on a running VM need the qemu backend")
-        await self._user_forward(vm, PUBLISH_HOST, pub.host_port, pub.guest_port, qmp)
-        await self.ensure_loopback_forward(vm, pub.guest_port, qmp)
+        await self._user_forward(vm, HostForward(PUBLISH_HOST, pub.host_port, pub.guest_port))
+        await self.ensure_loopback_forward(vm, pub.guest_port)
 
-    async def _user_forward(self, vm: VmRecord, host: str, host_port: int, guest_port: int,
-                            qmp: Any) -> None:
-        """One more host forward on a running user-mode VM (QEMU's, or slirp4netns + QEMU's)."""
-        if not vm.nat:
-            await hostfwd_add(qmp, f"tcp:{host}:{host_port}-:{guest_port}")
-            return
-        state = self._runtime(vm)
-        inner = set(state.get("inner_ports", []))
-        if guest_port not in inner:
-            await hostfwd_add(qmp, f"tcp::{guest_port}-:{guest_port}")
-            state["inner_ports"] = sorted(inner | {guest_port})
-            self._runtime_file(vm).write_text(json.dumps(state))
-        await slirp.add_forward(self.paths.vm_dir(vm.id), host, host_port, guest_port)
+    async def _user_forward(self, vm: VmNet, fwd: HostForward) -> None:
+        if self.forwarder is None:
+            raise Unavailable(f"the {self.backend_name} backend cannot add forwards to a running "
+                              "user-mode VM")
+        await self.forwarder.add_forward(self._handles(vm), fwd, vm.nat)
 
-    async def _slirp_forwards(self, vm: VmRecord) -> None:
-        """The host side of an isolated VM's forwards; those already there (re-adopt) stay."""
-        vm_dir = self.paths.vm_dir(vm.id)
-        present = await slirp.forwards(vm_dir)
-        for host, host_port, guest_port in self._host_forwards(vm, self._runtime(vm)):
-            if (host, host_port) not in present:
-                await slirp.add_forward(vm_dir, host, host_port, guest_port)
+    def _handles(self, vm: VmNet) -> VmHandles:
+        handles = VmHandles.load(self.paths.vm_dir(vm.id))
+        if handles is None:
+            raise NotRunning(f"VM {vm.name} has no running VMM; restart it with "
+                             f"`banger vm restart {vm.name}`")
+        return handles
 
-    async def ensure_loopback_forward(self, vm: VmRecord, port: int, qmp: Any) -> bool:
+    async def ensure_loopback_forward(self, vm: VmNet, port: int) -> bool:
         """User mode: make `<name>.vm:port` reach the guest's port (once per VM run)."""
         state = self._runtime(vm)
         done = set(state.get("loopback_ports", []))
@@ -229,16 +211,15 @@ class Network:
             return True
         try:
             check_port_free(port, vm.ip or "")
-            await self._user_forward(vm, vm.ip or "", port, port, qmp)
+            await self._user_forward(vm, HostForward(vm.ip or "", port, port))
         except BangerError as exc:
             log.info("no loopback forward for %s:%d: %s", vm.name, port, exc)
             return False
-        state = self._runtime(vm)  # _user_forward may have written it
         state["loopback_ports"] = sorted(done | {port})
         self._runtime_file(vm).write_text(json.dumps(state))
         return True
 
-    def _runtime(self, vm: VmRecord) -> dict[str, Any]:
+    def _runtime(self, vm: VmNet) -> dict[str, Any]:
         try:
             data = json.loads(self._runtime_file(vm).read_text())
             return data if isinstance(data, dict) else {}
@@ -247,21 +228,15 @@ class Network:
 
     # ---- stop / delete / reconcile
 
-    async def teardown(self, vm: VmRecord) -> None:
+    async def teardown(self, vm: VmNet) -> None:
         """Remove everything the VM had on the host network; safe to call any number of times."""
         self.proxies.close(vm.id)
-        if vm.net_mode == "tap":
+        if vm.mode == "tap":
             if vm.nat or vm.ip:
                 await nat.disable(self.netns, vm.id)
             await asyncio.to_thread(links.delete_link, self.netns, plan.tap_name(vm.id))
         loopback_state = self._runtime(vm)
         loopback_state.pop("loopback_ports", None)
-        loopback_state.pop("inner_ports", None)
         if self._runtime_file(vm).exists():
             self._runtime_file(vm).write_text(json.dumps(loopback_state))
 
-
-async def hostfwd_add(qmp: Any, rule: str) -> None:
-    answer = await qmp("human-monitor-command", **{"command-line": f"hostfwd_add net0 {rule}"})
-    if isinstance(answer, str) and answer.strip():
-        raise Unavailable(f"QEMU refused forward {rule}: {answer.strip()}")

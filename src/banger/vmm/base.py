@@ -1,7 +1,8 @@
 """The VMM backend interface the daemon uses. Backends: qemu and firecracker.
 
-Small on purpose, like Lima's driver split: lifecycle is required, snapshots are a separate
-optional protocol a backend may also implement.
+Small on purpose, like Lima's driver split: lifecycle is required; snapshots (Snapshotter) and
+host port forwards into a user-mode network (PortForwarder) are optional protocols a backend may
+also implement.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ class BootArtifacts:
 
 
 @dataclass(frozen=True)
+class HostForward:
+    """host:host_port on the host reaches guest_port in the guest (user-mode networking)."""
+
+    host: str
+    host_port: int
+    guest_port: int
+
+
+@dataclass(frozen=True)
 class NetworkAttachment:
     """How the VM reaches the network: a host tap device, or the VMM's user-mode stack."""
 
@@ -29,10 +39,10 @@ class NetworkAttachment:
     tap: str = ""
     mac: str = ""
     netns: str = ""  # tap mode: the tap (and so the VMM) lives in this network namespace
-    hostfwds: tuple[str, ...] = ()  # user mode: QEMU hostfwd rules, e.g. "tcp:127.0.0.1:8080-:80"
+    hostfwds: tuple[HostForward, ...] = ()  # user mode: forwards set up at launch
     restrict: bool = True  # user mode: no outside access (off with --nat)
-    # user mode with --nat: QEMU in its own network namespace, out through slirp4netns
-    # (banger.vmm.qemu.slirp), so the guest's gateway is not the host's loopback.
+    # user mode with --nat: the VMM's network stack must not reach the host's loopback
+    # (QEMU: its own network namespace, out through slirp4netns).
     isolated: bool = False
 
 
@@ -122,6 +132,9 @@ class Backend(Protocol):
         """A byte stream to the guest agent (raises Unavailable while it does not answer)."""
         ...
 
+    def runtime_files(self, vm_dir: Path) -> tuple[Path, ...]:
+        """The per-run files (sockets, pid files) a stopped VM leaves; cleanup removes them."""
+
 
 @runtime_checkable
 class Snapshotter(Protocol):
@@ -152,3 +165,20 @@ class Snapshotter(Protocol):
 
     def state_files(self, dest: Path) -> tuple[Path, ...]:
         """Every file a saved state at dest consists of (to move or delete them together)."""
+
+
+@runtime_checkable
+class PortForwarder(Protocol):
+    """Optional: backends with a user-mode network stack whose host forwards can grow while the
+    VM runs. `isolated` is NetworkAttachment.isolated of the VM's launch."""
+
+    def check_forwarding(self, isolated: bool) -> None:
+        """Refuse early (one line saying what to install) what this host lacks for such a VM."""
+
+    async def add_forward(self, handles: VmHandles, fwd: HostForward, isolated: bool) -> None:
+        """One more host forward into the running VM."""
+
+    async def restore_forwards(self, handles: VmHandles, fwds: tuple[HostForward, ...],
+                               isolated: bool) -> None:
+        """After launch and after a daemon restart: make the host side of fwds exist again
+        where it does not die with the VMM; those already there stay."""

@@ -22,7 +22,7 @@ from banger.errors import BangerError, Conflict, InvalidArgument, NotRunning, Op
 from banger.images.manifest import get_image
 from banger.kernels.manifest import get_kernel
 from banger.namegen import generate
-from banger.net.plan import parse_publish
+from banger.net.plan import VmNet, parse_publish
 from banger.net.service import Network
 from banger.paths import Paths
 from banger.progress import Progress
@@ -60,6 +60,12 @@ class CreateRequest:
     publish: tuple[str, ...] = ()  # "HOSTPORT:GUESTPORT"
 
 
+def net_view(vm: VmRecord) -> VmNet:
+    """The part of a VM's record its networking works from."""
+    return VmNet(vm.id, vm.name, vm.net_mode, nat=vm.nat, ip=vm.ip, mac=vm.mac,
+                 publish=tuple(vm.publish))
+
+
 def spec_line(vm: VmRecord) -> str:
     return (f"spec: {vm.vcpu} vcpu · {vm.memory_mib} MiB · {format_size_mib(vm.disk_mib)} disk · "
             f"{vm.image}")
@@ -78,7 +84,7 @@ class VmManager:
         self.accel = choose_accel(config.accel)
         self.templates = Templates(paths, backend, disks_in_use=self.base_disks_in_use)
         self.launcher = Launcher(backend, self.templates, fast_start=config.fast_start)
-        self.net = Network(paths, config)
+        self.net = Network(paths, config, backend)
 
     def base_disks_in_use(self) -> set[Path]:
         """Template disks that VMs' own disks are layered on: never deleted while so."""
@@ -105,7 +111,7 @@ class VmManager:
         )
         validate_shape(vm.vcpu, vm.memory_mib, vm.disk_mib, host_cpus=host_facts.cpu_count(),
                        host_memory_mib=host_facts.memory_mib())
-        self.net.check_tools(vm)
+        self.net.check_tools(net_view(vm))
         return vm
 
     async def create(self, req: CreateRequest, progress: Progress, info: Info) -> VmRecord:
@@ -122,7 +128,8 @@ class VmManager:
                                   f"{vm.image}; use --disk of at least "
                                   f"{-(-image.rootfs.stat().st_size // 1024**3)}G")
         vm = msgspec.structs.replace(vm, kernel=kernel_name)
-        vm = self.net.allocate(vm, self.repo.addresses())  # no await until insert: no races
+        where = self.net.allocate(net_view(vm), self.repo.addresses())  # no await until insert
+        vm = msgspec.structs.replace(vm, ip=where.ip, mac=where.mac)
         self.repo.insert(vm)
         log.info("created VM %s (%s)", vm.name, vm.id)
         if req.start:
@@ -155,13 +162,13 @@ class VmManager:
             started = time.monotonic()
             try:
                 spec, image, kernel = await self.boot_inputs(vm, progress)
-                spec = dataclasses.replace(spec, network=await self.net.prepare(vm))
-                setup = {**await self.net.guest_setup(vm), **await git_identity_setup(),
+                spec = dataclasses.replace(spec, network=await self.net.prepare(net_view(vm)))
+                setup = {**await self.net.guest_setup(net_view(vm)), **await git_identity_setup(),
                          "identity_ready": True}
                 handles, agent = await self.launcher.launch(spec, image, kernel, progress,
                                                             cold=cold, setup=setup)
                 self.agents.adopt(vm.id, agent)
-                await self.net.activate(vm)
+                await self.net.activate(net_view(vm))
                 await sync_home(agent, self.config.file_sync,
                                 lambda message: progress("file_sync", None, message))
             except asyncio.CancelledError:
@@ -187,9 +194,9 @@ class VmManager:
             if self.backend.is_alive(handles):
                 await self.backend.kill(handles)
             VmHandles.clear(vm_dir)
-        for name in ("qmp.sock", "agent.sock", "qemu.pid", *self.net.runtime_files()):
-            (vm_dir / name).unlink(missing_ok=True)
-        await self.net.teardown(vm)  # tap, NAT rules, forwards: nothing of a stopped VM stays
+        for path in self.backend.runtime_files(vm_dir):
+            path.unlink(missing_ok=True)
+        await self.net.teardown(net_view(vm))  # tap, NAT rules, forwards: nothing of a stopped VM stays
 
     async def stop(self, ref: str, progress: Progress, *, timeout: float = STOP_GRACE,
                    save: bool = False) -> VmRecord:

@@ -10,7 +10,7 @@ from banger.errors import BangerError
 from banger.logfiles import rotate
 from banger.vmm.base import VmHandles
 from banger.vms.boot import console_tail
-from banger.vms.manager import VmManager
+from banger.vms.manager import VmManager, net_view
 from banger.vms.model import VmState
 
 log = logging.getLogger("banger.vms.monitor")
@@ -29,7 +29,7 @@ async def reconcile(mgr: VmManager) -> None:
             log.info("re-adopted VM %s (pid %d); its agent reconnects on first use", vm.name,
                      handles.pid)
             try:  # NAT rules and proxied forwards die with the daemon: renew them
-                await mgr.net.activate(vm)
+                await mgr.net.activate(net_view(vm))
             except BangerError as exc:  # the VM runs on; its forwards are what failed
                 log.warning("VM %s: renewing its network failed: %s", vm.name, exc.message)
             continue

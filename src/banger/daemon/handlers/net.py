@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import json
 import time
@@ -17,11 +16,10 @@ from banger.daemon.registry import method
 from banger.errors import BangerError, InvalidArgument, NotRunning, Unavailable
 from banger.images.manifest import get_image
 from banger.net.nsock import answers_http
-from banger.net.plan import parse_publish
+from banger.net.plan import VmNet, parse_publish
 from banger.ssh.keys import ensure_key, host_alias, known_hosts
 from banger.textsafe import clean
-from banger.vmm.base import VmHandles
-from banger.vms.manager import VmManager
+from banger.vms.manager import VmManager, net_view
 from banger.vms.model import VmRecord, VmState
 
 SSHD_WAIT = 30.0
@@ -49,13 +47,6 @@ def _running(mgr: VmManager, ref: str) -> VmRecord:
     return vm
 
 
-def _qmp(mgr: VmManager, vm: VmRecord) -> Any:
-    """A QMP caller for the VM's QEMU, or None for other backends."""
-    handles = VmHandles.load(mgr.paths.vm_dir(vm.id))
-    qmp = getattr(mgr.backend, "qmp", None)
-    return functools.partial(qmp, handles) if qmp is not None and handles is not None else None
-
-
 @method("vm.ssh_info", VmRef)
 async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
     """How to ssh in, once sshd listens (it starts just after the VM gets its identity)."""
@@ -64,7 +55,7 @@ async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
     key = ctx.daemon.config.ssh_key_path
     await asyncio.to_thread(ensure_key, key)
     await _wait_for_sshd(mgr, vm)
-    where = mgr.net.endpoint(vm)
+    where = mgr.net.endpoint(net_view(vm))
     return {"name": vm.name, "host": where.host, "port": where.ssh_port, "netns": where.netns,
             "key": str(key), "known_hosts": str(known_hosts(ctx.daemon.paths.state_dir)),
             "alias": host_alias(vm.name), "user": "root"}
@@ -85,20 +76,27 @@ async def _wait_for_sshd(mgr: VmManager, vm: VmRecord) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _host_port(mgr: VmManager, vm: VmRecord, guest_port: int) -> int | None:
+async def _host_port(mgr: VmManager, vm: VmNet, guest_port: int) -> int | None:
     """The port on the VM's host-reachable address that reaches guest_port, if any."""
-    if vm.net_mode == "tap":
+    if vm.mode == "tap":
         return guest_port
     if guest_port == 22:
         return mgr.net.endpoint(vm).ssh_port
-    qmp = _qmp(mgr, vm)
-    ok = qmp is not None and await mgr.net.ensure_loopback_forward(vm, guest_port, qmp)
+    ok = await mgr.net.ensure_loopback_forward(vm, guest_port)
     return guest_port if ok else None
+
+
+async def _reach(mgr: VmManager, vm: VmNet, guest_port: int) -> tuple[str, bool] | None:
+    """`<name>.vm:port` reaching guest_port from the host, and whether it answers HTTP."""
+    port = await _host_port(mgr, vm, guest_port)
+    if port is None:
+        return None
+    where = mgr.net.endpoint(vm)
+    return f"{vm.name}.vm:{port}", await answers_http(where.netns, where.host, port)
 
 
 async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[dict[str, Any]]:
     _, agent = await mgr.agent_for(vm.id)
-    where = mgr.net.endpoint(vm)
     rows = []
     for entry in await agent.ports():
         # Built from the typed fields only: nothing the guest sends can set a host key.
@@ -108,10 +106,9 @@ async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[dict[str, Any]]:
                                "vm": vm.name, "endpoint": None, "http": False}
         guest_only = ipaddress.ip_address(entry.address).is_loopback
         if entry.proto.startswith("tcp") and not guest_only:
-            port = await _host_port(mgr, vm, entry.port)
-            if port is not None:
-                row["endpoint"] = f"{vm.name}.vm:{port}"
-                row["http"] = await answers_http(where.netns, where.host, port)
+            reach = await _reach(mgr, net_view(vm), entry.port)
+            if reach is not None:
+                row["endpoint"], row["http"] = reach
         rows.append(row)
     return rows
 
@@ -133,6 +130,6 @@ async def vm_forward(ctx: Context, p: ForwardParams) -> dict[str, Any]:
         vm = _running(mgr, p.vm)
         if any(parse_publish(s).host_port == pub.host_port for s in vm.publish):
             raise InvalidArgument(f"{vm.name} already publishes host port {pub.host_port}")
-        await mgr.net.add_forward(vm, pub, _qmp(mgr, vm))
+        await mgr.net.add_forward(net_view(vm), pub)
         mgr.repo.update(vm.id, publish_json=json.dumps([*vm.publish, str(pub)]))
     return {"vm": vm.name, "url": f"127.0.0.1:{pub.host_port}", "guest_port": pub.guest_port}

@@ -198,6 +198,10 @@ class FirecrackerBackend:
         port = int(handles.extra.get("vsock_port", AGENT_VSOCK_PORT))
         return await connect_vsock(handles.agent_socket, port, timeout)
 
+    def runtime_files(self, vm_dir: Path) -> tuple[Path, ...]:
+        """None outside what kill() and start() remove: the API and vsock sockets, the jail."""
+        return ()
+
     def is_alive(self, handles: VmHandles) -> bool:
         return pid_alive(handles.pid, _marker(handles))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from banger.guest import AGENT_PORT_NAME
 from banger.vmm.base import NetworkAttachment, VmSpec
 from banger.vmm.cmdline import kernel_cmdline
+from banger.vmm.qemu.forward import launch_rules
 from banger.vmm.qemu.slirp import namespace_argv
 
 __all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
@@ -21,7 +22,7 @@ def net_args(net: NetworkAttachment | None) -> list[str]:
         netdev = f"tap,id=net0,ifname={net.tap},script=no,downscript=no"
     else:
         netdev = ",".join(["user,id=net0", f"restrict={'on' if net.restrict else 'off'}",
-                           *(f"hostfwd={rule}" for rule in net.hostfwds)])
+                           *(f"hostfwd={rule}" for rule in launch_rules(net))])
     mac = f",mac={net.mac}" if net.mac else ""
     return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0{mac}"]
 

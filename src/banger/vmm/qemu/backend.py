@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from pathlib import Path
 
 from banger.errors import OperationFailed, Unavailable
 from banger.runner import arun
-from banger.vmm.base import VmHandles, VmSpec
+from banger.vmm.base import HostForward, VmHandles, VmSpec
 from banger.vmm.process import kill_pid, pid_alive, wait_gone
-from banger.vmm.qemu import qcow2, slirp, snapshot
+from banger.vmm.qemu import forward, qcow2, slirp, snapshot
 from banger.vmm.qemu.argv import qemu_argv
 
 log = logging.getLogger("banger.vmm.qemu")
@@ -26,6 +27,10 @@ def qmp_path(spec: VmSpec) -> Path:
     return spec.vm_dir / "qmp.sock"
 
 
+def _vm_dir(handles: VmHandles) -> Path:
+    return Path(handles.control_socket).parent
+
+
 def _close(fd: int) -> None:
     if fd >= 0:
         os.close(fd)
@@ -34,7 +39,7 @@ def _close(fd: int) -> None:
 async def _stop_slirp(handles: VmHandles) -> None:
     """It exits with QEMU by itself (exit fd); this makes stop/kill deterministic."""
     if SLIRP_PID in handles.extra:
-        await slirp.stop(Path(handles.control_socket).parent, int(handles.extra[SLIRP_PID]))
+        await slirp.stop(_vm_dir(handles), int(handles.extra[SLIRP_PID]))
 
 
 class QemuBackend:
@@ -97,6 +102,7 @@ class QemuBackend:
         isolated = spec.network is not None and spec.network.isolated
         if isolated:
             slirp.write_resolv_conf(spec.vm_dir)
+            forward.record_ns_ports(spec.vm_dir, spec.network)
         # QEMU alone holds the write end: slirp4netns sees EOF and exits when QEMU ends.
         exit_r, exit_w = os.pipe() if isolated else (-1, -1)
         try:
@@ -137,6 +143,21 @@ class QemuBackend:
         except (TimeoutError, OSError) as e:
             raise Unavailable(f"cannot connect to the guest agent at {handles.agent_socket}: "
                               f"{e}") from None
+
+    def runtime_files(self, vm_dir: Path) -> tuple[Path, ...]:
+        names = ("qmp.sock", "agent.sock", "qemu.pid", forward.NS_PORTS, *slirp.RUNTIME_FILES)
+        return tuple(vm_dir / name for name in names)
+
+    def check_forwarding(self, isolated: bool) -> None:
+        if isolated:
+            slirp.require()
+
+    async def add_forward(self, handles: VmHandles, fwd: HostForward, isolated: bool) -> None:
+        await forward.add(functools.partial(self.qmp, handles), _vm_dir(handles), fwd, isolated)
+
+    async def restore_forwards(self, handles: VmHandles, fwds: tuple[HostForward, ...],
+                               isolated: bool) -> None:
+        await forward.restore(_vm_dir(handles), fwds, isolated)
 
     def is_alive(self, handles: VmHandles) -> bool:
         return pid_alive(handles.pid, handles.control_socket)
