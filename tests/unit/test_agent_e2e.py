@@ -78,6 +78,21 @@ def as_a_background_job() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
 
+def test_an_inherited_ignore_that_cannot_be_changed_does_not_stop_the_agent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """libc's reserved real-time signals (32, 33) refuse a handler; the agent starts anyway."""
+    from banger.guest.agent import server
+
+    status = "SigIgn:\t0000000180000006\nSigBlk:\t0000000000000000\n"
+    monkeypatch.setattr(server, "read_text", lambda path: status)
+    saved = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        server.reset_inherited_signals()  # raised OSError (EINVAL) for signal 32
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+
+
 def test_commands_get_default_signals_whatever_the_agent_inherited(tmp_path: Path) -> None:
     agent = AgentUnderTest(tmp_path, preexec=as_a_background_job)
 

@@ -234,7 +234,10 @@ def reset_inherited_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for number in range(1, signal.NSIG):
         if ignored & (1 << (number - 1)):
-            signal.signal(number, _no_op)
+            try:
+                signal.signal(number, _no_op)
+            except (OSError, ValueError):  # libc's reserved real-time signals (32, 33) refuse it
+                pass
 
 
 def main(argv: list[str]) -> int:
