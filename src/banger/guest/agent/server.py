@@ -229,15 +229,15 @@ def reset_inherited_signals() -> None:
     blocked = status_mask(status, "SigBlk")
     if not ignored and not blocked:
         return  # the usual case (PID 1): spare the import, it pulls in enum
+    import contextlib
     import signal
 
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for number in range(1, signal.NSIG):
         if ignored & (1 << (number - 1)):
-            try:
+            # libc's reserved real-time signals (32, 33) refuse a handler: they stay as they are
+            with contextlib.suppress(OSError, ValueError):
                 signal.signal(number, _no_op)
-            except (OSError, ValueError):  # libc's reserved real-time signals (32, 33) refuse it
-                pass
 
 
 def main(argv: list[str]) -> int:
