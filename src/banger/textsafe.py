@@ -1,9 +1,9 @@
 """Untrusted text (from a guest, an image or a download) made safe to print or store.
 
 Anything a guest or an image wrote passes through here before banger's own output shows it:
-terminal controls (C0, C1, DEL) and bidi overrides are removed, length is capped, and rich
-markup is escaped where a rich renderable shows it. A command's own output under `vm exec`
-is not banger's output and stays raw.
+terminal controls (C0, C1, DEL) and bidi overrides are removed and length is capped (the CLI
+shows it as literal rich Text, never as markup). A command's own output under `vm exec` is not
+banger's output and stays raw.
 """
 
 from __future__ import annotations
@@ -28,18 +28,6 @@ def one_line(text: str, limit: int = 300) -> str:
     """text as one printable line: controls removed, lines joined with ' | ', capped."""
     joined = _NEWLINES.sub(" | ", _CONTROLS.sub("", text).replace("\t", " ").strip())
     return clean(joined, limit=limit)
-
-
-def from_bytes(data: bytes, *, limit: int | None = None) -> str:
-    """Decode untrusted bytes (invalid UTF-8 replaced) and clean them."""
-    return clean(data.decode("utf-8", errors="replace"), limit=limit)
-
-
-def markup_escaped(text: str) -> str:
-    """clean(text) with rich markup escaped, for strings that go into a rich renderable."""
-    from rich.markup import escape
-
-    return escape(clean(text))
 
 
 # CSI, OSC (ended by BEL or ST), DCS/SOS/PM/APC strings, and two-byte ESC sequences.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from banger.textsafe import TerminalFilter, clean, markup_escaped, one_line
+from banger.textsafe import TerminalFilter, clean, one_line
 
 
 def test_clean_and_one_line_drop_controls_and_bidi() -> None:
@@ -14,7 +14,6 @@ def test_clean_and_one_line_drop_controls_and_bidi() -> None:
     assert clean(hostile) == "]0;X[red]Y2J\tz\nw"
     assert one_line(hostile) == "]0;X[red]Y2J z | w"
     assert clean("abcdef", limit=4) == "abc…"
-    assert markup_escaped("[red]x[/]") == "\\[red]x\\[/]"
 
 
 def test_the_filter_removes_sequences_split_across_chunks() -> None:
