@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from banger.net.service import Network
 from banger.paths import Paths, resolve_paths
 from banger.vmm.base import HostForward, PortForwarder, VmHandles
 from banger.vmm.firecracker import FirecrackerBackend
-from banger.vmm.qemu import QemuBackend, forward, slirp
+from banger.vmm.qemu import QemuBackend, forward
+from tests.unit import fake_slirp
 
 VM_ID = "abc123def456"
 
@@ -97,25 +97,15 @@ def test_user_forward_without_a_forwarder_is_one_clear_error(paths: Paths) -> No
 
 @pytest.fixture
 def slirp_api(tmp_path: Path) -> Iterator[list[bytes]]:
-    """A Unix socket answering like slirp4netns's API; keeps the requests it got."""
+    """slirp4netns's API, accepting every forward; keeps the requests it got."""
     seen: list[bytes] = []
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(slirp.api_socket(tmp_path)))
-    server.listen()
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                seen.append(conn.recv(65536))
-                conn.sendall(b'{"return":{"id":1}}')
+    def accept(request: bytes) -> bytes:
+        seen.append(request)
+        return b'{"return":{"id":1}}'
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield seen
-    server.close()
+    with fake_slirp.slirp_api(tmp_path, accept):
+        yield seen
 
 
 def test_isolated_qemu_forwards_each_guest_port_once_inside_its_namespace(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from banger.vmm.base import BootArtifacts, NetworkAttachment, VmSpec
 from banger.vmm.qemu import QemuBackend, slirp
 from banger.vmm.qemu.argv import namespace_prefix, net_args
 from banger.vmm.qemu.forward import launch_rules
+from tests.unit import fake_slirp
 
 
 @pytest.fixture
@@ -74,26 +73,10 @@ def test_nat_without_slirp4netns_says_what_to_install(paths: Paths,
 
 @pytest.fixture
 def fake_api(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
-    """A Unix socket answering like slirp4netns's API with queued replies."""
+    """slirp4netns's API with queued replies."""
     replies: list[bytes] = []
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(slirp.api_socket(tmp_path)))
-    server.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(replies.pop(0))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield tmp_path, replies
-    server.close()
+    with fake_slirp.slirp_api(tmp_path, lambda request: replies.pop(0)):
+        yield tmp_path, replies
 
 
 def test_api_client_reads_forwards_and_reports_refusals(fake_api: tuple[Path, list[bytes]]) -> None:
