@@ -48,7 +48,7 @@ def test_lifecycle_persists_disk_across_stop_start(vb: Banger) -> None:
     listed = json.loads(vb.run("vm", "list", "--json", check=True).stdout)
     row = next(v for v in listed if v["name"] == "life")
     assert row["state"] == "running" and row["vcpu"] == 1 and row["memory_mib"] == 1024
-    assert "console" in vb.run("vm", "logs", "life", check=True).stdout.lower() or True
+    vb.run("vm", "logs", "life", check=True)  # after a restore the console may hold nothing
     res = vb.run("vm", "delete", "life")
     assert res.returncode == 1 and "delete -f" in res.stderr
     vb.run("vm", "delete", "-f", "life", check=True)
