@@ -29,6 +29,13 @@ def fsync_tree_top(directory: Path) -> None:
     fsync_path(directory)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of data to fd (os.write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def create_fresh(path: Path, mode: int = 0o644) -> int:
     """A new file at a predictable path: a stale entry (even a planted symlink) is removed,
     then the file is created with O_EXCL|O_NOFOLLOW, so nothing is written through a link."""

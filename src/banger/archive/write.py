@@ -6,11 +6,11 @@ import os
 from typing import IO
 
 from banger.archive.limits import ArchiveError, Limits, refuse, shown
+from banger.durable import NEW_FILE, write_all
 
 CHUNK = 256 * 1024
 _ZEROS = bytes(CHUNK)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Budget:
@@ -31,7 +31,7 @@ class Budget:
 
 def new_file(dir_fd: int, name: str, mode: int = 0o600) -> int:
     """Create `name` in `dir_fd`: never an existing file, never through a symlink."""
-    return os.open(name, NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
+    return os.open(name, NEW_FILE, mode, dir_fd=dir_fd)
 
 
 def copy_exact(src: IO[bytes], fd: int, size: int, origin: str, name: str) -> None:
@@ -45,14 +45,8 @@ def copy_exact(src: IO[bytes], fd: int, size: int, origin: str, name: str) -> No
         if chunk == _ZEROS[: len(chunk)]:
             os.lseek(fd, len(chunk), os.SEEK_CUR)
         else:
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
     os.ftruncate(fd, size)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-__all__ = ["DIR_FLAGS", "NEW_FILE_FLAGS", "Budget", "copy_exact", "new_file"]
+__all__ = ["DIR_FLAGS", "Budget", "copy_exact", "new_file"]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from banger.durable import write_all
 from banger.rpc.client import Call
 
 
@@ -82,17 +83,10 @@ def stream(call: Call, *, forward_stdin: bool, tty: bool) -> int:
             for event in call.events():
                 if event.get("type") == "data":
                     fd = 1 if event.get("stream") == "stdout" else 2
-                    _write_all(fd, base64.b64decode(event["data"]))
+                    write_all(fd, base64.b64decode(event["data"]))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         call.close()
     result = call.result or {}
     return int(result.get("code", 1))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

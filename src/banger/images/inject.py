@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from banger.durable import NEW_FILE
 from banger.errors import InvalidArgument, OperationFailed
 from banger.guest import GuestFile, guest_files
 
@@ -86,7 +87,7 @@ def inject_file(root: Path, f: GuestFile) -> Path:
     parent = resolve_in_root(root, f.path)
     target = parent / PurePosixPath(f.path).name
     tmp = parent / f".banger-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, NEW_FILE, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(f.data)
     os.chmod(tmp, f.mode)

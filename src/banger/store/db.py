@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from banger.durable import NEW_FILE
 from banger.errors import OperationFailed
 from banger.store.migrations import MIGRATIONS
 
@@ -23,7 +24,7 @@ def utcnow() -> str:
 def _create_private(path: Path) -> None:
     # An existing database keeps its mode; the daemon tightens old installs on start.
     with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        os.close(os.open(path, NEW_FILE, 0o600))
 
 
 class Store:

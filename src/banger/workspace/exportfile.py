@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import tarfile
@@ -24,7 +25,7 @@ import msgspec
 
 from banger.archive import GIB, KIB, ArchiveError, Extracted, exact_limits, extract_exact
 from banger.archive.limits import shown
-from banger.archive.write import NEW_FILE_FLAGS
+from banger.durable import NEW_FILE, write_all
 from banger.errors import Conflict
 
 TOP = "export"
@@ -153,16 +154,10 @@ async def _through_pipe(chunks: AsyncIterator[bytes], consume: Callable[[IO[byte
                     break  # refused: stop receiving, the error below says why
                 continue  # read to its end: drain what the sender still has
             with contextlib.suppress(BrokenPipeError):  # the reader stopped; its result says why
-                await asyncio.to_thread(_write_all, write_fd, chunk)
+                await asyncio.to_thread(write_all, write_fd, chunk)
     finally:
         os.close(write_fd)  # end of stream for the reader, also on errors and cancellation
     return await job
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def write_file(export: Export, out: Path, record: bytes | None) -> None:
@@ -173,7 +168,7 @@ def write_file(export: Export, out: Path, record: bytes | None) -> None:
     """
     part = out.with_name(f".{out.name}.part")
     try:
-        fd = os.open(part, NEW_FILE_FLAGS, 0o600)
+        fd = os.open(part, NEW_FILE, 0o600)
     except FileExistsError:
         raise Conflict(f"{part} already exists (a crashed export, or someone else's file); "
                        "remove it and export again") from None
@@ -185,10 +180,7 @@ def write_file(export: Export, out: Path, record: bytes | None) -> None:
                 with open(export.parts.files[name], "rb") as src:
                     _add_file(tar, f"{TOP}/{name}", os.fstat(src.fileno()).st_size, src)
             if record is not None:
-                with tempfile.TemporaryFile() as src:
-                    src.write(record)
-                    src.seek(0)
-                    _add_file(tar, f"{TOP}/{RECORD}", len(record), src)
+                _add_file(tar, f"{TOP}/{RECORD}", len(record), io.BytesIO(record))
         os.replace(part, out)
     finally:
         part.unlink(missing_ok=True)
