@@ -139,9 +139,7 @@ class TarReader:
         for text in (m.name, m.linkname):
             if len(text.encode("utf-8", "surrogatepass")) > self.limits.name_bytes:
                 raise refuse(self.origin, text, f"name longer than {self.limits.name_bytes} bytes")
-        if m.size < 0:
-            raise refuse(self.origin, m.name, f"a negative size ({m.size})")
-        if m.size > self.limits.member_bytes:
+        if m.size > self.limits.member_bytes:  # negative sizes never get here (_proc_member)
             raise refuse(self.origin, m.name, f"{m.size} bytes, over the cap of "
                          f"{self.limits.member_bytes}")
 

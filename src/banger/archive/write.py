@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import IO
 
-from banger.archive.limits import ArchiveError, Limits, refuse, shown
+from banger.archive.limits import ArchiveError, Limits, shown
 from banger.durable import NEW_FILE, write_all
 
 CHUNK = 256 * 1024
@@ -20,9 +20,7 @@ class Budget:
         self.limits, self.origin, self.used = limits, origin, 0
 
     def take(self, name: str, size: int) -> None:
-        if size > self.limits.member_bytes:
-            raise refuse(self.origin, name, f"{size} bytes, over the cap of "
-                         f"{self.limits.member_bytes}")
+        """Count a member's bytes (TarReader already held it to Limits.member_bytes)."""
         if self.used + size > self.limits.total_bytes:
             raise ArchiveError(f"{self.origin}: unpacks to more than {self.limits.total_bytes} "
                                "bytes; refusing it (a decompression bomb or the wrong file)")
