@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from banger.durable import write_all
+
 TAIL_BYTES = 16384
 READ_LIMIT = 1 << 20
 COPY_CHUNK = 1 << 20
@@ -68,23 +70,21 @@ def rotate(path: Path, cap: int) -> bool:
     target = rotated(path)
     tmp = target.with_name(target.name + ".tmp")
     with open(path, "rb") as src, open(tmp, "wb") as dst:
-        end = _copy_tail(src.fileno(), dst.fileno(), size, cap)
-        _copy_tail(src.fileno(), dst.fileno(), os.fstat(src.fileno()).st_size, 0, start=end)
+        _copy_range(src.fileno(), dst.fileno(), max(size - cap, 0), size)
+        _copy_range(src.fileno(), dst.fileno(), size, os.fstat(src.fileno()).st_size)
         os.truncate(path, 0)
     tmp.replace(target)
     return True
 
 
-def _copy_tail(src: int, dst: int, end: int, keep: int, *, start: int | None = None) -> int:
-    """Copy src[start or end-keep : end] to dst in chunks; returns end."""
-    position = max(end - keep, 0) if start is None else start
-    while position < end:
-        chunk = os.pread(src, min(COPY_CHUNK, end - position), position)
+def _copy_range(src: int, dst: int, start: int, end: int) -> None:
+    """Copy src[start:end] to dst in chunks (less if src is shorter)."""
+    while start < end:
+        chunk = os.pread(src, min(COPY_CHUNK, end - start), start)
         if not chunk:
-            break
-        os.write(dst, chunk)
-        position += len(chunk)
-    return end
+            return
+        write_all(dst, chunk)
+        start += len(chunk)
 
 
 @dataclass
