@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from banger.durable import write_all
+from banger.textsafe import one_line
 
 TAIL_BYTES = 16384
 READ_LIMIT = 1 << 20
@@ -39,6 +40,11 @@ def tail_lines(path: Path, lines: int, limit: int = TAIL_BYTES) -> list[str]:
     text = tail_bytes(path, limit).decode(errors="replace")
     kept = [line.strip() for line in text.splitlines() if line.strip()]
     return kept[-lines:] if lines > 0 else []
+
+
+def tail_line(path: Path, lines: int, limit: int = TAIL_BYTES) -> str:
+    """The last lines as one clean line for an error message ("" when there are none)."""
+    return one_line(" | ".join(tail_lines(path, lines, limit)), 1000)
 
 
 def read_from(path: Path, offset: int, limit: int = READ_LIMIT) -> tuple[bytes, int]:

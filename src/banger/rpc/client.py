@@ -161,8 +161,6 @@ def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
 
 
 def log_tail(path: Path, lines: int = 1) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "no log"
-    return " | ".join(text[-lines:]) if text else "empty log"
+    from banger.logfiles import tail_line  # only on a failed start: keep the CLI's imports lean
+
+    return tail_line(path, lines) or "no log or an empty one"

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from banger.agent.client import AgentClient
 from banger.errors import OperationFailed, Unavailable
-from banger.logfiles import read_from, tail_lines
+from banger.logfiles import read_from, tail_line
 from banger.progress import Progress
-from banger.textsafe import one_line
 from banger.vmm.base import Backend, VmHandles, VmSpec
 from banger.vms.agents import open_agent
 
@@ -29,7 +28,7 @@ class EarlyHang(Exception):
 
 def console_tail(path: Path, lines: int = 6) -> str:
     """The console's last lines as one clean line, for errors and last_error (guest text)."""
-    return one_line(" | ".join(tail_lines(path, lines)), 1000) or "(no console output)"
+    return tail_line(path, lines) or "(no console output)"
 
 
 class Watchdog:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from banger.config import Config
 from banger.errors import Conflict, InvalidArgument, NotFound, OperationFailed
-from banger.logfiles import tail_lines
+from banger.logfiles import tail_line
 from banger.runner import arun
-from banger.textsafe import one_line
 from banger.vmm.base import VmHandles, VmSpec
 from banger.vmm.firecracker import snapshot
 from banger.vmm.firecracker.api import FirecrackerApi
@@ -286,4 +285,4 @@ def _link_or_copy(source: Path, dest: Path) -> None:
 
 def _tail(path: Path, lines: int = 4) -> str:
     """The console's last lines (guest and firecracker text) as one clean line for an error."""
-    return one_line(" | ".join(tail_lines(path, lines, 8192)), 1000) or "(no output)"
+    return tail_line(path, lines, 8192) or "(no output)"

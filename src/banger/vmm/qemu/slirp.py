@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from banger.errors import OperationFailed, Unavailable
+from banger.logfiles import tail_line
 from banger.runner import arun, which
 from banger.textsafe import one_line
 from banger.vmm.process import kill_pid, wait_gone
@@ -136,11 +137,7 @@ def _wait_ready(fd: int, timeout: float) -> bool:
 
 
 def _log_tail(logfile: Path) -> str:
-    try:
-        lines = logfile.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "no log"
-    return one_line(" | ".join(lines[-2:])) or "no log"
+    return tail_line(logfile, 2) or "no log"
 
 
 async def stop(vm_dir: Path, pid: int) -> None:
