@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from banger.config import Config
-from banger.errors import BangerError, Conflict, NotRunning, Unavailable
+from banger.errors import BangerError, Conflict, Unavailable
 from banger.net import links, nat, plan
 from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
 from banger.net.plan import VmNet
@@ -197,11 +197,7 @@ class Network:
         await self.forwarder.add_forward(self._handles(vm), fwd, vm.nat)
 
     def _handles(self, vm: VmNet) -> VmHandles:
-        handles = VmHandles.load(self.paths.vm_dir(vm.id))
-        if handles is None:
-            raise NotRunning(f"VM {vm.name} has no running VMM; restart it with "
-                             f"`banger vm restart {vm.name}`")
-        return handles
+        return VmHandles.require(self.paths.vm_dir(vm.id), vm.name)
 
     async def ensure_loopback_forward(self, vm: VmNet, port: int) -> bool:
         """User mode: make `<name>.vm:port` reach the guest's port (once per VM run)."""

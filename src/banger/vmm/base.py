@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from banger.errors import NotRunning
+
 
 @dataclass(frozen=True)
 class BootArtifacts:
@@ -94,6 +96,15 @@ class VmHandles:
             return VmHandles(**data)
         except (OSError, ValueError, TypeError):
             return None
+
+    @staticmethod
+    def require(vm_dir: Path, name: str) -> VmHandles:
+        """The running VM's handles, or NotRunning saying how to get a VMM back."""
+        handles = VmHandles.load(vm_dir)
+        if handles is None:
+            raise NotRunning(f"VM {name} has no running VMM; restart it with "
+                             f"`banger vm restart {name}`")
+        return handles
 
     @staticmethod
     def clear(vm_dir: Path) -> None:

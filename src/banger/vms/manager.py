@@ -318,10 +318,7 @@ class VmManager:
         vm = self.repo.find(ref)
         if vm.state != VmState.RUNNING:
             raise NotRunning(f"VM {vm.name} is {vm.state}; start it with `banger vm start {vm.name}`")
-        handles = VmHandles.load(self.paths.vm_dir(vm.id))
-        if handles is None:
-            raise NotRunning(f"VM {vm.name} has no running VMM; restart it with "
-                             f"`banger vm restart {vm.name}`")
+        handles = VmHandles.require(self.paths.vm_dir(vm.id), vm.name)
         agent = await self.agents.get(vm.id, self.backend, handles)
         return vm, agent
 
