@@ -44,11 +44,12 @@ def split_member(name: str, what: str) -> list[str]:
     """Components of a member path that ext4 and debugfs can hold; LayerError otherwise."""
     parts = split_name(name, what)
     for part in parts:
-        check_component(part, name, what)
+        check_debugfs_name(part, name, what)
     return parts
 
 
-def check_component(part: str, name: str, what: str) -> None:
+def check_debugfs_name(part: str, name: str, what: str) -> None:
+    """On top of the archive rules: a name ext4 and debugfs can hold."""
     try:
         size = len(part.encode("utf-8"))
     except UnicodeEncodeError as exc:
@@ -94,7 +95,7 @@ class Flattener(Extractor):
     def _whiteout(self, parent_parts: list[str], target: str, raw: str) -> None:
         if target in ("", ".", ".."):
             raise self.tree.refuse(f"a whiteout of {target!r}: a whiteout names one entry")
-        check_component(target, raw, self.origin)
+        check_debugfs_name(target, raw, self.origin)
         real = self.tree.resolve_dir(parent_parts, create=False)
         if real is None:
             return
