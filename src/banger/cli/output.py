@@ -42,10 +42,13 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
 
 
 def cell(value: Any) -> Text:
-    """A table cell: cleaned text shown as is (a guest's `[red]` or `[/]` is not markup)."""
+    """A table cell: one clean line shown as is (a guest's `[red]` or `[/]` is not markup; a
+    tab or newline would break the table's layout)."""
     from rich.text import Text
 
-    return value if isinstance(value, Text) else Text(clean("" if value is None else str(value)))
+    if isinstance(value, Text):
+        return value
+    return Text(one_line("" if value is None else str(value), limit=1000))
 
 
 def console() -> Console:
