@@ -22,9 +22,9 @@ def test_missing_file_gives_defaults(paths: Paths) -> None:
     cfg = load_config(paths)
     assert not cfg.exists
     assert cfg.vmm == "auto" and cfg.default_image == "debian-bookworm"
-    assert cfg.vm_defaults.disk_mib.value == 8192
-    assert cfg.vm_defaults.vcpu.source in ("auto", "builtin")
-    assert cfg.ssh_key_path == paths.state_dir / "ssh" / "id_ed25519"
+    assert cfg.sizes.disk_mib.value == 8192
+    assert cfg.sizes.vcpu.source in ("auto", "builtin")
+    assert cfg.ssh_key == paths.state_dir / "ssh" / "id_ed25519"
 
 
 def test_values_and_provenance(paths: Paths) -> None:
@@ -32,9 +32,9 @@ def test_values_and_provenance(paths: Paths) -> None:
                  '[[file_sync]]\nhost = "~/.gitconfig"\nguest = "~/.gitconfig"\nmode = "0644"\n')
     cfg = load_config(paths)
     assert cfg.vmm == "qemu"
-    assert (cfg.vm_defaults.vcpu.value, cfg.vm_defaults.vcpu.source) == (2, "config")
-    assert cfg.vm_defaults.memory_mib.value == 1536
-    assert cfg.vm_defaults.disk_mib.value == 4096
+    assert (cfg.sizes.vcpu.value, cfg.sizes.vcpu.source) == (2, "config")
+    assert cfg.sizes.memory_mib.value == 1536
+    assert cfg.sizes.disk_mib.value == 4096
     assert cfg.file_sync[0].mode == "0644"
 
 

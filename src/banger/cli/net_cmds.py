@@ -84,8 +84,8 @@ def ssh_config(install: bool, uninstall: bool) -> None:
         changed = sshcfg.uninstall(user_config, include_file)
         click.echo(f"removed the banger Include from {user_config}" if changed else "not installed")
         return
-    ensure_key(cfg.ssh_key_path)
-    block = sshcfg.host_block(cfg.ssh_key_path, known_hosts(paths.state_dir))
+    ensure_key(cfg.ssh_key)
+    block = sshcfg.host_block(cfg.ssh_key, known_hosts(paths.state_dir))
     if not install:
         click.echo(block, nl=False)
         return

@@ -40,6 +40,8 @@ class RawVmDefaults(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The keys of config.toml, as written."""
+
     vmm: Vmm = "auto"
     accel: Accel = "auto"
     default_image: str = "debian-bookworm"
@@ -78,16 +80,13 @@ class VmDefaults:
     disk_mib: Setting
 
 
-@dataclass(frozen=True)
-class Config:
-    raw: RawConfig
+class Config(RawConfig, frozen=True, kw_only=True):
+    """Every key of the file, typed, plus what was resolved from them and the host."""
+
     path: Path
     exists: bool
-    vm_defaults: VmDefaults
-    ssh_key_path: Path
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)
+    sizes: VmDefaults  # vm_defaults resolved: auto-sized from the host where unset
+    ssh_key: Path  # ssh_key_path resolved (default: the state dir's key)
 
 
 def _allowed(struct: type[msgspec.Struct], key: str) -> str | None:
@@ -191,4 +190,6 @@ def load_config(paths: Paths) -> Config:
     key = Path(raw.ssh_key_path).expanduser() if raw.ssh_key_path else (
         paths.state_dir / "ssh" / "id_ed25519"
     )
-    return Config(raw, file, exists, _resolve_defaults(file, raw.vm_defaults), key)
+    keys = {name: getattr(raw, name) for name in raw.__struct_fields__}
+    return Config(**keys, path=file, exists=exists, sizes=_resolve_defaults(file, raw.vm_defaults),
+                  ssh_key=key)

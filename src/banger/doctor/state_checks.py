@@ -56,7 +56,7 @@ def release_signatures(paths: Paths, config: Config) -> Iterator[Check]:
 
 
 def vm_defaults(paths: Paths, config: Config) -> Iterator[Check]:
-    d = config.vm_defaults
+    d = config.sizes
     yield Check("vm defaults", "PASS",
                 f"vcpu {d.vcpu.value} ({d.vcpu.source}), memory {d.memory_mib.value} MiB "
                 f"({d.memory_mib.source}), disk {d.disk_mib.value} MiB ({d.disk_mib.source})")

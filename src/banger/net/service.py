@@ -164,7 +164,7 @@ class Network:
         """The agent `configure` arguments for the guest side: address, DNS and ssh key."""
         if vm.mode is None:
             return {}
-        key = await asyncio.to_thread(ensure_key, self.config.ssh_key_path)
+        key = await asyncio.to_thread(ensure_key, self.config.ssh_key)
         return {"network": self.guest_config(vm), "authorized_keys": [key]}
 
     async def activate(self, vm: VmNet) -> None:

@@ -99,7 +99,7 @@ class VmManager:
     # ---- create
 
     def new_record(self, req: CreateRequest) -> VmRecord:
-        d = self.config.vm_defaults
+        d = self.config.sizes
         name = validate_name(req.name) if req.name else generate(self.repo.names())
         vm = VmRecord(
             id=secrets.token_hex(6), name=name, state=VmState.CREATED,

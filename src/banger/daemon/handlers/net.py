@@ -52,7 +52,7 @@ async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
     """How to ssh in, once sshd listens (it starts just after the VM gets its identity)."""
     mgr = ctx.daemon.vms
     vm = _running(mgr, p.vm)
-    key = ctx.daemon.config.ssh_key_path
+    key = ctx.daemon.config.ssh_key
     await asyncio.to_thread(ensure_key, key)
     await _wait_for_sshd(mgr, vm)
     where = mgr.net.endpoint(net_view(vm))
