@@ -21,8 +21,8 @@ class GuestFile:
 
 
 # The agent package (banger.guest.agent here), shipped as is: stdlib-only, relative imports.
-AGENT_MODULES = ("__init__.py", "__main__.py", "protocol.py", "core.py", "network.py",
-                 "system_ops.py", "exec_ops.py", "server.py")
+AGENT_MODULES = ("__init__.py", "__main__.py", "protocol.py", "core.py", "children.py",
+                 "session.py", "network.py", "system_ops.py", "exec_ops.py", "server.py")
 
 
 def _read(package: str, name: str) -> bytes:

@@ -9,16 +9,14 @@ import os
 import threading
 
 from . import protocol as proto
+from .children import ExitWaiter, exit_result, kill_group
 from .core import (
     DEFAULT_PATH,
     Aborted,
     AgentError,
-    Channel,
-    ExitWaiter,
-    exit_result,
-    kill_group,
     write_all,
 )
+from .session import Channel
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:

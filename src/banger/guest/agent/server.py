@@ -19,11 +19,9 @@ from .core import (
     AGENT_VERSION,
     FAST_RETRY_SECONDS,
     FAST_RETRY_WINDOW,
-    OPERATIONS,
     PORT_RETRY_SECONDS,
     READ_SIZE,
     Agent,
-    Session,
     log,
     read_text,
     write_all,
@@ -33,6 +31,7 @@ from .exec_ops import (
     op_get,
     op_put,
 )
+from .session import OPERATIONS, Session
 from .system_ops import (
     op_configure,
     op_health,

@@ -15,7 +15,6 @@ from .core import (
     LINUX_REBOOT_CMD_POWER_OFF,
     Agent,
     AgentError,
-    Channel,
     log,
     read_text,
     run_tool,
@@ -24,6 +23,7 @@ from .core import (
 from .network import (
     configure_network,
 )
+from .session import Channel
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:
