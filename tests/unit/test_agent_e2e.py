@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from banger.agent.client import AgentClient, ExitStatus, PtySpec, connect_unix
+from banger.agent.client import AgentClient, connect_unix
+from banger.agent.process import ExitStatus, PtySpec
 from banger.errors import OperationFailed, Unavailable
 from banger.guest.agent import protocol as proto
 

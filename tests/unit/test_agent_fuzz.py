@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from banger.agent.client import MAX_UNCLOSED, AgentClient, AgentProcess
+from banger.agent.client import MAX_UNCLOSED, AgentClient
+from banger.agent.process import AgentProcess
 from banger.errors import BangerError
 from banger.guest.agent import protocol as proto
 

@@ -12,22 +12,14 @@ import base64
 import contextlib
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from banger.agent.channel import (
-    OUTPUT_ADVICE,
-    OUTPUT_CAP,
-    Channel,
-    OutputBudget,
-    OutputStream,
-    mark_exception_seen,
-)
+from banger.agent.channel import OUTPUT_CAP, Channel, OutputBudget, OutputStream, mark_exception_seen
+from banger.agent.process import AgentProcess, PtySpec
 from banger.agent.results import (
     Ack,
     Configured,
-    ExitResult,
     GetResult,
     Health,
     HelloAck,
@@ -41,8 +33,7 @@ from banger.agent.results import (
 from banger.errors import BangerError, OperationFailed, Unavailable
 from banger.guest.agent import protocol as proto
 
-__all__ = ["EXPORT_CAP", "OUTPUT_CAP", "AgentClient", "AgentProcess", "ExitStatus", "PtySpec",
-           "connect_stream", "connect_unix"]
+__all__ = ["EXPORT_CAP", "OUTPUT_CAP", "AgentClient", "connect_stream", "connect_unix"]
 
 READ_SIZE = 256 * 1024
 HELLO_RESEND_SECONDS = 1.0  # the agent may still be booting when we first say hello
@@ -51,74 +42,6 @@ MAX_UNCLOSED = 1024  # ended channels waiting for the agent's CLOSE; past it the
 STOP_GRACE = 4 * 1024 * 1024  # data a window violator may still have in flight when told to stop
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    code: int | None
-    signal: int | None
-
-    @property
-    def shell_code(self) -> int:
-        """The code a shell would report: the exit code, or 128 + signal."""
-        return self.code if self.code is not None else 128 + (self.signal or 0)
-
-
-@dataclass(frozen=True)
-class PtySpec:
-    rows: int = 24
-    cols: int = 80
-    term: str = "xterm-256color"
-
-
-class AgentProcess:
-    """A command running in the guest, shaped like asyncio's Process."""
-
-    def __init__(self, channel: Channel, conn: AgentClient, pid: int) -> None:
-        self._channel = channel
-        self._conn = conn
-        self.pid = pid
-        self.stdout = OutputStream(channel, proto.STDOUT)
-        self.stderr = OutputStream(channel, proto.STDERR)
-
-    async def write(self, data: bytes) -> None:
-        await self._channel.send(proto.STDIN, data)
-
-    async def close_stdin(self) -> None:
-        self._channel.send_eof(proto.STDIN)
-        await self._conn._drain()
-
-    def resize(self, rows: int, cols: int) -> None:
-        self._channel.send_control({"type": "resize", "rows": rows, "cols": cols})
-
-    def signal(self, signum: int) -> None:
-        self._channel.send_control({"type": "signal", "signal": int(signum)})
-
-    async def wait(self) -> ExitStatus:
-        """Exit status; keep reading stdout/stderr meanwhile or the command stalls."""
-        result = decode(await self._channel.result, ExitResult, "exit status")
-        return ExitStatus(code=result.exit_code, signal=result.signal)
-
-    async def communicate(self, data: bytes | None = None, *,
-                          max_output: int = OUTPUT_CAP) -> tuple[bytes, bytes, ExitStatus]:
-        """Feed stdin (if it was requested) and collect all output, at most max_output bytes
-        of stdout and stderr together (past it the command is killed and this raises)."""
-
-        async def feed() -> None:
-            if data:
-                await self.write(data)
-            await self.close_stdin()
-
-        budget = OutputBudget(max_output, "the guest command's output", OUTPUT_ADVICE)
-        jobs: list[Any] = [self.stdout.collect(budget), self.stderr.collect(budget)]
-        if data is not None:
-            jobs.append(feed())
-        outputs = await asyncio.gather(*jobs)
-        return outputs[0], outputs[1], await self.wait()
-
-    def kill(self) -> None:
-        """Abort the request; the agent kills the whole process group."""
-        self._channel.abort()
 
 
 class AgentClient:
@@ -250,7 +173,7 @@ class AgentClient:
         channel = self._open("exec", params, (proto.STDOUT, proto.STDERR))
         event = await self._answer(channel, channel.started, "exec", timeout)
         assert event.pid is not None  # a started event always has one (ControlEvent checks)
-        return AgentProcess(channel, self, event.pid)
+        return AgentProcess(channel, self._drain, event.pid)
 
     async def put(
         self, dest: str, tar_chunks: AsyncIterable[bytes], *, timeout: float = 60.0

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from banger.agent.client import AgentProcess, PtySpec
+from banger.agent.process import AgentProcess, PtySpec
 from banger.daemon.context import Context
 from banger.daemon.registry import method
 from banger.errors import InvalidArgument
