@@ -7,7 +7,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static debootstrap 
 	debian-archive-keyring git ca-certificates openssh-client slirp4netns
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench fuzz clean
+.PHONY: install run test test-fast lint hooks bench fuzz clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+
+hooks: install
+	$(VENV)/bin/pre-commit install
 
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q -m fuzz -p no:timeout

@@ -36,7 +36,7 @@ def test_two_clones_of_one_template_are_different_machines(fb: Banger) -> None:
     fb.run("vm", "create", "--name", "clone-b", check=True, timeout=300)
     templates = json.loads(fb.run("vm", "template", "list", "--json", check=True).stdout)
     assert len(templates) == 1
-    events = [e["message"] for e in fb.show("clone-b")["events"]]  # type: ignore[union-attr]
+    events = [e["message"] for e in fb.show("clone-b")["events"]]
     assert any(m.startswith("started from template") for m in events), events
     a, a_clock = identity(fb, "clone-a")
     b, b_clock = identity(fb, "clone-b")
@@ -64,7 +64,7 @@ def test_stop_save_then_start_keeps_processes(fb: Banger) -> None:
     assert fb.show("saver")["saved_state"] is True
     fb.run("vm", "start", "saver", check=True)
     assert fb.run("vm", "exec", "saver", "--", "test", "-d", f"/proc/{pid}").returncode == 0
-    events = [e["message"] for e in fb.show("saver")["events"]]  # type: ignore[union-attr]
+    events = [e["message"] for e in fb.show("saver")["events"]]
     assert "resumed from its saved state" in events
     assert fb.show("saver")["saved_state"] is False
     fb.run("vm", "delete", "-f", "saver", check=True)
@@ -117,7 +117,7 @@ def test_truncated_template_is_rebuilt(fb: Banger) -> None:
 
 def test_cold_flag_boots_normally(fb: Banger) -> None:
     fb.run("vm", "create", "--cold", "--name", "coldie", check=True, timeout=300)
-    events = [e["message"] for e in fb.show("coldie")["events"]]  # type: ignore[union-attr]
+    events = [e["message"] for e in fb.show("coldie")["events"]]
     assert not any("template" in m for m in events)
     assert fb.run("vm", "exec", "coldie", "--", "hostname", check=True).stdout.strip() == "coldie"
     fb.run("vm", "delete", "-f", "coldie", check=True)

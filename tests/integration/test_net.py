@@ -77,7 +77,8 @@ def delete(b: Banger, name: str) -> None:
 
 
 def vm_show(b: Banger, name: str) -> dict[str, object]:
-    return json.loads(b.run("vm", "show", name, check=True).stdout)
+    shown: dict[str, object] = json.loads(b.run("vm", "show", name, check=True).stdout)
+    return shown
 
 
 # ---------------------------------------------------------------- user mode

@@ -12,7 +12,7 @@ import json
 import socket
 import tracemalloc
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,7 +29,7 @@ MEMORY_BOUND = 8 * MiB  # what the client may hold while a guest floods it
 
 pytestmark = pytest.mark.timeout(60)
 
-Behaviour = Callable[["HostileAgent", int, dict[str, Any]], Awaitable[None]]
+Behaviour = Callable[["HostileAgent", int, dict[str, Any]], Coroutine[Any, Any, None]]
 HEALTH = {"ok": True, "version": "hostile", "protocol": 1, "uptime": 1.0, "pid1": False}
 
 

@@ -50,7 +50,7 @@ def test_compressed_and_sparse(tmp_path: Path) -> None:
     assert run(data, tmp_path)["commits.bundle"] == bytes(300_000) + b"end"
 
 
-HOSTILE = {
+HOSTILE: dict[str, tuple[list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], str]] = {
     "unexpected name": ([reg("evil")], "unexpected member"),
     "dotdot": ([reg("../base")], "contains '..'"),
     "dot component": ([reg("ws/./base")], "'.' path component"),

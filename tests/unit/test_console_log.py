@@ -9,7 +9,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from banger.errors import OperationFailed
 from banger.logfiles import Follower, rotate, rotated
-from banger.vmm.base import BootArtifacts, VmHandles, VmSpec
+from banger.vmm.base import Backend, BootArtifacts, VmHandles, VmSpec
 from banger.vms import boot, events
 
 MIB = 1 << 20
@@ -59,7 +59,7 @@ def test_console_text_in_errors_is_one_clean_line(tmp_path: Path) -> None:
     assert "\x1b" not in tail and "\x07" not in tail and "\u009b" not in tail and "\n" not in tail
     assert "]0;X[red]Y" in tail
     spec = VmSpec("id", "vm1", 1, 512, 1024, tmp_path, BootArtifacts(path, path, path))
-    dog = boot.Watchdog(FakeBackend(alive=False), HANDLES, spec, timeout=60)
+    dog = boot.Watchdog(cast(Backend, FakeBackend(alive=False)), HANDLES, spec, timeout=60)
     with pytest.raises(OperationFailed) as info:
         dog.check()
     assert "\x1b" not in info.value.message and "[red]Y" in info.value.message
@@ -98,7 +98,7 @@ def test_rotation_keeps_the_newest_bytes_and_appenders_continue_at_the_start(
 def test_boot_watchdog_finds_the_marker_after_a_rotation(tmp_path: Path) -> None:
     path = big_console(tmp_path, 5 * MIB)  # earlier boots
     spec = VmSpec("id", "vm1", 1, 512, 1024, tmp_path, BootArtifacts(path, path, path))
-    dog = boot.Watchdog(FakeBackend(alive=True), HANDLES, spec, timeout=60)
+    dog = boot.Watchdog(cast(Backend, FakeBackend(alive=True)), HANDLES, spec, timeout=60)
     rotate(path, 4 * MIB)
     with open(path, "ab") as f:
         f.write(b"banger-initramfs: loading modules\n")

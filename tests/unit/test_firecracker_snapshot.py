@@ -70,7 +70,7 @@ def events(vm_dir: Path) -> list[dict[str, Any]]:
 
 
 def calls(vm_dir: Path) -> list[tuple[str, str]]:
-    return [tuple(e["request"]) for e in events(vm_dir) if "request" in e]  # type: ignore[misc]
+    return [tuple(e["request"]) for e in events(vm_dir) if "request" in e]
 
 
 def only(vm_dir: Path, key: str) -> dict[str, Any]:

@@ -175,7 +175,7 @@ def _bad_manifest(m: ImageManifest, **changes: object) -> Member:
     return _file("manifest.json", msgspec.json.encode(data))
 
 
-BAD = {
+BAD: dict[str, tuple[Callable[[Member, Member, ImageManifest], list[Member]], str]] = {
     "extra member": (lambda mf, rf, m: [mf, rf, _file("extra.txt", b"x")], "unexpected"),
     "dotdot": (lambda mf, rf, m: [mf, rf, _file("../evil", b"x")], "escapes"),
     "dotdot inside": (lambda mf, rf, m: [_file("a/../../rootfs.ext4", b"x")], "escapes"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_slim_and_installed_packages(tmp_path: Path) -> None:
     assert recipe.installed_packages(root) == ["bash=5.2", "git=1:2.39"]
 
 
-def _fake_bootstrap(fail: BaseException | None):
+def _fake_bootstrap(fail: BaseException | None) -> Callable[[RecipeEntry, Mirror, Path], Awaitable[None]]:
     async def fake(entry: RecipeEntry, mirror: Mirror, target: Path) -> None:
         (target / "etc").mkdir(parents=True)
         (target / "var/lib/dpkg").mkdir(parents=True)

@@ -7,6 +7,7 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from banger.images.oci.flatten import Flattener, LayerError
 Entry = tuple[str, str, object]  # (name, kind, payload)
 
 
-def make_tar(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]) -> bytes:
+def make_tar(entries: Sequence[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for e in entries:
