@@ -1,0 +1,1 @@
+"""In-process stand-ins for what unit tests cannot run: a VMM backend (backend.py)."""
