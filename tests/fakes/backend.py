@@ -47,6 +47,10 @@ class FakeMachine:
         proc = self.processes.get(pid)
         return proc is not None and proc.poll() is None
 
+    def running(self) -> list[int]:
+        """The fake VMs' processes that still run."""
+        return [pid for pid in self.processes if self.alive(pid)]
+
     def signal(self, pid: int, signum: int) -> None:
         if self.alive(pid):
             os.kill(pid, signum)
@@ -77,9 +81,9 @@ class FakeBackend:
         else:
             raise ValueError(f"unknown step {step!r}")
 
-    def steps(self, vm: str) -> list[str]:
-        """The steps this backend ran for one VM, in order."""
-        return [step for step, name in self.calls if name == vm]
+    def steps(self, vm: str, *only: str) -> list[str]:
+        """The steps this backend ran for one VM, in order (only those named, if any)."""
+        return [step for step, name in self.calls if name == vm and (not only or step in only)]
 
     def _step(self, step: str, vm: str) -> None:
         self.calls.append((step, vm))

@@ -103,7 +103,7 @@ def test_delete_refuses_a_running_vm_unless_forced(daemon: FakeDaemon) -> None:
         with pytest.raises(NotFound):
             daemon.vms.repo.find("web")
         assert not daemon.vm_dir(vm).exists()
-        assert not any(daemon.machine.alive(pid) for pid in daemon.machine.processes)
+        assert daemon.machine.running() == []
 
     asyncio.run(scenario())
 
@@ -132,7 +132,7 @@ def test_a_failed_start_stops_the_vmm_then_frees_files_and_ports(daemon: FakeDae
         assert vm.state == VmState.ERROR
         assert vm.last_error == "configure failed in the fake guest"
         assert daemon.backend.steps("web")[-1] == "kill"
-        assert not any(daemon.machine.alive(pid) for pid in daemon.machine.processes)
+        assert daemon.machine.running() == []
         assert leftovers(daemon, vm.id) == []
         check_port_free(port)  # the published port is the host's again
         assert (await daemon.vms.start("web", Progress())).state == VmState.RUNNING
@@ -156,14 +156,13 @@ def test_a_cancelled_start_is_undone_and_says_so(daemon: FakeDaemon) -> None:
     async def scenario() -> None:
         daemon.backend.fail("hang")  # the guest never answers: the start waits
         task = asyncio.create_task(daemon.create("web"))
-        await wait_for(lambda: any(daemon.machine.alive(p) for p in daemon.machine.processes),
-                       "the VMM to run")
+        await wait_for(lambda: daemon.machine.running() != [], "the VMM to run")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         vm = daemon.vms.repo.find("web")
         assert (vm.state, vm.last_error) == (VmState.STOPPED, "start cancelled")
-        assert not any(daemon.machine.alive(pid) for pid in daemon.machine.processes)
+        assert daemon.machine.running() == []
         assert leftovers(daemon, vm.id) == []
 
     asyncio.run(scenario())
