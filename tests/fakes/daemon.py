@@ -6,11 +6,9 @@ restart (same state dir, same fake machine, new manager and backend).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,14 +132,6 @@ class FakeDaemon:
     def close(self) -> None:
         self.machine.shutdown()
         self.store.close()
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll until condition() holds; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def daemon_fixture(*, fast_start: bool) -> Callable[[], Iterator[FakeDaemon]]:

@@ -23,6 +23,7 @@ from banger.agent.client import AgentClient, connect_unix
 from banger.agent.process import ExitStatus, PtySpec
 from banger.errors import OperationFailed, Unavailable
 from banger.guest.agent import protocol as proto
+from tests.polling import process_runs, until
 
 AGENT = [sys.executable, "-m", "banger.guest.agent"]
 MiB = 1024 * 1024
@@ -436,14 +437,19 @@ def test_get_of_missing_path_fails(agent: AgentUnderTest) -> None:
 
 def test_reconnect_resets_session_and_kills_old_commands(agent: AgentUnderTest,
                                                          tmp_path: Path) -> None:
-    marker = tmp_path / "survived"
+    pid_file = tmp_path / "pid"
 
     async def scenario() -> None:
         first = await connect_unix(agent.socket, timeout=10)
-        proc = await first.exec(shell=f"sleep 2; touch {marker}")
+        proc = await first.exec(shell=f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; "
+                                      "sleep 60; echo survived")
+        await until(pid_file.exists, "the command to start")
+        command = int(pid_file.read_text())
         await first.close()
         with pytest.raises(Unavailable):
             await proc.wait()
+        # It would run for 60 s: gone within the deadline means the reset killed it.
+        await until(lambda: not process_runs(command), "the old command to be killed")
         second = await connect_unix(agent.socket, timeout=10)
         assert (await second.health()).ok
         await second.hello()  # a second hello on the same connection also works
@@ -451,8 +457,6 @@ def test_reconnect_resets_session_and_kills_old_commands(agent: AgentUnderTest,
         await second.close()
 
     asyncio.run(scenario())
-    time.sleep(2.5)
-    assert not marker.exists()
     assert agent.proc.poll() is None
 
 

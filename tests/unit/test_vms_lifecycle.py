@@ -13,7 +13,8 @@ from banger.errors import Conflict, NotFound, OperationFailed
 from banger.net.forward import check_port_free
 from banger.net.service import free_port
 from banger.vms.model import VmState
-from tests.fakes.daemon import FakeDaemon, Progress, daemon_fixture, wait_for
+from tests.fakes.daemon import FakeDaemon, Progress, daemon_fixture
+from tests.polling import until
 
 pytestmark = pytest.mark.timeout(60)
 daemon = daemon_fixture(fast_start=False)
@@ -156,7 +157,7 @@ def test_a_cancelled_start_is_undone_and_says_so(daemon: FakeDaemon) -> None:
     async def scenario() -> None:
         daemon.backend.fail("hang")  # the guest never answers: the start waits
         task = asyncio.create_task(daemon.create("web"))
-        await wait_for(lambda: daemon.machine.running() != [], "the VMM to run")
+        await until(lambda: daemon.machine.running() != [], "the VMM to run")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

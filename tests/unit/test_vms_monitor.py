@@ -10,7 +10,8 @@ import pytest
 
 from banger.vms import monitor
 from banger.vms.model import VmRecord, VmState
-from tests.fakes.daemon import FakeDaemon, daemon_fixture, wait_for
+from tests.fakes.daemon import FakeDaemon, daemon_fixture
+from tests.polling import until
 
 pytestmark = pytest.mark.timeout(60)
 daemon = daemon_fixture(fast_start=False)
@@ -38,7 +39,7 @@ def test_restart_marks_a_vm_whose_vmm_died_meanwhile_stopped(daemon: FakeDaemon)
         vm = await daemon.create("web")
         daemon.machine.signal(vmm_pid(daemon, vm), signal.SIGKILL)
         vms = await daemon.restart()
-        await wait_for(lambda: daemon.machine.running() == [], "the VMM to die")
+        await until(lambda: daemon.machine.running() == [], "the VMM to die")
         await monitor.reconcile(vms)
         shown = daemon.shown(vm)
         assert (shown.state, shown.last_error) == (
@@ -74,7 +75,7 @@ def test_a_guest_that_powers_itself_off_is_stopped(daemon: FakeDaemon) -> None:
         vm = await daemon.create("web")
         _, agent = await daemon.vms.agent_for("web")
         await agent.poweroff()  # `poweroff` typed in the guest
-        await wait_for(lambda: daemon.shown(vm).state != VmState.RUNNING, "the VM to stop")
+        await until(lambda: daemon.shown(vm).state != VmState.RUNNING, "the VM to stop")
         assert (daemon.shown(vm).state, daemon.shown(vm).last_error) == (VmState.STOPPED, None)
         assert not (daemon.vm_dir(vm) / "handles.json").exists()
 
@@ -85,7 +86,7 @@ def test_a_vmm_that_dies_leaves_the_vm_in_error_with_the_console(daemon: FakeDae
     async def scenario() -> None:
         vm = await daemon.create("web")
         daemon.machine.signal(vmm_pid(daemon, vm), signal.SIGKILL)
-        await wait_for(lambda: daemon.shown(vm).state != VmState.RUNNING, "the VM to be marked")
+        await until(lambda: daemon.shown(vm).state != VmState.RUNNING, "the VM to be marked")
         shown = daemon.shown(vm)
         assert shown.state == VmState.ERROR
         assert shown.last_error is not None
