@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import Banger  # noqa: E402
 from tests.vmtest import SLIM, vm_home, vm_lock  # noqa: E402
 
+from banger.rpc.methods.testing import SWITCH  # noqa: E402
+
 VM = "wsbench"
 WORDS = ["def", "class", "return", "self", "value", "index", "items", "range", "print",
          "import", "from", "async", "await", "result", "error", "config", "path", "name", "data",
@@ -68,8 +70,8 @@ def timed(b: Banger, *args: str) -> float:
 
 def put_tar(b: Banger, tar: Path, dest: str) -> float:
     start = time.perf_counter()
-    code = (f"from banger.cli import session; session.call('workspace.put_tar', "
-            f"{{'vm': {VM!r}, 'tar': {str(tar)!r}, 'dest': {dest!r}}})")
+    code = ("from banger.cli import session; from banger.rpc.methods import testing as t; "
+            f"session.call(t.WORKSPACE_PUT_TAR, t.PutTarParams({VM!r}, {str(tar)!r}, {dest!r}))")
     subprocess.run([sys.executable, "-c", code], env=b.env, check=True, timeout=900)
     return time.perf_counter() - start
 
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--content", choices=["text", "random", "both"], default="both")
     args = parser.parse_args()
     kinds = ["text", "random"] if args.content == "both" else [args.content]
+    os.environ[SWITCH] = "1"  # the daemon vm_home starts serves workspace.put_tar
     with vm_lock(), vm_home(SLIM) as b, tempfile.TemporaryDirectory(prefix="wsb-") as tmp:
         b.run("vm", "create", "--name", VM, "--disk", "4G", timeout=300, check=True)
         results = [measure(b, kind, args.files, args.mb * 1_000_000, args.rounds, Path(tmp))

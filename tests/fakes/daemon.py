@@ -24,8 +24,8 @@ from banger.kernels.manifest import write_manifest as write_kernel_manifest
 from banger.paths import Paths, resolve_paths
 from banger.store import Store
 from banger.vms import events
-from banger.vms.manager import CreateRequest, VmManager
-from banger.vms.model import VmRecord
+from banger.vms.manager import VmManager
+from banger.vms.model import CreateRequest, VmRecord
 from tests.fakes.backend import FakeBackend, FakeMachine
 
 IMAGE = "fake-image"

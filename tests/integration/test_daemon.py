@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from banger.rpc.methods.testing import SWITCH
 from tests.conftest import Banger
 
 
@@ -28,6 +29,12 @@ def rpc(sock_path: Path, message: dict[str, Any] | bytes) -> list[dict[str, Any]
             if (data.endswith(b"\n") and b'"type":"result"' in data) or b'"type":"error"' in data:
                 break
     return [json.loads(line) for line in data.splitlines() if line]
+
+
+def start_with_test_methods(banger: Banger) -> None:
+    """A daemon that also serves debug.sleep (see banger.rpc.methods.testing)."""
+    banger.env[SWITCH] = "1"
+    banger.run("daemon", "start", check=True)
 
 
 def test_cli_autostarts_daemon_and_pings(banger: Banger) -> None:
@@ -64,7 +71,7 @@ def test_two_clis_at_once_share_one_daemon(banger: Banger) -> None:
 
 
 def test_wire_errors_have_codes(banger: Banger) -> None:
-    banger.run("daemon", "start", check=True)
+    start_with_test_methods(banger)
     [bad] = rpc(banger.socket, {"v": 99, "method": "ping", "params": {}, "op_id": "op-0000abcd"})
     assert bad["type"] == "error" and bad["error"]["code"] == "bad_version"
     assert bad["op_id"] == "op-0000abcd"
@@ -79,8 +86,15 @@ def test_wire_errors_have_codes(banger: Banger) -> None:
     assert ok["type"] == "result" and ok["result"]["pong"] == "ok"
 
 
-def test_progress_streams_and_disconnect_cancels(banger: Banger) -> None:
+def test_a_normal_daemon_has_no_test_methods(banger: Banger) -> None:
     banger.run("daemon", "start", check=True)
+    for name in ("debug.sleep", "workspace.put_tar"):
+        [reply] = rpc(banger.socket, {"v": 1, "method": name, "params": {}})
+        assert reply["error"]["code"] == "unknown_method", reply
+
+
+def test_progress_streams_and_disconnect_cancels(banger: Banger) -> None:
+    start_with_test_methods(banger)
     replies = rpc(banger.socket, {"v": 1, "method": "debug.sleep",
                                   "params": {"seconds": 0.8, "steps": 4}, "op_id": "op-00000001"})
     stages = [r for r in replies if r["type"] == "progress"]
@@ -101,7 +115,7 @@ def test_progress_streams_and_disconnect_cancels(banger: Banger) -> None:
 
 
 def test_cancel_message_cancels(banger: Banger) -> None:
-    banger.run("daemon", "start", check=True)
+    start_with_test_methods(banger)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(banger.socket))
         s.sendall(json.dumps({"v": 1, "method": "debug.sleep", "params": {"seconds": 30}}).encode()
@@ -176,3 +190,21 @@ def test_doctor_json_works_without_daemon(banger: Banger) -> None:
     if Path("/sys/module/kvm_pvm").exists():
         assert kvm["status"] == "WARN" and "TCG will be used" in kvm["detail"]
     assert not banger.socket.exists()  # doctor never starts the daemon
+
+
+def test_daemon_ops_lists_long_operations_newest_first(banger: Banger) -> None:
+    start_with_test_methods(banger)
+    rpc(banger.socket, {"v": 1, "method": "debug.sleep", "params": {"seconds": 0.1, "steps": 1},
+                        "op_id": "op-0000000a"})
+    [failed] = rpc(banger.socket, {"v": 1, "method": "vm.start", "params": {"vm": "nope"},
+                                   "op_id": "op-0000000b"})
+    assert failed["error"]["code"] == "not_found"
+    rpc(banger.socket, {"v": 1, "method": "vm.list", "params": {}})  # not long: not kept
+    ops = json.loads(banger.run("daemon", "ops", "--json", check=True).stdout)
+    assert [(o["id"], o["method"], o["state"]) for o in ops] == [
+        ("op-0000000b", "vm.start", "failed"), ("op-0000000a", "debug.sleep", "done")]
+    assert "no VM named 'nope'" in ops[0]["error"]
+    table = banger.run("daemon", "ops", "--limit", "1", check=True).stdout.splitlines()
+    assert table[0].split() == ["ID", "METHOD", "STATE", "STARTED", "DURATION", "ERROR"]
+    assert len(table) == 2 and table[1].startswith("op-0000000b  vm.start  failed")
+    assert banger.run("daemon", "ops", "--limit", "0").returncode == 2

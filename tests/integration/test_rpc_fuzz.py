@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from banger.errors import ErrorCode
 from banger.rpc import wire
+from banger.rpc.methods.testing import SWITCH
 from tests.conftest import BIN
 
 HARMLESS = ["ping", "daemon.status", "vm.list", "vm.show", "image.list", "kernel.list"]
@@ -33,7 +34,7 @@ CODES = {str(c) for c in ErrorCode} - {"internal"}
 class Daemon:
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.env = {**os.environ, "BANGER_HOME": str(home)}
+        self.env = {**os.environ, "BANGER_HOME": str(home), SWITCH: "1"}  # debug.sleep
         self.socket = home / "run" / "bangerd.sock"
 
     def cli(self, *args: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 
 from banger.agent.client import OUTPUT_CAP, AgentClient
@@ -371,9 +372,9 @@ def test_a_ports_entry_cannot_override_the_vm_name() -> None:
         mgr = SimpleNamespace(agent_for=agent_for, net=SimpleNamespace(
             endpoint=lambda vm: SimpleNamespace(host="10.0.2.15", netns="", ssh_port=2222)))
         rows = await net_handlers._ports_of(mgr, vm)  # type: ignore[arg-type]
-        assert rows == [{"vm": "mine", "proto": "tcp", "address": "127.0.0.1", "port": 22,
-                         "pid": 100, "process": "]0;ownedsshd", "endpoint": None,
-                         "http": False}]
+        assert msgspec.to_builtins(rows) == [
+            {"vm": "mine", "proto": "tcp", "address": "127.0.0.1", "port": 22, "pid": 100,
+             "process": "]0;ownedsshd", "endpoint": None, "http": False}]
 
     run({"ports": answer({"ports": [sneaky]})}, scenario)
 

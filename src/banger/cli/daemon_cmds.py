@@ -1,4 +1,4 @@
-"""`banger daemon status|start|stop|logs`."""
+"""`banger daemon status|start|stop|logs|ops`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from banger.cli import session
 from banger.cli.output import print_json, print_table, say
 from banger.cli.params import TIMEOUT, WholeNumber
 from banger.errors import Unavailable
+from banger.rpc.methods import NoParams
+from banger.rpc.methods import system as rpc
+from banger.textsafe import one_line
 
 
 @click.group()
@@ -22,7 +25,7 @@ def daemon() -> None:
 def status(as_json: bool) -> None:
     """Show whether the daemon runs, its pid, version and uptime."""
     try:
-        st = session.client(autostart=False).call("daemon.status")
+        st = session.client(autostart=False).call(rpc.DAEMON_STATUS, NoParams())
     except Unavailable:
         if as_json:
             print_json({"running": False})
@@ -39,7 +42,7 @@ def status(as_json: bool) -> None:
 @daemon.command()
 def start() -> None:
     """Start the daemon if it is not running."""
-    st = session.call("daemon.status")
+    st = session.call(rpc.DAEMON_STATUS, NoParams())
     say(f"daemon running (pid {st['pid']})")
 
 
@@ -50,7 +53,7 @@ def stop(timeout: float) -> None:
     """Stop the daemon (VMs keep running and are re-adopted on the next start)."""
     client = session.client(autostart=False)
     try:
-        reply = client.call("daemon.shutdown")
+        reply = client.call(rpc.DAEMON_SHUTDOWN, NoParams())
     except Unavailable:
         click.echo("daemon: not running")
         return
@@ -88,3 +91,29 @@ def logs(follow: bool, lines: int) -> None:
         *complete, partial = (partial + data).split(b"\n")  # a line half-written waits
         for raw in complete:
             say(raw.decode(errors="replace"))
+
+
+def _duration(started: str, ended: str | None) -> str:
+    from datetime import datetime
+
+    if ended is None:
+        return "-"
+    seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+@daemon.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-n", "--limit", type=WholeNumber("limit", 1, rpc.MAX_OPERATIONS), default=20,
+              show_default=True, help="Operations to show, newest first.")
+def ops(as_json: bool, limit: int) -> None:
+    """Recent long operations (create, start, pulls, ...): state, duration and error."""
+    rows = session.call(rpc.DAEMON_OPERATIONS, rpc.OperationsParams(limit))
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["ID", "METHOD", "STATE", "STARTED", "DURATION", "ERROR"],
+                [[r["id"], r["method"], r["state"], r["started_at"],
+                  _duration(r["started_at"], r["ended_at"]), one_line(r["error"] or "", 200)]
+                 for r in rows],
+                empty="no operations yet")

@@ -9,6 +9,8 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_catalog, print_json, print_table, say
+from banger.rpc.methods import NameParams, NoParams
+from banger.rpc.methods import image as rpc
 
 
 def _human(n: int) -> str:
@@ -26,14 +28,14 @@ def image() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def image_catalog(as_json: bool) -> None:
     """Images banger knows how to build or fetch."""
-    print_catalog(session.call("image.catalog"), as_json)
+    print_catalog(session.call(rpc.IMAGE_CATALOG, NoParams()), as_json)
 
 
 @image.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def image_list(as_json: bool) -> None:
     """Local images."""
-    rows: list[dict[str, Any]] = session.call("image.list")
+    rows: list[dict[str, Any]] = session.call(rpc.IMAGE_LIST, NoParams())
     if as_json:
         print_json(rows)
         return
@@ -47,7 +49,7 @@ def image_list(as_json: bool) -> None:
 @click.argument("name")
 def image_show(name: str) -> None:
     """Show an image's manifest (JSON)."""
-    print_json(session.call("image.show", {"name": name}))
+    print_json(session.call(rpc.IMAGE_SHOW, NameParams(name)))
 
 
 def _is_file_source(source: str) -> bool:
@@ -66,8 +68,8 @@ def _pull(source: str, sha256: str | None, name: str | None,
         if not path.is_file():
             raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
         source = str(path.resolve())
-    params = {"source": source, "sha256": sha256, "name": name, "size": size, "kernel": kernel}
-    m = session.call_with_progress("image.pull", params)
+    params = rpc.ImagePullParams(source, sha256=sha256, name=name, size=size, kernel=kernel)
+    m = session.call_with_progress(rpc.IMAGE_PULL, params)
     say(f"image {m['name']} ready ({_human(m['size'])}, sha256 {m['sha256'][:12]})")
 
 
@@ -95,7 +97,7 @@ def image_cache() -> None:
 @click.option("--dry-run", is_flag=True, help="Only report what would be freed.")
 def image_cache_prune(dry_run: bool) -> None:
     """Delete cached blobs that no pulled reference uses any more."""
-    res = session.call_with_progress("image.cache_prune", {"dry_run": dry_run})
+    res = session.call_with_progress(rpc.IMAGE_CACHE_PRUNE, rpc.CachePruneParams(dry_run))
     verb = "would free" if dry_run else "freed"
     click.echo(f"{verb} {_human(res['bytes'])} in {res['blobs']} blobs "
                f"({res['kept']} blobs still in use)")
@@ -116,8 +118,8 @@ def image_import(file: str, sha256: str, name: str | None) -> None:
               type=click.Path(file_okay=False, exists=True), help="Directory to write into.")
 def image_export(name: str, out_dir: str) -> None:
     """Write NAME-ARCH-SHA.tar.zst holding rootfs.ext4 and manifest.json."""
-    res = session.call_with_progress("image.export", {"name": name,
-                                                      "out_dir": str(Path(out_dir).resolve())})
+    params = rpc.ImageExportParams(name, str(Path(out_dir).resolve()))
+    res = session.call_with_progress(rpc.IMAGE_EXPORT, params)
     say(res["path"])
     say(f"sha256 {res['sha256']}  ({_human(res['size'])})", err=True)
 
@@ -126,5 +128,5 @@ def image_export(name: str, out_dir: str) -> None:
 @click.argument("name")
 def image_delete(name: str) -> None:
     """Delete a local image (refused while a VM uses it)."""
-    session.call("image.delete", {"name": name})
+    session.call(rpc.IMAGE_DELETE, NameParams(name))
     click.echo(f"deleted image {name}")

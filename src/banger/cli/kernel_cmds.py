@@ -8,6 +8,8 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_catalog, print_json, print_table, say
+from banger.rpc.methods import NameParams, NoParams
+from banger.rpc.methods import kernel as rpc
 
 
 @click.group()
@@ -19,14 +21,14 @@ def kernel() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def kernel_catalog(as_json: bool) -> None:
     """Kernels banger knows how to fetch."""
-    print_catalog(session.call("kernel.catalog"), as_json)
+    print_catalog(session.call(rpc.KERNEL_CATALOG, NoParams()), as_json)
 
 
 @kernel.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def kernel_list(as_json: bool) -> None:
     """Pulled kernels."""
-    rows: list[dict[str, Any]] = session.call("kernel.list")
+    rows: list[dict[str, Any]] = session.call(rpc.KERNEL_LIST, NoParams())
     if as_json:
         print_json(rows)
         return
@@ -39,7 +41,7 @@ def kernel_list(as_json: bool) -> None:
 @click.argument("name")
 def kernel_show(name: str) -> None:
     """Show a pulled kernel's manifest (JSON)."""
-    print_json(session.call("kernel.show", {"name": name}))
+    print_json(session.call(rpc.KERNEL_SHOW, NameParams(name)))
 
 
 @kernel.command("pull")
@@ -47,7 +49,7 @@ def kernel_show(name: str) -> None:
 @click.option("--force", is_flag=True, help="Pull again even if present.")
 def kernel_pull(name: str, force: bool) -> None:
     """Fetch a catalog kernel and build its initramfs."""
-    m = session.call_with_progress("kernel.pull", {"name": name, "force": force})
+    m = session.call_with_progress(rpc.KERNEL_PULL, rpc.KernelPullParams(name, force))
     say(f"kernel {m['name']} {m['kernel_version']} ready")
 
 
@@ -55,5 +57,5 @@ def kernel_pull(name: str, force: bool) -> None:
 @click.argument("name")
 def kernel_delete(name: str) -> None:
     """Delete a pulled kernel (refused while a VM uses it)."""
-    session.call("kernel.delete", {"name": name})
+    session.call(rpc.KERNEL_DELETE, NameParams(name))
     click.echo(f"deleted kernel {name}")

@@ -13,6 +13,8 @@ from banger.cli import session
 from banger.cli.output import print_json, print_table, say
 from banger.cli.vm_cmds import VM_ARG
 from banger.cli.vm_exec import DashDashCommand
+from banger.rpc.methods import VmRef
+from banger.rpc.methods import vm as rpc
 
 
 def ssh_argv(info: dict[str, Any], command: list[str]) -> list[str]:
@@ -31,7 +33,7 @@ def ssh_argv(info: dict[str, Any], command: list[str]) -> list[str]:
 @click.pass_context
 def vm_ssh(ctx: click.Context, vm: str) -> None:
     """ssh into a running VM with banger's key: banger vm ssh VM [-- CMD...]"""
-    info = session.call("vm.ssh_info", {"vm": vm})
+    info = session.call(rpc.VM_SSH_INFO, VmRef(vm))
     argv = ssh_argv(info, ctx.meta["guest_command"])
     sys.stdout.flush()
     try:
@@ -45,7 +47,7 @@ def vm_ssh(ctx: click.Context, vm: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def vm_ports(vms: tuple[str, ...], as_json: bool) -> None:
     """List the listening ports of running VMs and where the host reaches them."""
-    rows: list[dict[str, Any]] = session.call("vm.ports", {"vms": list(vms)})
+    rows: list[dict[str, Any]] = session.call(rpc.VM_PORTS, rpc.PortsParams(list(vms)))
     if as_json:
         print_json(rows)
         return
@@ -60,7 +62,7 @@ def vm_ports(vms: tuple[str, ...], as_json: bool) -> None:
 @click.argument("mapping", metavar="HOSTPORT:GUESTPORT")
 def vm_forward(vm: str, mapping: str) -> None:
     """Publish a guest port on 127.0.0.1:HOSTPORT (kept across restarts)."""
-    res = session.call("vm.forward", {"vm": vm, "publish": mapping})
+    res = session.call(rpc.VM_FORWARD, rpc.ForwardParams(vm, mapping))
     say(f"{res['vm']}: 127.0.0.1:{mapping.split(':')[0]} -> guest port {res['guest_port']}")
 
 

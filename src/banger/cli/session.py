@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from banger.paths import Paths, resolve_paths
 from banger.rpc.client import Client
+from banger.rpc.methods import Method
 from banger.textsafe import one_line
+
+P = TypeVar("P", bound=msgspec.Struct)
 
 
 def paths() -> Paths:
@@ -18,12 +23,12 @@ def client(*, autostart: bool = True) -> Client:
     return Client(paths(), autostart=autostart)
 
 
-def call(method: str, params: dict[str, Any] | None = None) -> Any:
+def call(method: Method[P], params: P) -> Any:
+    """The method's result as plain JSON values."""
     return client().call(method, params)
 
 
-def call_with_progress(method: str, params: dict[str, Any] | None = None,
-                       *, quiet: bool = False) -> Any:
+def call_with_progress(method: Method[P], params: P, *, quiet: bool = False) -> Any:
     """Run a long operation, drawing its stages as a progress display on a terminal."""
     if quiet or not sys.stderr.isatty():
         return client().call(method, params, on_event=None if quiet else _PlainProgress())

@@ -9,6 +9,8 @@ import click
 from banger.cli import session
 from banger.cli.output import print_json, print_table, say
 from banger.cli.params import VCPU
+from banger.rpc.methods import NoParams
+from banger.rpc.methods import template as rpc
 
 
 @click.group()
@@ -20,7 +22,7 @@ def template() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def template_list(as_json: bool) -> None:
     """Templates on disk."""
-    rows: list[dict[str, Any]] = session.call("template.list")
+    rows: list[dict[str, Any]] = session.call(rpc.TEMPLATE_LIST, NoParams())
     if as_json:
         print_json(rows)
         return
@@ -39,8 +41,8 @@ def template_build(image: str | None, vcpu: int | None, memory: str | None) -> N
     """Build the template a `vm create` with these options would use, ahead of time."""
     from banger.cli.vm_cmds import to_mib
 
-    info = session.call_with_progress("template.build", {"image": image, "vcpu": vcpu,
-                                                         "memory_mib": to_mib(memory, "memory")})
+    params = rpc.TemplateBuildParams(image, vcpu, to_mib(memory, "memory"))
+    info = session.call_with_progress(rpc.TEMPLATE_BUILD, params)
     say(f"template {info['id']} ready ({info['key']['image']}, built in "
                f"{info['build_seconds']}s)")
 
@@ -49,5 +51,5 @@ def template_build(image: str | None, vcpu: int | None, memory: str | None) -> N
 @click.option("--all", "prune_all", is_flag=True, help="Remove every template, not only stale ones.")
 def template_prune(prune_all: bool) -> None:
     """Remove templates whose image or kernel changed (or all with --all)."""
-    removed = session.call("template.prune", {"all": prune_all})["removed"]
+    removed = session.call(rpc.TEMPLATE_PRUNE, rpc.TemplatePruneParams(prune_all))["removed"]
     say(f"removed {len(removed)} template(s)" + (f": {', '.join(removed)}" if removed else ""))

@@ -13,7 +13,10 @@ from banger.cli import session
 from banger.cli.lazy import LazyGroup
 from banger.cli.output import error, print_json, print_table, say
 from banger.cli.params import TIMEOUT, VCPU, check_publish
+from banger.rpc.methods import VmRef
+from banger.rpc.methods import vm as rpc
 from banger.textsafe import clean, one_line
+from banger.vms.model import CreateRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +46,7 @@ def to_mib(value: str | None, what: str) -> int | None:
 def complete_vm(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Live VM names from the daemon; nothing when it is not running."""
     try:
-        vms = session.client(autostart=False).call("vm.list", {"all": True})
+        vms = session.client(autostart=False).call(rpc.VM_LIST, rpc.VmListParams(all=True))
     except Exception:
         return []
     return [v["name"] for v in vms if v["name"].startswith(incomplete)]
@@ -76,7 +79,7 @@ def for_each_vm(vms: tuple[str, ...], act: Callable[[str], str]) -> None:
 @click.option("-a/-r", "--all/--running", "show_all", default=True, help="All VMs or running only.")
 def vm_list(as_json: bool, show_all: bool) -> None:
     """List VMs."""
-    vms: list[dict[str, Any]] = session.call("vm.list", {"all": show_all})
+    vms: list[dict[str, Any]] = session.call(rpc.VM_LIST, rpc.VmListParams(all=show_all))
     if as_json:
         print_json(vms)
         return
@@ -140,12 +143,13 @@ def create_options(fn: Any) -> Any:
 
 
 def create_params(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
-                  memory: str | None, disk: str | None, start: bool) -> dict[str, Any]:
+                  memory: str | None, disk: str | None, *, start: bool,
+                  cold: bool) -> CreateRequest:
     net = click.get_current_context().meta.get("net_params", {})
-    return {"name": name, "image": image, "kernel": kernel, "vcpu": vcpu,
-            "memory_mib": to_mib(memory, "memory"), "disk_mib": to_mib(disk, "disk"),
-            "start": start, "net": net.get("net"), "nat": bool(net.get("nat")),
-            "publish": list(net.get("publish") or [])}
+    return CreateRequest(name=name, image=image, kernel=kernel, vcpu=vcpu,
+                         memory_mib=to_mib(memory, "memory"), disk_mib=to_mib(disk, "disk"),
+                         start=start, cold=cold, net=net.get("net"), nat=bool(net.get("nat")),
+                         publish=list(net.get("publish") or []))
 
 
 @vm.command("create")
@@ -154,8 +158,8 @@ def create_params(name: str | None, image: str | None, kernel: str | None, vcpu:
 def vm_create(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
               memory: str | None, disk: str | None, cold: bool, no_start: bool) -> None:
     """Create a VM (and start it unless --no-start)."""
-    params = create_params(name, image, kernel, vcpu, memory, disk, not no_start)
-    vm_ = session.call_with_progress("vm.create", {**params, "cold": cold})
+    params = create_params(name, image, kernel, vcpu, memory, disk, start=not no_start, cold=cold)
+    vm_ = session.call_with_progress(rpc.VM_CREATE, params)
     say(f"{vm_['name']} {vm_['state']}")
 
 
@@ -165,7 +169,7 @@ def vm_create(name: str | None, image: str | None, kernel: str | None, vcpu: int
 def vm_start(vms: tuple[str, ...], cold: bool) -> None:
     """Start stopped VMs (resuming a saved state after `vm stop --save`)."""
     for_each_vm(vms, lambda vm: session.call_with_progress(
-        "vm.start", {"vm": vm, "cold": cold})["name"] + " running")
+        rpc.VM_START, rpc.StartParams(vm, cold=cold))["name"] + " running")
 
 
 @vm.command("stop")
@@ -176,7 +180,7 @@ def vm_start(vms: tuple[str, ...], cold: bool) -> None:
 def vm_stop(vms: tuple[str, ...], timeout: float, save: bool) -> None:
     """Stop VMs: guest poweroff, then VMM quit, then kill (or save their state with --save)."""
     def stop(vm: str) -> str:
-        res = session.call_with_progress("vm.stop", {"vm": vm, "timeout": timeout, "save": save})
+        res = session.call_with_progress(rpc.VM_STOP, rpc.StopParams(vm, timeout, save))
         return f"{res['name']} {res['state']}"
 
     for_each_vm(vms, stop)
@@ -186,14 +190,14 @@ def vm_stop(vms: tuple[str, ...], timeout: float, save: bool) -> None:
 @VM_ARG
 def vm_restart(vm: str) -> None:
     """Stop and start a VM."""
-    say(f"{session.call_with_progress('vm.restart', {'vm': vm})['name']} running")
+    say(f"{session.call_with_progress(rpc.VM_RESTART, rpc.RestartParams(vm))['name']} running")
 
 
 @vm.command("kill")
 @VMS_ARG
 def vm_kill(vms: tuple[str, ...]) -> None:
     """Kill VMs' VMMs at once (when stop hangs)."""
-    for_each_vm(vms, lambda vm: f"{session.call('vm.kill', {'vm': vm})['name']} killed")
+    for_each_vm(vms, lambda vm: f"{session.call(rpc.VM_KILL, VmRef(vm))['name']} killed")
 
 
 @vm.command("delete")
@@ -202,14 +206,14 @@ def vm_kill(vms: tuple[str, ...]) -> None:
 def vm_delete(vms: tuple[str, ...], force: bool) -> None:
     """Delete VMs and their disks (irreversible)."""
     for_each_vm(vms, lambda vm: "deleted " + session.call_with_progress(
-        "vm.delete", {"vm": vm, "force": force})["name"])
+        rpc.VM_DELETE, rpc.DeleteParams(vm, force))["name"])
 
 
 @vm.command("show")
 @VM_ARG
 def vm_show(vm: str) -> None:
     """Show a VM (JSON)."""
-    print_json(session.call("vm.show", {"vm": vm}))
+    print_json(session.call(rpc.VM_SHOW, VmRef(vm)))
 
 
 @vm.command("set")
@@ -219,8 +223,8 @@ def vm_show(vm: str) -> None:
 @size_option("--disk", "Grow the root disk (VM stopped).")
 def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None) -> None:
     """Change a VM's vcpu, memory or disk size."""
-    res = session.call("vm.set", {"vm": vm, "vcpu": vcpu, "memory_mib": to_mib(memory, "memory"),
-                                  "disk_mib": to_mib(disk, "disk")})
+    res = session.call(rpc.VM_SET, rpc.SetParams(vm, vcpu, to_mib(memory, "memory"),
+                                                 to_mib(disk, "disk")))
     say(f"{res['name']}: {res['vcpu']} vcpu · {res['memory_mib']} MiB · "
                f"{_fmt_mib(res['disk_mib'])} disk")
 
@@ -229,13 +233,13 @@ def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None) -> N
 @click.option("-f", "--force", is_flag=True, help="Don't ask.")
 def vm_prune(force: bool) -> None:
     """Delete every VM that is not running."""
-    doomed = session.call("vm.prune", {"dry_run": True})["deleted"]
+    doomed = session.call(rpc.VM_PRUNE, rpc.PruneParams(dry_run=True))["deleted"]
     if not doomed:
         click.echo("nothing to prune")
         return
     if not force:
         click.confirm(clean(f"delete {len(doomed)} VM(s): {', '.join(doomed)}?"), abort=True)
-    res = session.call_with_progress("vm.prune", {"dry_run": False})
+    res = session.call_with_progress(rpc.VM_PRUNE, rpc.PruneParams(dry_run=False))
     for name in res["deleted"]:
         say(f"deleted {name}")
     for line in res["failed"]:
@@ -255,7 +259,7 @@ def vm_logs(vm: str, follow: bool, raw: bool) -> None:
     from banger.logfiles import Follower, rotated
     from banger.textsafe import TerminalFilter
 
-    where = session.call("vm.logs", {"vm": vm})
+    where = session.call(rpc.VM_LOGS, VmRef(vm))
     path = Path(where["path"])
     out = sys.stdout.buffer
     # The guest wrote these bytes: on a terminal they could retitle it or rewrite what it shows.

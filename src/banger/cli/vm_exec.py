@@ -11,6 +11,7 @@ from banger.cli import session
 from banger.cli.output import say
 from banger.cli.vm_cmds import VM_ARG, create_options, create_params
 from banger.cli.workspace_cmds import ship_options
+from banger.rpc.methods.vm import VM_CREATE, VM_DELETE, VM_EXEC, DeleteParams, ExecParams
 
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
 
@@ -33,17 +34,14 @@ def run_in_guest(vm: str, command: list[str], *, interactive: bool, tty: bool,
     from banger.cli.terminal import stream, terminal_size
 
     rows, cols = terminal_size()
-    params: dict[str, Any] = {"vm": vm, "stdin": interactive, "tty": tty, "rows": rows,
-                              "cols": cols, "env": {"HOME": "/root"}, "cwd": cwd}
-    if command:
-        params["argv"] = command
-    else:
-        params["shell"] = LOGIN_SHELL
+    params = ExecParams(vm, argv=command or None, shell=None if command else LOGIN_SHELL,
+                        env={"HOME": "/root"}, cwd=cwd, stdin=interactive, tty=tty, rows=rows,
+                        cols=cols)
     if tty:
         import os
 
-        params["term"] = os.environ.get("TERM", "xterm-256color")
-    call = session.client().start("vm.exec", params)
+        params.term = os.environ.get("TERM", "xterm-256color")
+    call = session.client().start(VM_EXEC, params)
     return stream(call, forward_stdin=interactive, tty=tty)
 
 
@@ -115,8 +113,8 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
     if path and ship_to:
         ws.check_shippable(path, ship_to)  # bad input is refused before a VM exists
     stdin, pty = (False, False) if detach else _modes(command, interactive, tty)
-    params = create_params(name, image, kernel, vcpu, memory, disk, True)
-    created = session.call_with_progress("vm.create", {**params, "cold": cold})
+    params = create_params(name, image, kernel, vcpu, memory, disk, start=True, cold=cold)
+    created = session.call_with_progress(VM_CREATE, params)
     vm_name = created["name"]
     cwd = ws.ship_into_new_vm(vm_name, path, ship_to) if path and ship_to else "/root"
     if detach:
@@ -128,7 +126,7 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
         code = run_in_guest(vm_name, command, interactive=stdin, tty=pty, cwd=cwd)
     finally:
         if remove:
-            session.call("vm.delete", {"vm": vm_name, "force": True})
+            session.call(VM_DELETE, DeleteParams(vm_name, force=True))
         else:
             say(f"{vm_name} keeps running; stop it with `banger vm stop {vm_name}` "
                        f"or remove it with `banger vm delete -f {vm_name}`", err=True)

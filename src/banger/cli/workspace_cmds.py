@@ -14,6 +14,8 @@ import click
 
 from banger.cli import session
 from banger.cli.vm_cmds import VM_ARG
+from banger.rpc.methods import VmRef
+from banger.rpc.methods.vm import VM_DELETE, VM_SHOW, DeleteParams
 
 if TYPE_CHECKING:
     from banger.workspace.payload import ShipOptions
@@ -73,15 +75,13 @@ def check_shippable(path: str, opts: ShipOptions) -> None:
 
 def ship(vm: str, path: str, opts: ShipOptions, *, force: bool = False) -> dict[str, Any]:
     """Build the payload here and have the daemon install it in the VM."""
-    import msgspec
-
+    from banger.rpc.methods.workspace import WORKSPACE_PREPARE, PrepareParams
     from banger.workspace.payload import prepared
 
     with prepared(path, opts) as shipment:
         assert shipment.payload is not None
-        result: dict[str, Any] = session.call_with_progress("workspace.prepare", {
-            "vm": vm, "payload": str(shipment.payload),
-            "plan": msgspec.to_builtins(shipment.plan), "force": force})
+        params = PrepareParams(vm, str(shipment.payload), shipment.plan, force)
+        result: dict[str, Any] = session.call_with_progress(WORKSPACE_PREPARE, params)
     if result.get("tooling"):
         click.echo(result["tooling"], err=True)
     return result
@@ -89,7 +89,7 @@ def ship(vm: str, path: str, opts: ShipOptions, *, force: bool = False) -> dict[
 
 def workspace_cwd(vm: str) -> tuple[str | None, dict[str, str] | None]:
     """The guest dir `vm exec` starts in, and the workspace record (None without one)."""
-    record: dict[str, str] | None = session.call("vm.show", {"vm": vm}).get("workspace")
+    record: dict[str, str] | None = session.call(VM_SHOW, VmRef(vm)).get("workspace")
     if not record:
         return None, None
     return f"{record['guest_path']}/{record.get('subdir', '')}".rstrip("/"), record
@@ -143,7 +143,7 @@ def ship_into_new_vm(vm: str, path: str, opts: ShipOptions) -> str:
     try:
         return str(ship(vm, path, opts)["cwd"])
     except BaseException:
-        session.call("vm.delete", {"vm": vm, "force": True})
+        session.call(VM_DELETE, DeleteParams(vm, force=True))
         raise
 
 
@@ -174,9 +174,10 @@ def workspace_prepare(vm: str, path: str, dry_run: bool, force: bool, **values: 
 @click.option("--base", help="Export against this commit instead of the shipped one.")
 def workspace_export(vm: str, output: str | None, base: str | None) -> None:
     """Write the guest's work (commits as a bundle, changes as a binary diff) to a tar."""
+    from banger.rpc.methods.workspace import WORKSPACE_EXPORT, WorkspaceExportParams
+
     out = Path(output or f"banger-{vm}-export.tar").resolve()
-    res = session.call_with_progress("workspace.export", {"vm": vm, "output": str(out),
-                                                          "base": base})
+    res = session.call_with_progress(WORKSPACE_EXPORT, WorkspaceExportParams(vm, str(out), base))
     click.echo(f"{out}: {res['commits']} commit(s), {res['files']} changed file(s); "
                f"apply with `banger vm workspace apply {vm} --file {out}`", err=True)
 
@@ -194,13 +195,14 @@ def workspace_apply(vm: str, export_file: str | None, repo: str | None,
     """Bring the guest's commits onto a branch and its changes into the host work tree."""
     import tempfile
 
+    from banger.rpc.methods.workspace import WORKSPACE_EXPORT, WorkspaceExportParams
     from banger.workspace import exportfile
     from banger.workspace.apply import apply_export, summary
 
     with tempfile.TemporaryDirectory(prefix="banger-export-") as tmp:
         path = Path(export_file or Path(tmp) / "export.tar")
         if export_file is None:
-            session.call_with_progress("workspace.export", {"vm": vm, "output": str(path)})
+            session.call_with_progress(WORKSPACE_EXPORT, WorkspaceExportParams(vm, str(path)))
         export = exportfile.read_file(path)
     try:
         host_repo = repo or (export.record.host_repo if export.record else None)

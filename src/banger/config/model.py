@@ -52,7 +52,6 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     bridge_cidr: str = "10.77.0.0/24"
     netns: str = ""
     dns_listen: str = "127.0.0.1:42069"
-    web_listen: str = "127.0.0.1:7777"
     log_level: LogLevel = "info"
     ssh_key_path: str = ""
     debian_mirror: str = ""
@@ -130,11 +129,9 @@ def _check_values(file: Path, raw: RawConfig) -> None:
         ipaddress.ip_network(raw.bridge_cidr, strict=True)
     except ValueError as exc:
         raise bad("bridge_cidr", f"{exc}; expected a network such as 10.77.0.0/24") from exc
-    for key in ("dns_listen", "web_listen"):
-        value = getattr(raw, key)
-        hostpart, _, port = value.rpartition(":")
-        if not hostpart or not port.isdigit() or not 0 < int(port) < 65536:
-            raise bad(key, f"{value!r} is not HOST:PORT such as 127.0.0.1:42069")
+    hostpart, _, port = raw.dns_listen.rpartition(":")
+    if not hostpart or not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad("dns_listen", f"{raw.dns_listen!r} is not HOST:PORT such as 127.0.0.1:42069")
     if raw.debian_mirror and not re.match(r"^(https?|file)://", raw.debian_mirror):
         raise bad("debian_mirror", "expected an http://, https:// or file:// URL")
     if raw.ssh_key_path and not Path(raw.ssh_key_path).expanduser().is_absolute():

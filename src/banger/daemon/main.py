@@ -15,18 +15,20 @@ from typing import IO
 from banger import __version__
 from banger.artifacts import Artifacts, cleanup_leftovers
 from banger.config import Config, load_config
+from banger.daemon.operations_repo import OperationRepo
 from banger.daemon.oplog import setup_logging
 from banger.daemon.state import Daemon
 from banger.errors import BangerError
 from banger.paths import Paths, resolve_paths
 from banger.permissions import make_install_private
 from banger.rpc import wire
+from banger.rpc.methods import testing
 from banger.store import Store
 
 log = logging.getLogger("banger.daemon")
 
 
-def _load_handlers() -> None:
+def _load_handlers(*, test_methods: bool) -> None:
     """Importing a handler module registers its methods."""
     from banger.daemon.handlers import (  # noqa: F401
         exec,
@@ -38,6 +40,9 @@ def _load_handlers() -> None:
         vms,
         workspace,
     )
+
+    if test_methods:
+        from banger.daemon.handlers import testing  # noqa: F401
 
 
 def acquire_lock(paths: Paths) -> IO[str] | None:
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         applied = store.migrate()
         if applied:
             log.info("applied migrations %s", applied)
-        _load_handlers()
+        if OperationRepo(store).interrupt_unfinished():
+            log.info("marked operations of a previous daemon that never finished as interrupted")
+        _load_handlers(test_methods=os.environ.get(testing.SWITCH) == "1")
         for leftover in cleanup_leftovers(paths):
             log.info("removed leftover %s", leftover)
         make_install_private(paths)

@@ -1,4 +1,4 @@
-"""The method table: name -> typed params + async handler."""
+"""The daemon's method table: each contract method (banger.rpc.methods) and its async handler."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from banger.rpc.methods import Method
+from banger.rpc.methods.table import CONTRACT, TEST_METHODS
+
 if TYPE_CHECKING:
     from banger.daemon.context import Context
 
@@ -15,28 +18,33 @@ P = TypeVar("P", bound=msgspec.Struct)
 Handler = Callable[["Context", Any], Awaitable[Any]]
 
 
-class NoParams(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
 @dataclass(frozen=True)
-class Method:
-    name: str
-    params: type[msgspec.Struct]
+class Registered:
+    method: Method[Any]
     handler: Handler
-    long: bool  # long operations are recorded in the operations table
 
 
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Registered] = {}
+
+
+def _check(spec: Method[Any], fn: Handler) -> None:
+    """A handler serves exactly a contract method, with the result the contract names."""
+    if CONTRACT.get(spec.name, TEST_METHODS.get(spec.name)) is not spec:
+        raise RuntimeError(f"RPC method {spec.name} is not in the contract (banger.rpc.methods)")
+    if spec.name in METHODS:
+        raise RuntimeError(f"RPC method {spec.name} registered twice")
+    returns = getattr(fn, "__annotations__", {}).get("return")
+    if returns != spec.result:
+        raise RuntimeError(f"handler of {spec.name} returns {returns!r}; the contract says "
+                           f"{spec.result!r}")
 
 
 def method(
-    name: str, params: type[P], *, long: bool = False
+    spec: Method[P],
 ) -> Callable[[Callable[[Context, P], Awaitable[Any]]], Callable[[Context, P], Awaitable[Any]]]:
     def register(fn: Callable[[Context, P], Awaitable[Any]]) -> Callable[[Context, P], Awaitable[Any]]:
-        if name in METHODS:
-            raise RuntimeError(f"RPC method {name} registered twice")
-        METHODS[name] = Method(name, params, fn, long)
+        _check(spec, fn)
+        METHODS[spec.name] = Registered(spec, fn)
         return fn
 
     return register

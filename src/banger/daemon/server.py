@@ -13,8 +13,9 @@ import msgspec
 
 from banger import textsafe
 from banger.daemon.context import Context
+from banger.daemon.operations_repo import OperationRepo
 from banger.daemon.oplog import current_op
-from banger.daemon.registry import METHODS, Method
+from banger.daemon.registry import METHODS, Registered
 from banger.daemon.state import Daemon
 from banger.errors import (
     BadVersion,
@@ -26,7 +27,6 @@ from banger.errors import (
 )
 from banger.rpc import wire
 from banger.rpc.peer import peer_uid
-from banger.store.db import utcnow
 
 log = logging.getLogger("banger.rpc")
 _OP_ID = re.compile(r"^op-[0-9a-f]{8}$")
@@ -40,7 +40,7 @@ def _shown(value: Any, limit: int = 60) -> str:
     return textsafe.one_line(repr(value), limit)
 
 
-def _parse_request(line: bytes) -> tuple[str, Method, msgspec.Struct]:
+def _parse_request(line: bytes) -> tuple[str, Registered, msgspec.Struct]:
     """Validate the envelope; the op id is set on the contextvar before anything can fail."""
     try:
         msg = wire.decode(line)
@@ -56,15 +56,15 @@ def _parse_request(line: bytes) -> tuple[str, Method, msgspec.Struct]:
             "restart it with `banger daemon stop` and retry"
         )
     name = msg.get("method")
-    method = METHODS.get(name) if isinstance(name, str) else None
-    if method is None or not isinstance(name, str):
+    entry = METHODS.get(name) if isinstance(name, str) else None
+    if entry is None or not isinstance(name, str):
         raise UnknownMethod(f"unknown method {_shown(name)}; the daemon may be older than this CLI")
     try:
-        params = msgspec.convert(msg.get("params") or {}, method.params)
+        params = msgspec.convert(msg.get("params") or {}, entry.method.params)
     except msgspec.ValidationError as exc:
         raise InvalidArgument(
             f"invalid params for {name}: {textsafe.one_line(str(exc), 300)}") from exc
-    return name, method, params
+    return name, entry, params
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
@@ -101,28 +101,20 @@ async def _pump_client(reader: asyncio.StreamReader, ctx: Context, task: asyncio
         await ctx.inbox.put(msg)
 
 
-def _record_start(daemon: Daemon, op_id: str, method: Method) -> None:
-    if method.long:
-        with daemon.store.tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO operations (id, method, state, started_at) VALUES (?,?,?,?)",
-                (op_id, method.name, "running", utcnow()),
-            )
+def _record_start(daemon: Daemon, op_id: str, entry: Registered) -> None:
+    if entry.method.long:
+        OperationRepo(daemon.store).start(op_id, entry.method.name)
 
 
-def _record_end(daemon: Daemon, op_id: str, method: Method, error: BangerError | None) -> None:
-    if method.long:
+def _record_end(daemon: Daemon, op_id: str, entry: Registered, error: BangerError | None) -> None:
+    if entry.method.long:
         state = "done" if error is None else ("cancelled" if isinstance(error, Cancelled) else "failed")
-        with daemon.store.tx() as c:
-            c.execute(
-                "UPDATE operations SET state=?, ended_at=?, error=? WHERE id=?",
-                (state, utcnow(), error.message if error else None, op_id),
-            )
+        OperationRepo(daemon.store).finish(op_id, state, error.message if error else None)
 
 
-async def _run(daemon: Daemon, ctx: Context, method: Method, params: Any,
+async def _run(daemon: Daemon, ctx: Context, entry: Registered, params: Any,
                reader: asyncio.StreamReader) -> Any:
-    task: asyncio.Task[Any] = asyncio.ensure_future(method.handler(ctx, params))
+    task: asyncio.Task[Any] = asyncio.ensure_future(entry.handler(ctx, params))
     pump = asyncio.create_task(_pump_client(reader, ctx, task))
     try:
         return await task
@@ -157,7 +149,7 @@ async def handle_connection(daemon: Daemon, reader: asyncio.StreamReader,
     if not _peer_allowed(writer):
         writer.close()
         return
-    method: Method | None = None
+    entry: Registered | None = None
     error: BangerError | None = None
     op_id = "-"
     current_op.set(wire.new_op_id())  # replaced by the client's own once its request parses
@@ -165,18 +157,18 @@ async def handle_connection(daemon: Daemon, reader: asyncio.StreamReader,
         line = await _read_request(reader)
         if not line:
             return
-        name, method, params = _parse_request(line)
+        name, entry, params = _parse_request(line)
         op_id = current_op.get()
         log.info("%s start", name)
         ctx = Context(daemon, op_id, name, writer, inbox=asyncio.Queue(INBOX_LINES))
-        _record_start(daemon, op_id, method)
-        result = await _run(daemon, ctx, method, params, reader)
+        _record_start(daemon, op_id, entry)
+        result = await _run(daemon, ctx, entry, params, reader)
         writer.write(wire.encode({"type": "result", "op_id": op_id, "result": _plain(result)}))
         log.info("%s done", name)
     except BangerError as exc:
         error = exc
         op_id = current_op.get()
-        log.warning("%s: %s", method.name if method else "request", exc.message)
+        log.warning("%s: %s", entry.method.name if entry else "request", exc.message)
         writer.write(wire.encode({"type": "error", "op_id": op_id,
                                   "error": {**exc.to_wire(), "op_id": op_id}}))
     except Exception as exc:
@@ -186,9 +178,9 @@ async def handle_connection(daemon: Daemon, reader: asyncio.StreamReader,
         writer.write(wire.encode({"type": "error", "op_id": op_id,
                                   "error": {**error.to_wire(), "op_id": op_id}}))
     finally:
-        if method is not None:
+        if entry is not None:
             with contextlib.suppress(Exception):
-                _record_end(daemon, op_id, method, error)
+                _record_end(daemon, op_id, entry, error)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await writer.drain()
             writer.close()

@@ -64,9 +64,11 @@ def vm_defaults(paths: Paths, config: Config) -> Iterator[Check]:
 
 def daemon(paths: Paths, config: Config) -> Iterator[Check]:
     from banger.rpc.client import Client
+    from banger.rpc.methods import NoParams
+    from banger.rpc.methods.system import DAEMON_STATUS
 
     try:
-        st = Client(paths, autostart=False).call("daemon.status")
+        st = Client(paths, autostart=False).call(DAEMON_STATUS, NoParams())
     except Conflict as exc:  # the socket or its dir is not ours: never talked to
         yield Check("daemon", "FAIL", exc.message, "remove what it names, then retry")
         return

@@ -6,17 +6,24 @@ import base64
 import contextlib
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
 
 from banger.errors import BangerError, Unavailable
 from banger.paths import Paths, check_private_dir
 from banger.rpc import wire
+from banger.rpc.methods import Method
 from banger.rpc.peer import check_daemon_peer, check_socket_file
+
+if TYPE_CHECKING:
+    import subprocess
+
+P = TypeVar("P", bound=msgspec.Struct)
 
 ProgressFn = Callable[[dict[str, Any]], None]
 START_TIMEOUT = 20.0
@@ -118,16 +125,19 @@ class Client:
             time.sleep(0.02)
         raise Unavailable("the daemon did not come up in time; see `banger daemon logs`")
 
-    def start(self, method: str, params: dict[str, Any] | None = None) -> Call:
+    def start(self, method: Method[P], params: P) -> Call:
+        """Send a contract method's request; the params struct must be the method's own."""
+        if type(params) is not method.params:
+            raise TypeError(f"{method.name} takes {method.params.__name__}, "
+                            f"not {type(params).__name__}")
         sock = self.connect()
         op_id = wire.new_op_id()
         call = Call(sock, op_id)
-        call.send({"v": wire.VERSION, "method": method, "params": params or {}, "op_id": op_id})
+        call.send({"v": wire.VERSION, "method": method.name,
+                   "params": msgspec.to_builtins(params), "op_id": op_id})
         return call
 
-    def call(
-        self, method: str, params: dict[str, Any] | None = None, *, on_event: ProgressFn | None = None
-    ) -> Any:
+    def call(self, method: Method[P], params: P, *, on_event: ProgressFn | None = None) -> Any:
         call = self.start(method, params)
         try:
             for event in call.events():
@@ -143,6 +153,8 @@ class Client:
 
 def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
     """Start bangerd detached from this terminal, logging to the state dir (created 0600)."""
+    import subprocess  # only when the daemon is not running: keeps the CLI's imports lean
+
     fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                  | os.O_CLOEXEC, 0o600)
     log = os.fdopen(fd, "ab")

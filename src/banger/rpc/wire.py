@@ -12,7 +12,7 @@ Closing the connection cancels the operation.
 from __future__ import annotations
 
 import json
-import secrets
+import os
 from typing import Any
 
 VERSION = 1
@@ -22,7 +22,7 @@ MAX_REQUEST_LINE = 4 * 1024 * 1024
 
 
 def new_op_id() -> str:
-    return f"op-{secrets.token_hex(4)}"
+    return f"op-{os.urandom(4).hex()}"  # os, not secrets: hashlib would slow every CLI start
 
 
 def encode(message: dict[str, Any]) -> bytes:

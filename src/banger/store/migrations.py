@@ -62,4 +62,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE vms ADD COLUMN publish_json TEXT NOT NULL DEFAULT '[]';
         """,
     ),
+    (
+        3,
+        "drop what nothing reads: vms.spec_json, the images and kernels tables",
+        # Image and kernel manifests on disk are the truth; these tables were only ever written.
+        """
+        ALTER TABLE vms DROP COLUMN spec_json;
+        DROP TABLE images;
+        DROP TABLE kernels;
+        """,
+    ),
 ]

@@ -9,7 +9,6 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -35,7 +34,7 @@ from banger.vms import events
 from banger.vms.agents import AgentPool
 from banger.vms.fastboot import drop_saved_state, saved_state
 from banger.vms.launch import Launcher
-from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
+from banger.vms.model import CreateRequest, VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
 from banger.vms.templates import TemplateInfo, Templates
 from banger.workspace.filesync import git_identity_setup, sync_home
@@ -43,21 +42,6 @@ from banger.workspace.filesync import git_identity_setup, sync_home
 log = logging.getLogger("banger.vms")
 STOP_GRACE = 20.0
 Info = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    name: str | None
-    image: str | None
-    kernel: str | None
-    vcpu: int | None
-    memory_mib: int | None
-    disk_mib: int | None
-    start: bool = True
-    cold: bool = False
-    net: str | None = None  # auto | tap | user (default: config network_mode)
-    nat: bool = False
-    publish: tuple[str, ...] = ()  # "HOSTPORT:GUESTPORT"
 
 
 def net_view(vm: VmRecord) -> VmNet:

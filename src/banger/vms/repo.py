@@ -1,9 +1,12 @@
-"""VM rows in the store."""
+"""VM rows in the store, mapped to `VmRecord` and back by field name (never by position)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from banger.errors import Conflict, NotFound
 from banger.store import Store
@@ -12,12 +15,44 @@ from banger.textsafe import one_line
 from banger.vms.model import VmRecord, VmState
 
 
-def _record(row: sqlite3.Row) -> VmRecord:
-    workspace = json.loads(row["workspace_json"]) if row["workspace_json"] else None
-    return VmRecord(row["id"], row["name"], row["state"], row["image"], row["kernel"], row["vcpu"],
-                    row["memory_mib"], row["disk_mib"], row["created_at"], row["updated_at"],
-                    row["ip"], row["last_error"], workspace, row["net_mode"], row["mac"],
-                    bool(row["nat"]), json.loads(row["publish_json"] or "[]"))
+def _same(value: Any) -> Any:
+    return value
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _from_json_or_none(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+@dataclass(frozen=True)
+class Column:
+    """One VmRecord field and the vms column that stores it."""
+
+    field: str
+    name: str
+    to_db: Callable[[Any], Any] = _same
+    from_db: Callable[[Any], Any] = _same
+
+
+_STORED_AS = {
+    "workspace": Column("workspace", "workspace_json", _json_or_null, _from_json_or_none),
+    "publish": Column("publish", "publish_json", json.dumps, lambda text: json.loads(text or "[]")),
+    "nat": Column("nat", "nat", int, bool),
+}
+COLUMNS: tuple[Column, ...] = tuple(_STORED_AS.get(f, Column(f, f))
+                                    for f in VmRecord.__struct_fields__)
+_BY_FIELD = {c.field: c for c in COLUMNS}
+
+
+def to_record(row: sqlite3.Row) -> VmRecord:
+    return VmRecord(**{c.field: c.from_db(row[c.name]) for c in COLUMNS})
+
+
+def to_row(vm: VmRecord) -> dict[str, Any]:
+    return {c.name: c.to_db(getattr(vm, c.field)) for c in COLUMNS}
 
 
 class VmRepo:
@@ -25,21 +60,18 @@ class VmRepo:
         self.store = store
 
     def insert(self, vm: VmRecord) -> None:
+        row = to_row(vm)
+        names = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
         try:
             with self.store.tx() as c:
-                c.execute(
-                    "INSERT INTO vms (id, name, state, image, kernel, vcpu, memory_mib, disk_mib, "
-                    "created_at, updated_at, ip, net_mode, mac, nat, publish_json) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (vm.id, vm.name, vm.state, vm.image, vm.kernel, vm.vcpu, vm.memory_mib,
-                     vm.disk_mib, vm.created_at, vm.updated_at, vm.ip, vm.net_mode, vm.mac,
-                     int(vm.nat), json.dumps(vm.publish)),
-                )
+                c.execute(f"INSERT INTO vms ({names}) VALUES ({marks})",  # names from COLUMNS
+                          tuple(row.values()))
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name") from exc
 
     def all(self) -> list[VmRecord]:
-        return [_record(r) for r in self.store.query("SELECT * FROM vms ORDER BY created_at, name")]
+        return [to_record(r) for r in self.store.query("SELECT * FROM vms ORDER BY created_at, name")]
 
     def addresses(self) -> dict[str, set[str]]:
         """Addresses held per network mode (for allocating the next one)."""
@@ -65,7 +97,7 @@ class VmRepo:
                 raise Conflict(f"{ref!r} matches {len(rows)} VMs; use more of the id or the name")
         if not rows:
             raise NotFound(f"no VM named {ref!r}; `banger vm list` shows them")
-        return _record(rows[0])
+        return to_record(rows[0])
 
     def set_state(self, vm_id: str, state: VmState, *, error: str | None = None,
                   keep_error: bool = False) -> None:
@@ -77,14 +109,18 @@ class VmRepo:
                 c.execute("UPDATE vms SET state=?, last_error=?, updated_at=? WHERE id=?",
                           (state, error and one_line(error, 1000), utcnow(), vm_id))  # guest text
 
-    def update(self, vm_id: str, **fields: object) -> None:
-        allowed = {"vcpu", "memory_mib", "disk_mib", "ip", "workspace_json", "name",
-                   "publish_json"}
-        assert set(fields) <= allowed, fields
-        sets = ", ".join(f"{k}=?" for k in fields)
+    _UPDATABLE = frozenset({"vcpu", "memory_mib", "disk_mib", "ip", "workspace", "name", "publish"})
+
+    def update(self, vm_id: str, **fields: Any) -> None:
+        """Set record fields by name (stored through the same mapping as insert)."""
+        if not fields or not set(fields) <= self._UPDATABLE:
+            raise ValueError(f"not updatable VM fields: {sorted(set(fields) - self._UPDATABLE)}")
+        columns = [_BY_FIELD[f] for f in fields]
+        sets = ", ".join(f"{c.name}=?" for c in columns)
+        values = [c.to_db(fields[c.field]) for c in columns]
         with self.store.tx() as c:
-            c.execute(f"UPDATE vms SET {sets}, updated_at=? WHERE id=?",  # keys checked above
-                      (*fields.values(), utcnow(), vm_id))
+            c.execute(f"UPDATE vms SET {sets}, updated_at=? WHERE id=?",  # names from COLUMNS
+                      (*values, utcnow(), vm_id))
 
     def delete(self, vm_id: str) -> None:
         with self.store.tx() as c:

@@ -8,32 +8,11 @@ import contextlib
 import signal as signals
 from typing import Any
 
-import msgspec
-
 from banger.agent.process import AgentProcess, PtySpec
 from banger.daemon.context import Context
 from banger.daemon.registry import method
 from banger.errors import InvalidArgument
-
-
-class ExecParams(msgspec.Struct, forbid_unknown_fields=True):
-    vm: str
-    argv: list[str] | None = None
-    shell: str | None = None
-    env: dict[str, str] = {}
-    cwd: str | None = None
-    user: str | None = None
-    stdin: bool = False
-    tty: bool = False
-    rows: int = 24
-    cols: int = 80
-    term: str = "xterm-256color"
-
-
-class ExecResult(msgspec.Struct):
-    exit_code: int | None
-    signal: int | None
-    code: int  # what banger exits with: the exit code, or 128 + signal
+from banger.rpc.methods.vm import VM_EXEC, ExecParams, ExecResult
 
 
 async def _pump_out(ctx: Context, proc: AgentProcess, stream: str) -> None:
@@ -57,7 +36,7 @@ async def _pump_in(ctx: Context, proc: AgentProcess) -> None:
             proc.signal(int(msg.get("signal", signals.SIGINT)))
 
 
-@method("vm.exec", ExecParams)
+@method(VM_EXEC)
 async def vm_exec(ctx: Context, p: ExecParams) -> ExecResult:
     if (p.argv is None) == (p.shell is None) or (p.argv is not None and not p.argv):
         raise InvalidArgument("exec needs a command (argv) or a shell string")

@@ -5,70 +5,31 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import msgspec
-
 from banger.daemon.context import Context
-from banger.daemon.registry import NoParams, method
+from banger.daemon.registry import method
 from banger.errors import InvalidArgument
 from banger.images import catalog
-from banger.images.manifest import ImageManifest, delete_image, get_image, image_dir, list_images
-from banger.store.db import utcnow
+from banger.images.manifest import ImageManifest, delete_image, get_image, list_images
+from banger.rpc.methods import CatalogRow, NameParams, NoParams
+from banger.rpc.methods.image import (
+    IMAGE_CACHE_PRUNE,
+    IMAGE_CATALOG,
+    IMAGE_DELETE,
+    IMAGE_EXPORT,
+    IMAGE_LIST,
+    IMAGE_PULL,
+    IMAGE_SHOW,
+    CachePruneParams,
+    CachePruneResult,
+    Deleted,
+    ImageExportParams,
+    ImageExportResult,
+    ImagePullParams,
+)
 from banger.vms.repo import VmRepo
 
 
-class NameParams(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-
-
-class PullParams(msgspec.Struct, forbid_unknown_fields=True):
-    source: str  # a catalog name, a bundle file path (absolute), an http(s) URL or an OCI ref
-    sha256: str | None = None
-    name: str | None = None
-    size: str | None = None  # OCI pulls: ext4 size such as 4G (default: content x 1.5, >= 1 GiB)
-    kernel: str | None = None  # OCI pulls: the kernel recorded in the manifest
-
-
-class CachePruneParams(msgspec.Struct, forbid_unknown_fields=True):
-    dry_run: bool = False
-
-
-class CachePruneResult(msgspec.Struct):
-    blobs: int
-    bytes: int
-    kept: int
-    dry_run: bool
-
-
-class ExportParams(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    out_dir: str
-
-
-class CatalogRow(msgspec.Struct):
-    name: str
-    kind: str
-    description: str
-    state: str
-    default: bool
-
-
-class ExportResult(msgspec.Struct):
-    path: str
-    sha256: str
-    size: int
-
-
-def _register(ctx: Context, m: ImageManifest) -> None:
-    with ctx.daemon.store.tx() as c:
-        c.execute(
-            "INSERT OR REPLACE INTO images (name, kind, distro, arch, sha256, size_bytes, path, "
-            "manifest_json, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (m.name, m.source or "local", m.distro, m.arch, m.sha256, m.size,
-             str(image_dir(ctx.daemon.paths, m.name)), msgspec.json.encode(m).decode(), utcnow()),
-        )
-
-
-@method("image.catalog", NoParams)
+@method(IMAGE_CATALOG)
 async def image_catalog(ctx: Context, _: NoParams) -> list[CatalogRow]:
     cat = catalog.load_catalog()
     local = {m.name for m in list_images(ctx.daemon.paths)}
@@ -77,17 +38,17 @@ async def image_catalog(ctx: Context, _: NoParams) -> list[CatalogRow]:
             for e in cat.entries]
 
 
-@method("image.list", NoParams)
+@method(IMAGE_LIST)
 async def image_list(ctx: Context, _: NoParams) -> list[ImageManifest]:
     return list_images(ctx.daemon.paths)
 
 
-@method("image.show", NameParams)
+@method(IMAGE_SHOW)
 async def image_show(ctx: Context, p: NameParams) -> ImageManifest:
     return get_image(ctx.daemon.paths, p.name)
 
 
-async def _pull_oci(ctx: Context, p: PullParams) -> ImageManifest:
+async def _pull_oci(ctx: Context, p: ImagePullParams) -> ImageManifest:
     from banger.config.sizes import parse_size_bytes
     from banger.images.oci.pull import PullOptions, pull_oci
 
@@ -101,8 +62,8 @@ async def _pull_oci(ctx: Context, p: PullParams) -> ImageManifest:
     return await pull_oci(ctx.daemon.paths, p.source, ctx.progress, opts)
 
 
-@method("image.pull", PullParams, long=True)
-async def image_pull(ctx: Context, p: PullParams) -> ImageManifest:
+@method(IMAGE_PULL)
+async def image_pull(ctx: Context, p: ImagePullParams) -> ImageManifest:
     from banger.images.oci.ref import looks_like_oci_ref
 
     is_file = p.source.startswith("/")
@@ -123,11 +84,10 @@ async def image_pull(ctx: Context, p: PullParams) -> ImageManifest:
             raise InvalidArgument("--sha256 applies to bundle files and URLs, not catalog names")
         files = await ctx.daemon.artifacts.image(p.source, ctx.progress)
         manifest = files.manifest
-    _register(ctx, manifest)
     return manifest
 
 
-@method("image.cache_prune", CachePruneParams, long=True)
+@method(IMAGE_CACHE_PRUNE)
 async def image_cache_prune(ctx: Context, p: CachePruneParams) -> CachePruneResult:
     from banger.images.oci.pull import prune_cache
 
@@ -135,17 +95,15 @@ async def image_cache_prune(ctx: Context, p: CachePruneParams) -> CachePruneResu
     return CachePruneResult(report.blobs, report.bytes, report.kept, p.dry_run)
 
 
-@method("image.delete", NameParams)
-async def image_delete(ctx: Context, p: NameParams) -> dict[str, str]:
+@method(IMAGE_DELETE)
+async def image_delete(ctx: Context, p: NameParams) -> Deleted:
     VmRepo(ctx.daemon.store).refuse_if_used("image", p.name)
     delete_image(ctx.daemon.paths, p.name)
-    with ctx.daemon.store.tx() as c:
-        c.execute("DELETE FROM images WHERE name=?", (p.name,))
-    return {"deleted": p.name}
+    return Deleted(p.name)
 
 
-@method("image.export", ExportParams, long=True)
-async def image_export(ctx: Context, p: ExportParams) -> ExportResult:
+@method(IMAGE_EXPORT)
+async def image_export(ctx: Context, p: ImageExportParams) -> ImageExportResult:
     from banger.images.bundle import export_bundle
     from banger.images.manifest import sha256_file
 
@@ -157,4 +115,4 @@ async def image_export(ctx: Context, p: ExportParams) -> ExportResult:
     path = await asyncio.to_thread(export_bundle, ctx.daemon.paths, p.name, out)
     ctx.progress("checksum", None, path.name)
     digest = await asyncio.to_thread(sha256_file, path)
-    return ExportResult(str(path), digest, path.stat().st_size)
+    return ImageExportResult(str(path), digest, path.stat().st_size)

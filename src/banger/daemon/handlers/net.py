@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import time
-from typing import Any
-
-import msgspec
 
 from banger.daemon.context import Context
 from banger.daemon.registry import method
@@ -17,25 +13,23 @@ from banger.errors import BangerError, InvalidArgument, NotRunning, Unavailable
 from banger.images.manifest import get_image
 from banger.net.nsock import answers_http
 from banger.net.plan import VmNet, parse_publish
+from banger.rpc.methods import VmRef
+from banger.rpc.methods.vm import (
+    VM_FORWARD,
+    VM_PORTS,
+    VM_SSH_INFO,
+    ForwardParams,
+    ForwardResult,
+    PortRow,
+    PortsParams,
+    SshInfo,
+)
 from banger.ssh.keys import ensure_key, host_alias, known_hosts
 from banger.textsafe import clean
 from banger.vms.manager import VmManager, net_view
 from banger.vms.model import VmRecord, VmState
 
 SSHD_WAIT = 30.0
-
-
-class VmRef(msgspec.Struct, forbid_unknown_fields=True):
-    vm: str
-
-
-class PortsParams(msgspec.Struct, forbid_unknown_fields=True):
-    vms: list[str]
-
-
-class ForwardParams(msgspec.Struct, forbid_unknown_fields=True):
-    vm: str
-    publish: str  # HOSTPORT:GUESTPORT
 
 
 def _running(mgr: VmManager, ref: str) -> VmRecord:
@@ -47,8 +41,8 @@ def _running(mgr: VmManager, ref: str) -> VmRecord:
     return vm
 
 
-@method("vm.ssh_info", VmRef)
-async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
+@method(VM_SSH_INFO)
+async def vm_ssh_info(ctx: Context, p: VmRef) -> SshInfo:
     """How to ssh in, once sshd listens (it starts just after the VM gets its identity)."""
     mgr = ctx.daemon.vms
     vm = _running(mgr, p.vm)
@@ -56,9 +50,9 @@ async def vm_ssh_info(ctx: Context, p: VmRef) -> dict[str, Any]:
     await asyncio.to_thread(ensure_key, key)
     await _wait_for_sshd(mgr, vm)
     where = mgr.net.endpoint(net_view(vm))
-    return {"name": vm.name, "host": where.host, "port": where.ssh_port, "netns": where.netns,
-            "key": str(key), "known_hosts": str(known_hosts(ctx.daemon.paths.state_dir)),
-            "alias": host_alias(vm.name), "user": "root"}
+    return SshInfo(name=vm.name, host=where.host, port=where.ssh_port, netns=where.netns,
+                   key=str(key), known_hosts=str(known_hosts(ctx.daemon.paths.state_dir)),
+                   alias=host_alias(vm.name), user="root")
 
 
 async def _wait_for_sshd(mgr: VmManager, vm: VmRecord) -> None:
@@ -95,34 +89,33 @@ async def _reach(mgr: VmManager, vm: VmNet, guest_port: int) -> tuple[str, bool]
     return f"{vm.name}.vm:{port}", await answers_http(where.netns, where.host, port)
 
 
-async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[dict[str, Any]]:
+async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[PortRow]:
     _, agent = await mgr.agent_for(vm.id)
     rows = []
     for entry in await agent.ports():
         # Built from the typed fields only: nothing the guest sends can set a host key.
-        row: dict[str, Any] = {"proto": entry.proto, "address": entry.address,
-                               "port": entry.port, "pid": entry.pid,
-                               "process": clean(entry.process, limit=120),
-                               "vm": vm.name, "endpoint": None, "http": False}
+        row = PortRow(proto=entry.proto, address=entry.address, port=entry.port, pid=entry.pid,
+                      process=clean(entry.process, limit=120), vm=vm.name, endpoint=None,
+                      http=False)
         guest_only = ipaddress.ip_address(entry.address).is_loopback
         if entry.proto.startswith("tcp") and not guest_only:
             reach = await _reach(mgr, net_view(vm), entry.port)
             if reach is not None:
-                row["endpoint"], row["http"] = reach
+                row.endpoint, row.http = reach
         rows.append(row)
     return rows
 
 
-@method("vm.ports", PortsParams)
-async def vm_ports(ctx: Context, p: PortsParams) -> list[dict[str, Any]]:
+@method(VM_PORTS)
+async def vm_ports(ctx: Context, p: PortsParams) -> list[PortRow]:
     mgr = ctx.daemon.vms
     vms = [_running(mgr, ref) for ref in p.vms]
     found = await asyncio.gather(*(_ports_of(mgr, vm) for vm in vms))
     return [row for rows in found for row in rows]
 
 
-@method("vm.forward", ForwardParams)
-async def vm_forward(ctx: Context, p: ForwardParams) -> dict[str, Any]:
+@method(VM_FORWARD)
+async def vm_forward(ctx: Context, p: ForwardParams) -> ForwardResult:
     """Publish a guest port on 127.0.0.1 now and on every later start."""
     mgr = ctx.daemon.vms
     pub = parse_publish(p.publish)
@@ -131,5 +124,5 @@ async def vm_forward(ctx: Context, p: ForwardParams) -> dict[str, Any]:
         if any(parse_publish(s).host_port == pub.host_port for s in vm.publish):
             raise InvalidArgument(f"{vm.name} already publishes host port {pub.host_port}")
         await mgr.net.add_forward(net_view(vm), pub)
-        mgr.repo.update(vm.id, publish_json=json.dumps([*vm.publish, str(pub)]))
-    return {"vm": vm.name, "url": f"127.0.0.1:{pub.host_port}", "guest_port": pub.guest_port}
+        mgr.repo.update(vm.id, publish=[*vm.publish, str(pub)])
+    return ForwardResult(vm.name, f"127.0.0.1:{pub.host_port}", pub.guest_port)

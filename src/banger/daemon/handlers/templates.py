@@ -5,32 +5,31 @@ from __future__ import annotations
 import msgspec
 
 from banger.daemon.context import Context
-from banger.daemon.registry import NoParams, method
+from banger.daemon.registry import method
+from banger.rpc.methods import NoParams
+from banger.rpc.methods.template import (
+    TEMPLATE_BUILD,
+    TEMPLATE_LIST,
+    TEMPLATE_PRUNE,
+    TemplateBuildParams,
+    TemplatePruneParams,
+    TemplatePruneResult,
+)
 from banger.vms.launch import template_key
-from banger.vms.manager import CreateRequest
+from banger.vms.model import CreateRequest
 from banger.vms.templates import TemplateInfo
 
 
-class BuildParams(msgspec.Struct, forbid_unknown_fields=True):
-    image: str | None = None
-    vcpu: int | None = None
-    memory_mib: int | None = None
-
-
-class PruneParams(msgspec.Struct, forbid_unknown_fields=True):
-    all: bool = False
-
-
-@method("template.list", NoParams)
+@method(TEMPLATE_LIST)
 async def template_list(ctx: Context, _: NoParams) -> list[TemplateInfo]:
     return ctx.daemon.vms.templates.list()
 
 
-@method("template.build", BuildParams, long=True)
-async def template_build(ctx: Context, p: BuildParams) -> TemplateInfo:
+@method(TEMPLATE_BUILD)
+async def template_build(ctx: Context, p: TemplateBuildParams) -> TemplateInfo:
     """Build the template `vm create` with these options would use, ahead of time."""
     mgr = ctx.daemon.vms
-    req = CreateRequest(None, p.image, None, p.vcpu, p.memory_mib, None, start=False)
+    req = CreateRequest(image=p.image, vcpu=p.vcpu, memory_mib=p.memory_mib, start=False)
     vm = mgr.new_record(req)
     image = await mgr.artifacts.image(vm.image, ctx.progress)
     vm = msgspec.structs.replace(vm, kernel=image.manifest.kernel or mgr.config.default_kernel)
@@ -39,8 +38,8 @@ async def template_build(ctx: Context, p: BuildParams) -> TemplateInfo:
     return await mgr.templates.ensure(key, spec, ctx.progress)
 
 
-@method("template.prune", PruneParams)
-async def template_prune(ctx: Context, p: PruneParams) -> dict[str, list[str]]:
+@method(TEMPLATE_PRUNE)
+async def template_prune(ctx: Context, p: TemplatePruneParams) -> TemplatePruneResult:
     """Remove templates no VM shape can use any more (image or kernel changed), or all."""
     mgr = ctx.daemon.vms
     removed: list[str] = []
@@ -48,4 +47,4 @@ async def template_prune(ctx: Context, p: PruneParams) -> dict[str, list[str]]:
         if p.all or not mgr.template_current(info):
             mgr.templates.remove(info.id)
             removed.append(info.id)
-    return {"removed": removed}
+    return TemplatePruneResult(removed)

@@ -5,29 +5,21 @@ The CLI and the daemon share a host and a user, so payloads and exports pass as 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import msgspec
 
 from banger.daemon.context import Context
 from banger.daemon.registry import method
 from banger.errors import InvalidArgument, NotFound
+from banger.rpc.methods.workspace import (
+    WORKSPACE_EXPORT,
+    WORKSPACE_PREPARE,
+    PrepareParams,
+    PrepareResult,
+    WorkspaceExportParams,
+    WorkspaceExportResult,
+)
 from banger.workspace import guest
 from banger.workspace.payload import Plan
-
-
-class PrepareParams(msgspec.Struct, forbid_unknown_fields=True):
-    vm: str
-    payload: str
-    plan: Plan
-    force: bool = False
-
-
-class ExportParams(msgspec.Struct, forbid_unknown_fields=True):
-    vm: str
-    output: str
-    base: str | None = None
 
 
 def workspace_record(plan: Plan) -> dict[str, str]:
@@ -38,8 +30,8 @@ def workspace_record(plan: Plan) -> dict[str, str]:
             "full_history": str(not plan.shallow).lower()}
 
 
-@method("workspace.prepare", PrepareParams, long=True)
-async def workspace_prepare(ctx: Context, p: PrepareParams) -> dict[str, object]:
+@method(WORKSPACE_PREPARE)
+async def workspace_prepare(ctx: Context, p: PrepareParams) -> PrepareResult:
     payload = Path(p.payload)
     if not payload.is_file():
         raise InvalidArgument(f"workspace payload {payload} is missing")
@@ -47,18 +39,17 @@ async def workspace_prepare(ctx: Context, p: PrepareParams) -> dict[str, object]
     async with ctx.daemon.vms.lock(vm.id):
         await guest.install(agent, p.plan, payload, force=p.force,
                             step=lambda message: ctx.progress("workspace", None, message))
-        ctx.daemon.vms.repo.update(vm.id, workspace_json=json.dumps(workspace_record(p.plan)))
+        ctx.daemon.vms.repo.update(vm.id, workspace=workspace_record(p.plan))
     tooling = None
     if p.plan.bootstrap:
         ctx.progress("tooling", None, "checking for pinned tools")
         tooling = await guest.bootstrap(agent, p.plan)
     cwd = f"{p.plan.guest_path}/{p.plan.subdir}".rstrip("/")
-    return {"vm": vm.name, "base": p.plan.base, "guest_path": p.plan.guest_path, "cwd": cwd,
-            "tooling": tooling}
+    return PrepareResult(vm.name, p.plan.base, p.plan.guest_path, cwd, tooling)
 
 
-@method("workspace.export", ExportParams, long=True)
-async def workspace_export(ctx: Context, p: ExportParams) -> dict[str, object]:
+@method(WORKSPACE_EXPORT)
+async def workspace_export(ctx: Context, p: WorkspaceExportParams) -> WorkspaceExportResult:
     output = Path(p.output)
     if not output.is_absolute() or not output.parent.is_dir():
         raise InvalidArgument(f"cannot write the export to {p.output}: no such directory")
@@ -72,21 +63,4 @@ async def workspace_export(ctx: Context, p: ExportParams) -> dict[str, object]:
         commits, files = await guest.export(agent, guest_path, p.base, output,
                                             record=vm.workspace,
                                             origin=f"the workspace export from VM {vm.name}")
-    return {"vm": vm.name, "output": str(output), "commits": commits, "files": files,
-            "workspace": vm.workspace}
-
-
-class PutTarParams(msgspec.Struct, forbid_unknown_fields=True):
-    vm: str
-    tar: str
-    dest: str
-
-
-@method("workspace.put_tar", PutTarParams, long=True)
-async def workspace_put_tar(ctx: Context, p: PutTarParams) -> dict[str, object]:
-    """Extract a plain host tar file under a guest dir (the baseline bench/workspace.py uses)."""
-    source = Path(p.tar)
-    if not source.is_file():
-        raise InvalidArgument(f"{p.tar} is not a file")
-    _, agent = await ctx.daemon.vms.agent_for(p.vm)
-    return await agent.put(p.dest, guest.file_chunks(source), timeout=600)
+    return WorkspaceExportResult(vm.name, str(output), commits, files, vm.workspace)

@@ -1,0 +1,16 @@
+"""Every method of the contract by name: what the daemon may register and docs/rpc.md lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from banger.rpc.methods import Method, image, kernel, system, template, testing, vm, workspace
+
+
+def _gather(*modules: Any) -> dict[str, Method[Any]]:
+    found = [v for m in modules for v in vars(m).values() if isinstance(v, Method)]
+    return {m.name: m for m in found}
+
+
+CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace)
+TEST_METHODS: dict[str, Method[Any]] = _gather(testing)
