@@ -408,13 +408,17 @@ def test_tap_bad_input(tb: tuple[Banger, int, str, str]) -> None:
 
 
 def test_tap_without_privilege_says_what_to_do(tmp_path: Path) -> None:
-    """A daemon without CAP_NET_ADMIN (capsh drops it) refuses tap mode in one line."""
+    """A daemon without CAP_NET_ADMIN (capsh drops it) and no root helper refuses tap mode in
+    one line saying how to install the helper."""
     if not Path("/usr/sbin/capsh").exists() and not Path("/sbin/capsh").exists():
         pytest.skip("capsh not installed")
-    code = ("from banger.net.links import require_net_admin\nrequire_net_admin()")
-    res = subprocess.run(["capsh", "--drop=cap_net_admin", "--", "-c", f"{PY} -c '{code}'"],
-                         capture_output=True, text=True)
-    assert res.returncode != 0 and "use --net user" in res.stderr
+    code = ("from banger.net.admin import Bridge\nfrom banger.net.privileged import privileged_net\n"
+            "privileged_net(Bridge('br-banger', '10.77.0.0/24')).bridge()")
+    env = {**os.environ, "BANGER_ROOT_SOCKET": str(tmp_path / "none.sock")}
+    res = subprocess.run(["capsh", "--drop=cap_net_admin", "--", "-c", f"{PY} -c \"{code}\""],
+                         capture_output=True, text=True, env=env)
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode != 0 and "sudo banger system install" in last and "--net user" in last
 
 
 DNS_SERVER = """

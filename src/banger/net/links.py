@@ -9,15 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from banger.errors import Conflict, InvalidArgument, OperationFailed, Unavailable
+from banger.errors import Conflict, InvalidArgument, OperationFailed
 from banger.net.nsock import inside_netns, netns_path
 from banger.runner import run
 
 log = logging.getLogger("banger.net")
 logging.getLogger("pyroute2").setLevel(logging.WARNING)  # it logs every netlink message at debug
 CAP_NET_ADMIN = 12
-TAP_HINT = ("tap mode needs CAP_NET_ADMIN: run bangerd as root (or grant it with "
-            "`setcap cap_net_admin+ep`), or use --net user")
 
 
 def has_net_admin() -> bool:
@@ -26,11 +24,6 @@ def has_net_admin() -> bool:
         if line.startswith("CapEff:"):
             return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
     return False
-
-
-def require_net_admin() -> None:
-    if not has_net_admin():
-        raise Unavailable(TAP_HINT)
 
 
 @contextmanager
@@ -110,13 +103,32 @@ def _check_existing_bridge(ipr: Any, idx: int, name: str, gateway: str, prefix: 
     ipr.link("set", index=idx, state="up")
 
 
-def add_tap(netns: str, tap: str, bridge: str) -> None:
+def tap_owner(netns: str, name: str) -> int | None:
+    """The uid that may open tap `name` (-1: any with CAP_NET_ADMIN); None when absent.
+
+    Conflict when `name` exists but is not a tap: never treat another interface as banger's.
+    """
+    with netlink(netns) as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return None
+        link = ipr.get_links(idx)[0]
+    if _kind(link) != "tun":
+        raise Conflict(f"interface {name} exists and is not a tap; remove it or pick another name")
+    info = link.get("IFLA_LINKINFO")
+    data = info.get("IFLA_INFO_DATA") if info is not None else None
+    owner = data.get("IFLA_TUN_OWNER") if data is not None else None
+    return int(owner) if owner is not None else -1
+
+
+def add_tap(netns: str, tap: str, bridge: str, owner: int) -> None:
+    """A persistent tap on the bridge that uid `owner` may open (its VMM needs no privilege)."""
     with netlink(netns) as ipr:
         if _index(ipr, tap) is not None:
             ipr.link("del", ifname=tap)  # a leftover from a crash
         # pyroute2 makes taps in a netns by forking a helper: unsafe in the threaded daemon.
-        run(["ip", *(["-n", netns] if netns else []), "tuntap", "add", "dev", tap, "mode", "tap"],
-            what="ip tuntap add")
+        run(["ip", *(["-n", netns] if netns else []), "tuntap", "add", "dev", tap, "mode", "tap",
+             "user", str(owner)], what="ip tuntap add")
         try:
             idx = _index(ipr, tap)
             ipr.link("set", index=idx, master=_index(ipr, bridge), state="up")

@@ -1,7 +1,8 @@
 """Per-VM NAT in a banger-owned nftables table (iptables when nft is missing).
 
-Rules carry the comment `banger:<vm id>` so they can be found and removed by VM; the table goes
-when its last VM rule does. A base rule drops forwarding from the bridge for VMs without --nat.
+Rules carry the comment `banger:<vm id>:<owner uid>` so they can be found and removed by VM, and
+only by the user whose VM it is (through the root helper); the table goes when its last VM rule
+does. A base rule drops forwarding from the bridge for VMs without --nat.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def in_netns(netns: str, argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
 
-def _tag(vm_id: str) -> str:
-    return f"banger:{vm_id}"
+def _tag(vm_id: str, owner: int) -> str:
+    return f"banger:{vm_id}:{owner}"
 
 
 async def _nft(netns: str, script: str, *, check: bool = True) -> Result:
@@ -29,14 +30,14 @@ async def _nft(netns: str, script: str, *, check: bool = True) -> Result:
                       what="nft")
 
 
-async def enable(netns: str, bridge: str, vm_id: str, ip: str) -> None:
+async def enable(netns: str, bridge: str, vm_id: str, ip: str, owner: int) -> None:
     """MASQUERADE the VM's traffic leaving through anything but the bridge; allow forwarding."""
     await arun(in_netns(netns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]), what="sysctl")
     if not which("nft"):
-        await _iptables_enable(netns, bridge, vm_id, ip)
+        await _iptables_enable(netns, bridge, ip, _tag(vm_id, owner))
         return
-    tag = _tag(vm_id)
-    await disable(netns, vm_id)  # idempotent: never two copies
+    tag = _tag(vm_id, owner)
+    await disable(netns, vm_id, owner)  # idempotent: never two copies
     await _nft(netns, f"""
 table inet {TABLE} {{
   chain postrouting {{ type nat hook postrouting priority srcnat; }}
@@ -68,19 +69,19 @@ async def _has_rule(netns: str, comment: str) -> bool:
     return any(rule.get("comment") == comment for rule in await _rules(netns))
 
 
-async def rules_for(netns: str, vm_id: str) -> list[dict[str, object]]:
+async def rules_for(netns: str, vm_id: str, owner: int) -> list[dict[str, object]]:
     if not which("nft"):
-        return [{"rule": line} for line in await _iptables_lines(netns, vm_id)]
-    return [rule for rule in await _rules(netns) if rule.get("comment") == _tag(vm_id)]
+        return [{"rule": line} for line in await _iptables_lines(netns, _tag(vm_id, owner))]
+    return [rule for rule in await _rules(netns) if rule.get("comment") == _tag(vm_id, owner)]
 
 
-async def disable(netns: str, vm_id: str) -> None:
+async def disable(netns: str, vm_id: str, owner: int) -> None:
     """Remove the VM's rules; drop the table when no VM rule is left. Safe when absent."""
     if not which("nft"):
-        await _iptables_disable(netns, vm_id)
+        await _iptables_disable(netns, _tag(vm_id, owner))
         return
     rules = await _rules(netns)
-    mine = [r for r in rules if r.get("comment") == _tag(vm_id)]
+    mine = [r for r in rules if r.get("comment") == _tag(vm_id, owner)]
     if mine:
         script = "".join(f"delete rule inet {TABLE} {r['chain']} handle {r['handle']}\n"
                          for r in mine)
@@ -92,9 +93,9 @@ async def disable(netns: str, vm_id: str) -> None:
 
 # ---- iptables fallback (hosts without nft)
 
-async def _iptables_enable(netns: str, bridge: str, vm_id: str, ip: str) -> None:
-    await _iptables_disable(netns, vm_id)
-    tag = ["-m", "comment", "--comment", _tag(vm_id)]
+async def _iptables_enable(netns: str, bridge: str, ip: str, comment: str) -> None:
+    await _iptables_disable(netns, comment)
+    tag = ["-m", "comment", "--comment", comment]
     for rule in (["-t", "nat", "-A", "POSTROUTING", "-s", ip, "!", "-o", bridge, "-j", "MASQUERADE"],
                  ["-I", "FORWARD", "-i", bridge, "-s", ip, "-j", "ACCEPT"],
                  ["-I", "FORWARD", "-o", bridge, "-d", ip, "-m", "conntrack", "--ctstate",
@@ -102,16 +103,25 @@ async def _iptables_enable(netns: str, bridge: str, vm_id: str, ip: str) -> None
         await arun(in_netns(netns, ["iptables", *rule, *tag]), what="iptables")
 
 
-async def _iptables_lines(netns: str, vm_id: str) -> list[tuple[str, str]]:
+async def _iptables_lines(netns: str, comment: str) -> list[tuple[str, str]]:
     found = []
     for table in ("nat", "filter"):
         res = await arun(in_netns(netns, ["iptables", "-t", table, "-S"]), what="iptables")
-        found += [(table, line) for line in res.stdout.splitlines() if _tag(vm_id) in line]
+        found += [(table, line) for line in res.stdout.splitlines()
+                  if _iptables_comment(line) == comment]
     return found
 
 
-async def _iptables_disable(netns: str, vm_id: str) -> None:
-    for table, line in await _iptables_lines(netns, vm_id):
+def _iptables_comment(line: str) -> str | None:
+    """The rule's comment, exact: `banger:X:1` must not match `banger:X:1001`."""
+    args = line.split()
+    if "--comment" not in args[:-1]:
+        return None
+    return args[args.index("--comment") + 1].strip('"')
+
+
+async def _iptables_disable(netns: str, comment: str) -> None:
+    for table, line in await _iptables_lines(netns, comment):
         args = line.split()
         if args[0] != "-A":
             continue

@@ -17,10 +17,12 @@ from typing import Any
 import msgspec
 
 from banger.config import Config
-from banger.errors import BangerError, Conflict, Unavailable
-from banger.net import links, nat, plan
+from banger.errors import BangerError, Conflict, InvalidArgument, Unavailable
+from banger.net import plan
+from banger.net.admin import Bridge
 from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
 from banger.net.plan import VmNet
+from banger.net.privileged import InProcess, PrivilegedNet, privileged_net
 from banger.paths import Paths
 from banger.ssh.keys import ensure_key
 from banger.vmm.base import Backend, HostForward, NetworkAttachment, PortForwarder, VmHandles
@@ -67,6 +69,7 @@ class Network:
         self.bridge: str = config.bridge_name
         self.cidr: str = config.bridge_cidr
         self.proxies = Proxies()
+        self.privileged: PrivilegedNet = privileged_net(Bridge(self.bridge, self.cidr, self.netns))
 
     # ---- create
 
@@ -74,8 +77,19 @@ class Network:
         """The VM's network mode; tap is refused early without the privilege for it."""
         resolved = plan.resolve_mode(requested, self.config.network_mode, self.netns)
         if resolved == "tap":
-            links.require_net_admin()
+            self.check_tap_ready()
         return resolved
+
+    def check_tap_ready(self) -> None:
+        """Tap mode can run: in-process, or the root helper answers with the same subnet."""
+        if self.netns and not isinstance(self.privileged, InProcess):
+            raise InvalidArgument(f"netns {self.netns!r} in config.toml needs a root daemon (QEMU "
+                                  "must enter it); clear netns to use the root helper")
+        helper = self.privileged.bridge()
+        if helper.cidr != self.cidr:
+            raise Conflict(f"bridge_cidr {self.cidr} in config.toml is not the root helper's "
+                           f"{helper.cidr}: set bridge_cidr = \"{helper.cidr}\" (or change "
+                           "/etc/banger/root.toml)")
 
     def check_tools(self, vm: VmNet) -> None:
         """Refuse at create what cannot start (QEMU: user-mode --nat needs slirp4netns)."""
@@ -113,10 +127,9 @@ class Network:
         for spec in vm.publish:
             check_port_free(plan.parse_publish(spec).host_port)
         if vm.mode == "tap":
-            links.require_net_admin()
             tap = plan.tap_name(vm.id)
-            await asyncio.to_thread(links.ensure_bridge, self.netns, self.bridge, self.cidr)
-            await asyncio.to_thread(links.add_tap, self.netns, tap, self.bridge)
+            await self.privileged.bridge_up()
+            await self.privileged.tap_add(tap)
             return NetworkAttachment("tap", tap=tap, mac=vm.mac or plan.mac_for(vm.id),
                                      netns=self.netns)
         loop = vm.ip or ""
@@ -175,7 +188,7 @@ class Network:
         if vm.mode != "tap" or not vm.ip:
             return
         if vm.nat:
-            await nat.enable(self.netns, self.bridge, vm.id, vm.ip)
+            await self.privileged.nat_enable(vm.id, vm.ip)
         self.proxies.close(vm.id)
         for spec in vm.publish:
             pub = plan.parse_publish(spec)
@@ -229,8 +242,8 @@ class Network:
         self.proxies.close(vm.id)
         if vm.mode == "tap":
             if vm.nat or vm.ip:
-                await nat.disable(self.netns, vm.id)
-            await asyncio.to_thread(links.delete_link, self.netns, plan.tap_name(vm.id))
+                await self.privileged.nat_disable(vm.id)
+            await self.privileged.tap_delete(plan.tap_name(vm.id))
         loopback_state = self._runtime(vm)
         loopback_state.pop("loopback_ports", None)
         if self._runtime_file(vm).exists():
