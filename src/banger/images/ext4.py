@@ -10,6 +10,7 @@ from pathlib import Path
 
 from banger.errors import InvalidArgument, OperationFailed
 from banger.runner import arun
+from banger.userns import as_namespace_root
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -34,6 +35,19 @@ class Owner:
     uid: int
     gid: int
     mode: int | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device node or fifo to make in the image (`kind` c, b or p; `mode` the full st_mode)."""
+
+    path: str
+    kind: str
+    major: int
+    minor: int
+    uid: int
+    gid: int
+    mode: int
 
 
 def tree_usage(root: Path) -> TreeUsage:
@@ -68,7 +82,10 @@ def inode_count(size: int, usage: TreeUsage) -> int:
 
 
 async def make_ext4(src: Path, img: Path, size: int, *, inodes: int | None = None) -> None:
-    """Build `img` (sparse, `size` bytes) holding the tree at `src`, owners preserved."""
+    """Build `img` (sparse, `size` bytes) holding the tree at `src`, owners preserved.
+
+    Unprivileged, mkfs runs as root of a user namespace: this user's files become root's.
+    """
     if size % 1024:
         raise InvalidArgument(f"image size {size} is not a multiple of 1 KiB")
     img.unlink(missing_ok=True)
@@ -76,7 +93,7 @@ async def make_ext4(src: Path, img: Path, size: int, *, inodes: int | None = Non
     if inodes:
         args += ["-N", str(inodes)]
     # mke2fs writes "Inode size 256" notes etc. only without -q; -q keeps stderr for errors.
-    await arun([*args, img, f"{size // 1024}k"], what="mkfs.ext4")
+    await arun(as_namespace_root([*args, img, f"{size // 1024}k"]), what="mkfs.ext4")
 
 
 def _quote(path: str) -> str:
@@ -97,6 +114,20 @@ def owner_script(entries: Iterable[Owner]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def device_script(devices: Iterable[Device]) -> str:
+    """mknod each node (debugfs links it into the cwd under the name given), then its owner."""
+    lines: list[str] = []
+    for d in devices:
+        parent, _, name = d.path.rpartition("/")
+        if d.kind not in ("c", "b", "p") or not name:
+            raise InvalidArgument(f"device {d.path!r} of kind {d.kind!r} cannot be made")
+        numbers = "" if d.kind == "p" else f" {d.kind} {d.major} {d.minor}"
+        _quote(d.path)  # refuses quotes and newlines, which the name cannot carry either
+        lines += [f"cd {_quote(parent or '/')}", f'mknod "{name}"{numbers}']
+        lines.append(owner_script([Owner(d.path, d.uid, d.gid, d.mode)]).rstrip("\n"))
+    return "\n".join([*lines, "cd /"]) + "\n" if lines else ""
+
+
 def _debugfs_errors(stderr: str) -> list[str]:
     # debugfs exits 0 even when commands fail; its only legitimate stderr line is the banner.
     return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("debugfs ")]
@@ -113,9 +144,10 @@ async def debugfs_batch(img: Path, script: str, *, write: bool = True) -> str:
     return res.stdout
 
 
-async def set_owners(img: Path, entries: Iterable[Owner]) -> None:
-    """Fix uid/gid/mode of many paths in one debugfs pass (unprivileged builds)."""
-    script = owner_script(entries)
+async def set_owners(img: Path, entries: Iterable[Owner],
+                     devices: Iterable[Device] = ()) -> None:
+    """Make device nodes and fix uid/gid/mode of many paths in one debugfs pass."""
+    script = device_script(devices) + owner_script(entries)
     if script.strip():
         await debugfs_batch(img, script)
 
@@ -141,9 +173,11 @@ async def read_text(img: Path, path: str) -> str:
 
 __all__ = [
     "LABEL",
+    "Device",
     "Owner",
     "TreeUsage",
     "debugfs_batch",
+    "device_script",
     "image_size",
     "inode_count",
     "make_ext4",

@@ -1,4 +1,9 @@
-"""Build a recipe image: bootstrap Debian, slim it, make it a banger guest, pack it as ext4."""
+"""Build a recipe image: bootstrap Debian, slim it, make it a banger guest, pack it as ext4.
+
+The same steps as root or as a normal user: mmdebstrap writes a tarball (`--mode=unshare`
+when unprivileged), banger unpacks it with owners recorded (`images.rootfs`), customises the
+tree, and packs it with the recorded owners, modes and device nodes (see docs/images.md).
+"""
 
 from __future__ import annotations
 
@@ -29,10 +34,12 @@ from banger.images.manifest import (
     utc_now,
     write_manifest,
 )
+from banger.images.rootfs import Finalized, RootfsTree
 from banger.images.staging import remove_tree
 from banger.paths import Paths
 from banger.progress import Progress, no_progress
-from banger.runner import arun, which
+from banger.runner import Arg, arun, which
+from banger.userns import as_namespace_root, newuidmap_found, unprivileged
 
 log = logging.getLogger("banger.images.recipe")
 
@@ -55,44 +62,32 @@ PRUNE_CONTENTS = ["var/lib/apt/lists", "var/cache/apt", "var/cache/debconf", "va
 PRUNE_DOCS = ["usr/share/doc", "usr/share/man", "usr/share/info"]
 
 
-def mmdebstrap_argv(entry: RecipeEntry, mirror: Mirror, target: Path) -> list[str]:
-    mode = "root" if os.geteuid() == 0 else "auto"  # auto = unshare, else fakechroot
+def mmdebstrap_argv(entry: RecipeEntry, mirror: Mirror, tarball: Path) -> list[str]:
+    """A bootstrap into a tarball (numeric owners inside): as a normal user in `unshare` mode,
+    which needs the user's subordinate ids (the `uidmap` package)."""
+    mode = "unshare" if unprivileged() else "root"
     argv = [
         "mmdebstrap",
         f"--variant={entry.variant}",
         f"--mode={mode}",
+        "--format=tar",
         f"--architectures={debian_arch()}",
         "--components=main",
         f"--include={','.join(entry.packages)}",
     ]
     argv += [f"--aptopt={opt}" for opt in APT_OPTIONS]
     argv += [f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES]
-    return [*argv, entry.suite, str(target), mirror.url]
+    return [*argv, entry.suite, str(tarball), mirror.url]
 
 
-def debootstrap_argv(entry: RecipeEntry, mirror: Mirror, target: Path) -> list[str]:
-    return [
-        "debootstrap",
-        f"--variant={entry.variant}",
-        f"--arch={debian_arch()}",
-        "--components=main",
-        f"--include={','.join(entry.packages)}",
-        entry.suite,
-        str(target),
-        mirror.url,
-    ]
-
-
-def bootstrap_argv(entry: RecipeEntry, mirror: Mirror, target: Path) -> list[str]:
-    """mmdebstrap when installed (faster, unprivileged modes), else debootstrap as root."""
-    if which("mmdebstrap"):
-        return mmdebstrap_argv(entry, mirror, target)
-    if which("debootstrap") and os.geteuid() == 0:
-        return debootstrap_argv(entry, mirror, target)
-    raise OperationFailed(
-        "building images needs mmdebstrap (or debootstrap as root); "
-        "install one (apt-get install mmdebstrap) and retry"
-    )
+def bootstrap_argv(entry: RecipeEntry, mirror: Mirror, tarball: Path) -> list[str]:
+    if not which("mmdebstrap"):
+        raise OperationFailed("building images needs mmdebstrap; "
+                              "install it (apt-get install mmdebstrap) and retry")
+    if unprivileged() and not newuidmap_found():
+        raise OperationFailed("building images as a normal user needs newuidmap; "
+                              "install it (apt-get install uidmap) and retry")
+    return mmdebstrap_argv(entry, mirror, tarball)
 
 
 def _probe_mirror(mirror: Mirror, suite: str) -> None:
@@ -113,11 +108,14 @@ def _probe_mirror(mirror: Mirror, suite: str) -> None:
         ) from exc
 
 
-async def bootstrap(entry: RecipeEntry, mirror: Mirror, target: Path) -> None:
+async def bootstrap(entry: RecipeEntry, mirror: Mirror, tarball: Path) -> None:
+    """Bootstrap into `tarball`; mmdebstrap's work tree stays in the staging dir (TMPDIR), so a
+    cancelled build's cleanup finds it."""
     # A clear one-line error beats mmdebstrap's apt-get failure tail.
     await asyncio.to_thread(_probe_mirror, mirror, entry.suite)
-    argv = bootstrap_argv(entry, mirror, target)
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+    argv = bootstrap_argv(entry, mirror, tarball)
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
+           "TMPDIR": str(tarball.parent)}
     what = f"{argv[0]} {entry.suite} from {mirror.url} ({mirror.source})"
     await arun(argv, env=env, timeout=BOOTSTRAP_TIMEOUT, what=what)
 
@@ -161,21 +159,61 @@ def installed_packages(root: Path) -> list[str]:
 
 
 async def precompile_agent(root: Path) -> None:
-    """Byte-compile the agent with the guest's own python: under TCG, compiling it costs ~1 s."""
-    if os.geteuid() != 0 or not (root / "usr/bin/python3").exists():
-        log.info("cannot run the guest's python here: the agent compiles on first boot instead")
+    """Byte-compile the agent with the guest's own python: under TCG, compiling it costs ~1 s.
+
+    Unprivileged, chroot runs as root of a user namespace (the tree is the user's own).
+    """
+    if not (root / "usr/bin/python3").exists():
+        log.info("the image has no python3: the agent compiles on first boot instead")
         return
-    await arun(["chroot", root, "python3", "-m", "compileall", "-q",
-                "--invalidation-mode", "checked-hash", GUEST_LIB], what="compileall")
+    argv: list[Arg] = ["chroot", root, "python3", "-m", "compileall", "-q",
+            "--invalidation-mode", "checked-hash", GUEST_LIB]
+    await arun(as_namespace_root(argv), what="compileall")
 
 
-async def _pack(root: Path, img: Path, progress: Progress) -> int:
-    usage = ext4.tree_usage(root)
+def unpack_bootstrap(tarball: Path, root: Path) -> RootfsTree:
+    """Unpack mmdebstrap's tarball through the one extractor, owners and devices recorded."""
+    unpacked = RootfsTree(root, f"bootstrap {tarball.name}", devices=True)
+    try:
+        with open(tarball, "rb") as f:
+            unpacked.apply(f, decompress=False)
+    except BaseException:
+        unpacked.close()
+        raise
+    return unpacked
+
+
+async def _pack(root: Path, img: Path, done: Finalized, progress: Progress) -> int:
+    usage = ext4.tree_usage(root)  # measured again: compileall added files after finalize
+    usage = ext4.TreeUsage(usage.bytes, usage.inodes + len(done.devices))
     size = ext4.image_size(usage)
     progress("mkfs", 0.0, f"{usage.bytes >> 20} MiB of files into a {size >> 20} MiB ext4")
     await ext4.make_ext4(root, img, size, inodes=ext4.inode_count(size, usage))
+    await ext4.set_owners(img, done.owners, done.devices)
     progress("mkfs", 1.0)
     return size
+
+
+async def _customise(root: Path, tarball: Path, files: Sequence[GuestFile],
+                     progress: Progress) -> tuple[Finalized, list[str]]:
+    """Unpack, slim, make it a banger guest and compile the agent; the tree is ready for mkfs."""
+    progress("customise", 0.0)
+    root.mkdir()
+    unpacked = await asyncio.to_thread(unpack_bootstrap, tarball, root)
+    try:
+        tarball.unlink()
+        slim(root)
+        prepare_guest(root)
+        installed = installed_packages(root)
+        progress("customise", 1.0)
+        progress("inject", 0.0, f"{len(files)} guest files")
+        inject_files(root, files)
+        done = await asyncio.to_thread(unpacked.finalize)
+    finally:
+        unpacked.close()
+    await precompile_agent(root)
+    progress("inject", 1.0)
+    return done, installed
 
 
 async def _build(
@@ -186,21 +224,13 @@ async def _build(
     files: Sequence[GuestFile],
     digest: str,
 ) -> ImageManifest:
-    root = stage / "root"
+    root, tarball = stage / "root", stage / "bootstrap.tar"
     progress("bootstrap", 0.0, f"{entry.suite} {entry.variant} + {len(entry.packages)} packages")
-    await bootstrap(entry, mirror, root)
+    await bootstrap(entry, mirror, tarball)
     progress("bootstrap", 1.0)
-    progress("customise", 0.0)
-    slim(root)
-    prepare_guest(root)
-    installed = installed_packages(root)
-    progress("customise", 1.0)
-    progress("inject", 0.0, f"{len(files)} guest files")
-    inject_files(root, files)
-    await precompile_agent(root)
-    progress("inject", 1.0)
+    done, installed = await _customise(root, tarball, files, progress)
     img = stage / ROOTFS
-    await _pack(root, img, progress)
+    await _pack(root, img, done, progress)
     remove_tree(root)  # the tree is in the image now; free the space before the rename
     progress("checksum", 0.0)
     manifest = ImageManifest(
@@ -271,9 +301,9 @@ def publish(stage: Path, final: Path) -> None:
 __all__ = [
     "bootstrap_argv",
     "build_recipe",
-    "debootstrap_argv",
     "installed_packages",
     "mmdebstrap_argv",
     "publish",
     "slim",
+    "unpack_bootstrap",
 ]

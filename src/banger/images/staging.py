@@ -10,6 +10,7 @@ from pathlib import Path
 
 from banger.paths import Paths
 from banger.runner import run
+from banger.userns import remove_tree_as_namespace_root, unprivileged
 
 STAGING_PREFIXES = (".staging-", ".deleting-")
 
@@ -56,7 +57,10 @@ def kill_processes_in(root: Path) -> int:
 
 
 def remove_tree(root: Path) -> None:
-    """Kill what runs inside, unmount what is mounted inside, then delete the tree."""
+    """Kill what runs inside, unmount what is mounted inside, then delete the tree.
+
+    Files a rootless bootstrap left (owned by subordinate ids) go from inside a user namespace.
+    """
     if not root.exists():
         return
     kill_processes_in(root)
@@ -67,6 +71,8 @@ def remove_tree(root: Path) -> None:
         # Deleting through a live bind mount could delete host files: leave it, loudly.
         raise OSError(f"cannot remove {root}: {leftover[0]} is still mounted")
     shutil.rmtree(root, ignore_errors=True)
+    if root.exists() and unprivileged():
+        remove_tree_as_namespace_root(root)
 
 
 def cleanup_stale(paths: Paths) -> list[Path]:
