@@ -22,10 +22,11 @@ from banger.images.manifest import ImageManifest, write_manifest
 from banger.kernels.manifest import INITRAMFS, VMLINUZ, KernelManifest
 from banger.kernels.manifest import write_manifest as write_kernel_manifest
 from banger.paths import Paths, resolve_paths
+from banger.rpc.methods.vm import CreateRequest
 from banger.store import Store
 from banger.vms import events
 from banger.vms.manager import VmManager
-from banger.vms.model import CreateRequest, VmRecord
+from banger.vms.model import VmRecord
 from tests.fakes.backend import FakeBackend, FakeMachine
 
 IMAGE = "fake-image"

@@ -16,7 +16,6 @@ from banger.cli.params import TIMEOUT, VCPU, check_publish
 from banger.rpc.methods import VmRef
 from banger.rpc.methods import vm as rpc
 from banger.textsafe import clean, one_line
-from banger.vms.model import CreateRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -144,9 +143,9 @@ def create_options(fn: Any) -> Any:
 
 def create_params(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
                   memory: str | None, disk: str | None, *, start: bool,
-                  cold: bool) -> CreateRequest:
+                  cold: bool) -> rpc.CreateRequest:
     net = click.get_current_context().meta.get("net_params", {})
-    return CreateRequest(name=name, image=image, kernel=kernel, vcpu=vcpu,
+    return rpc.CreateRequest(name=name, image=image, kernel=kernel, vcpu=vcpu,
                          memory_mib=to_mib(memory, "memory"), disk_mib=to_mib(disk, "disk"),
                          start=start, cold=cold, net=net.get("net"), nat=bool(net.get("nat")),
                          publish=list(net.get("publish") or []))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import socket
@@ -40,9 +39,6 @@ class Call:
 
     def send(self, message: dict[str, Any]) -> None:
         self.sock.sendall(wire.encode(message))
-
-    def send_data(self, kind: str, data: bytes) -> None:
-        self.send({"type": kind, "data": base64.b64encode(data).decode()})
 
     def cancel(self) -> None:
         with contextlib.suppress(OSError):

@@ -25,6 +25,7 @@ from banger.net.plan import VmNet, parse_publish
 from banger.net.service import Network
 from banger.paths import Paths
 from banger.progress import Progress
+from banger.rpc.methods.vm import CreateRequest
 from banger.ssh.keys import forget_host
 from banger.store import Store
 from banger.store.db import utcnow
@@ -34,7 +35,7 @@ from banger.vms import events
 from banger.vms.agents import AgentPool
 from banger.vms.fastboot import drop_saved_state, saved_state
 from banger.vms.launch import Launcher
-from banger.vms.model import CreateRequest, VmRecord, VmState, validate_name, validate_shape
+from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
 from banger.vms.templates import TemplateInfo, Templates
 from banger.workspace.filesync import git_identity_setup, sync_home

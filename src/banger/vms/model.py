@@ -1,7 +1,4 @@
-"""A VM's durable record, the request that creates one, its states, the rules for names and sizes.
-
-Light on purpose (the RPC contract, and so the CLI, imports it): config limits load when checked.
-"""
+"""A VM's durable record, its states and the rules for names and sizes."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ from enum import StrEnum
 
 import msgspec
 
+from banger.config.model import MAX_DISK_MIB, MAX_MEMORY_MIB, MAX_VCPU
 from banger.errors import InvalidArgument
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -46,22 +44,6 @@ class VmRecord(msgspec.Struct):
     publish: list[str] = []  # "HOSTPORT:GUESTPORT"
 
 
-class CreateRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """What `vm create` asks for (the `vm.create` params); None means the configured default."""
-
-    name: str | None = None
-    image: str | None = None
-    kernel: str | None = None
-    vcpu: int | None = None
-    memory_mib: int | None = None
-    disk_mib: int | None = None
-    start: bool = True
-    cold: bool = False
-    net: str | None = None  # auto | tap | user (default: config network_mode)
-    nat: bool = False
-    publish: list[str] = []  # "HOSTPORT:GUESTPORT"
-
-
 def validate_name(name: str) -> str:
     """Names become hostnames and DNS labels: lowercase letters, digits and inner dashes."""
     if not _NAME.fullmatch(name):
@@ -77,8 +59,6 @@ def validate_name(name: str) -> str:
 def validate_shape(vcpu: int, memory_mib: int, disk_mib: int, *, host_cpus: int,
                    host_memory_mib: int) -> None:
     """Reject sizes that are non-positive or that this host cannot give."""
-    from banger.config.model import MAX_DISK_MIB, MAX_MEMORY_MIB, MAX_VCPU
-
     if not 0 < vcpu <= min(MAX_VCPU, max(host_cpus * 4, 1)):
         raise InvalidArgument(f"invalid vcpu {vcpu}: use 1..{min(MAX_VCPU, host_cpus * 4)}")
     if not MIN_MEMORY_MIB <= memory_mib <= min(MAX_MEMORY_MIB, host_memory_mib):

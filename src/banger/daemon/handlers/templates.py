@@ -15,8 +15,8 @@ from banger.rpc.methods.template import (
     TemplatePruneParams,
     TemplatePruneResult,
 )
+from banger.rpc.methods.vm import CreateRequest
 from banger.vms.launch import template_key
-from banger.vms.model import CreateRequest
 from banger.vms.templates import TemplateInfo
 
 

@@ -20,6 +20,7 @@ from banger.rpc.methods.vm import (
     VM_SHOW,
     VM_START,
     VM_STOP,
+    CreateRequest,
     DeleteParams,
     LogsResult,
     PruneParams,
@@ -32,7 +33,7 @@ from banger.rpc.methods.vm import (
 )
 from banger.vms import events
 from banger.vms.fastboot import saved_state
-from banger.vms.model import CreateRequest, VmRecord, VmState
+from banger.vms.model import VmRecord, VmState
 
 
 @method(VM_LIST)

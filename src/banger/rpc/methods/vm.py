@@ -5,7 +5,22 @@ from __future__ import annotations
 import msgspec
 
 from banger.rpc.methods import Method, VmRef
-from banger.vms.model import CreateRequest
+
+
+class CreateRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What `vm create` asks for, and what VmManager.create takes; None: the configured default."""
+
+    name: str | None = None
+    image: str | None = None
+    kernel: str | None = None
+    vcpu: int | None = None
+    memory_mib: int | None = None
+    disk_mib: int | None = None
+    start: bool = True
+    cold: bool = False
+    net: str | None = None  # auto | tap | user (default: config network_mode)
+    nat: bool = False
+    publish: list[str] = []  # "HOSTPORT:GUESTPORT"
 
 
 class VmListParams(msgspec.Struct, forbid_unknown_fields=True):
