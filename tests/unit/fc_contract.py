@@ -22,7 +22,7 @@ from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "reference" / "firecracker-api.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[1] / "contracts" / "firecracker-api.yaml"  # README there
 
 
 def _stringify_keys(node: Any) -> Any:
