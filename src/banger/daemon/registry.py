@@ -27,12 +27,10 @@ class Registered:
 METHODS: dict[str, Registered] = {}
 
 
-def _check(spec: Method[Any], fn: Handler) -> None:
+def check_handler(spec: Method[Any], fn: Handler) -> None:
     """A handler serves exactly a contract method, with the result the contract names."""
     if CONTRACT.get(spec.name, TEST_METHODS.get(spec.name)) is not spec:
         raise RuntimeError(f"RPC method {spec.name} is not in the contract (banger.rpc.methods)")
-    if spec.name in METHODS:
-        raise RuntimeError(f"RPC method {spec.name} registered twice")
     returns = getattr(fn, "__annotations__", {}).get("return")
     if returns != spec.result:
         raise RuntimeError(f"handler of {spec.name} returns {returns!r}; the contract says "
@@ -43,7 +41,9 @@ def method(
     spec: Method[P],
 ) -> Callable[[Callable[[Context, P], Awaitable[Any]]], Callable[[Context, P], Awaitable[Any]]]:
     def register(fn: Callable[[Context, P], Awaitable[Any]]) -> Callable[[Context, P], Awaitable[Any]]:
-        _check(spec, fn)
+        check_handler(spec, fn)
+        if spec.name in METHODS:
+            raise RuntimeError(f"RPC method {spec.name} registered twice")
         METHODS[spec.name] = Registered(spec, fn)
         return fn
 

@@ -1,11 +1,8 @@
-"""The envelope, shared by client and daemon. Stdlib-only so the CLI imports stay cheap.
+"""The envelope, shared by client and daemon (docs/rpc.md describes it). Stdlib-only so the CLI
+imports stay cheap.
 
-Client -> daemon, first line:  {"v": 1, "method": "vm.list", "params": {...}, "op_id": "op-..."}
-Daemon -> client, any number:  {"type": "progress", "stage": ..., "fraction": ..., "message": ...}
-                               {"type": "data", "stream": "stdout", "data": "<base64>"}
-Daemon -> client, last line:   {"type": "result", "op_id": ..., "result": ...}
-                           or  {"type": "error", "op_id": ..., "error": {"code": ..., "message": ...}}
-Client -> daemon, later lines: {"type": "cancel"} or stream input such as {"type": "stdin", ...}.
+One JSON object per line: the client's request first, then the daemon's progress, info and data
+events and one result or error last; later client lines cancel or feed a streaming method.
 Closing the connection cancels the operation.
 """
 
