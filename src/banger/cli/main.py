@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "image": "banger.cli.image_cmds:image",
     "kernel": "banger.cli.kernel_cmds:kernel",
     "ssh-config": "banger.cli.net_cmds:ssh_config",
+    "system": "banger.cli.system_cmds:system",
 }
 
 
