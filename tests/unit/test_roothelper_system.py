@@ -30,3 +30,16 @@ def test_install_without_root_says_run_it_with_sudo(monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(system, ["install"])
     assert isinstance(result.exception, Unavailable)
     assert "run it with sudo (sudo banger system install)" in result.exception.message
+
+
+def test_a_tun_device_users_cannot_open_is_named_with_the_fix(tmp_path: Path) -> None:
+    from banger.roothelper.install import tun_problem
+
+    tun = tmp_path / "tun"
+    tun.write_text("")
+    tun.chmod(0o600)
+    assert tun_problem(tun) == (f"{tun} is mode 0600: users' VMMs cannot open their taps; "
+                                f"`chmod 0666 {tun}` (Debian's default)")
+    tun.chmod(0o666)
+    assert tun_problem(tun) == ""
+    assert "modprobe tun" in tun_problem(tmp_path / "missing")

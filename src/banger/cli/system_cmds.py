@@ -70,5 +70,7 @@ def status(as_json: bool, root: Path) -> None:
     you = (f"you may use it (root or in group {st.group})" if st.member
            else f"you are not in group {st.group}: `sudo banger system install` adds you; "
                 "then log in again")
-    for label, text in (("helper", installed), ("socket", reachable), ("access", you)):
+    tun = st.tun or "/dev/net/tun usable by VMMs"
+    for label, text in (("helper", installed), ("socket", reachable), ("access", you),
+                        ("tun", tun)):
         click.echo(f"{label:<8}{text}")

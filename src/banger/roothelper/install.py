@@ -25,6 +25,7 @@ from banger.roothelper.config import GROUP, RootConfig, check_root_config, rende
 from banger.runner import run
 
 MAX_USER_CONFIG = 64 * 1024
+TUN = Path("/dev/net/tun")
 
 
 class Record(msgspec.Struct, forbid_unknown_fields=True):
@@ -135,6 +136,8 @@ class Installer:
         self._group()
         self._config()
         self._units()
+        if tun_problem():
+            self.said.append(f"warning: {tun_problem()}")
         wire_resolver(self.layout)
         self.layout.record.write_bytes(msgspec.json.encode(self.record))
         return self.said
@@ -174,6 +177,18 @@ class Installer:
             return
         self.said.append(f"no systemd here: start the helper as root with `{helper} --socket "
                          f"{HELPER_SOCKET} &` (e.g. from your init system's startup script)")
+
+
+def tun_problem(device: Path = TUN) -> str:
+    """Why a normal user's VMM could not open its tap, or ''."""
+    try:
+        mode = device.stat().st_mode
+    except OSError:
+        return f"{device} is missing: tap mode needs the tun module (modprobe tun)"
+    if stat.S_IMODE(mode) & 0o006 != 0o006:
+        return (f"{device} is mode {stat.S_IMODE(mode):04o}: users' VMMs cannot open their taps; "
+                f"`chmod 0666 {device}` (Debian's default)")
+    return ""
 
 
 def wire_resolver(layout: Layout) -> None:
@@ -219,6 +234,7 @@ class Status(msgspec.Struct):
     group: str
     member: bool
     problem: str
+    tun: str  # why a user's VMM could not open a tap, or ''
 
 
 def status(layout: Layout) -> Status:
@@ -234,4 +250,5 @@ def status(layout: Layout) -> Status:
         problem = exc.message
     return Status(installed=layout.config.exists() or units_there, systemd_units=units_there,
                   config=str(layout.config), socket=str(socket_path), reachable=not problem,
-                  bridge=bridge, cidr=cidr, group=GROUP, member=member, problem=problem)
+                  bridge=bridge, cidr=cidr, group=GROUP, member=member, problem=problem,
+                  tun=tun_problem())
