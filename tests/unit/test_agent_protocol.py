@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,15 @@ def test_guest_agent_startup_imports_stay_small(tmp_path: Path) -> None:
     assert out.stdout.split() == ["agent.server"]
 
 
+async def unreaped(client: AgentClient, orphans: list[str]) -> bytes:
+    """Zombies in the agent's PID namespace, and those orphans until they are reaped."""
+    listed = " ".join(f"/proc/{pid}" for pid in orphans)
+    proc = await client.exec(shell="grep -l '^State:.*zombie' /proc/[0-9]*/status; "
+                                   f"ls -d {listed} 2>/dev/null; true")
+    out, _, _ = await proc.communicate()
+    return out
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                     reason="needs root and unshare for a PID namespace")
 def test_pid1_mode_reaps_orphans_and_reports_own_children() -> None:
@@ -123,13 +133,15 @@ def test_pid1_mode_reaps_orphans_and_reports_own_children() -> None:
         client = AgentClient(reader, writer)
         ack = await client.hello(timeout=10)
         assert ack.pid1 is True
-        proc = await client.exec(shell="sleep 0.2 & sleep 0.1 & exit 5")  # leaves orphans
-        _, _, status = await proc.communicate()
+        proc = await client.exec(shell="sleep 0.2 & echo $!; sleep 0.1 & echo $!; exit 5")
+        out, _, status = await proc.communicate()  # leaves two orphans
         assert status.code == 5
-        await asyncio.sleep(1.5)
-        proc = await client.exec(shell="grep -l '^State:.*zombie' /proc/[0-9]*/status || true")
-        out, _, _ = await proc.communicate()
-        assert out == b""
+        orphans = out.decode().split()
+        assert len(orphans) == 2
+        deadline = time.monotonic() + 10  # the orphans exit within 0.2 s; a zombie stays forever
+        while left := await unreaped(client, orphans):
+            assert time.monotonic() < deadline, f"PID 1 did not reap: {left!r}"
+            await asyncio.sleep(0.05)
         await client.close()
 
     try:
