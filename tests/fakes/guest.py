@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from banger.guest.agent import server, system_ops
+from banger.guest.agent import system_ops
 
 PANIC = "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"
 
@@ -62,8 +62,10 @@ def main() -> int:
         console(PANIC)
         return 1
     if args.fault == "configure":
-        server.OPERATIONS["configure"] = failing_configure
+        system_ops.op_configure = failing_configure
     system_ops.power_off = power_off
+    from banger.guest.agent import server  # after the patches: it registers the operations
+
     os.makedirs(args.root, exist_ok=True)
     return server.main(["--unix", args.unix, "--test-root", args.root])
 
