@@ -241,9 +241,12 @@ class Network:
         """Remove everything the VM had on the host network; safe to call any number of times."""
         self.proxies.close(vm.id)
         if vm.mode == "tap":
-            if vm.nat or vm.ip:
-                await self.privileged.nat_disable(vm.id)
-            await self.privileged.tap_delete(plan.tap_name(vm.id))
+            try:
+                if vm.nat or vm.ip:
+                    await self.privileged.nat_disable(vm.id)
+                await self.privileged.tap_delete(plan.tap_name(vm.id))
+            except Unavailable as exc:  # a removed helper must not make VMs undeletable
+                log.warning("left %s's tap and NAT rules: %s", vm.name, exc.message)
         loopback_state = self._runtime(vm)
         loopback_state.pop("loopback_ports", None)
         if self._runtime_file(vm).exists():
