@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,8 +90,13 @@ async def arun(
     timeout: float | None = None,
     what: str | None = None,
     pass_fds: Sequence[int] = (),
+    new_session: bool = False,
 ) -> Result:
-    """Async twin of run(): the child is killed if the caller is cancelled."""
+    """Async twin of run(): the child is killed if the caller is cancelled.
+
+    `new_session`: the child leads a session of its own and the whole session is killed
+    (a tool whose children outlive it and hold its pipes, like mmdebstrap's namespaces).
+    """
     argv = _argv(args)
     log.debug("run: %s", shlex.join(argv))
     try:
@@ -100,12 +108,16 @@ async def arun(
             cwd=cwd,
             env=env,
             pass_fds=tuple(pass_fds),
+            start_new_session=new_session,
         )
     except FileNotFoundError as exc:
         raise OperationFailed(f"{argv[0]} is not installed; run `banger doctor`") from exc
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except (asyncio.CancelledError, TimeoutError) as exc:
+        if new_session:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if proc.returncode is None:
             proc.kill()
             await proc.wait()

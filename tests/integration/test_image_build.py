@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -245,9 +246,9 @@ def test_cancelled_build_leaves_nothing(tmp_path: Path) -> None:
                                                 lambda s, f=None, m="": stages.append(s)))
         for _ in range(600):  # the dangerous moment: /proc, /sys, /dev mounted in the chroot
             await asyncio.sleep(0.1)
-            if mounts_under(paths.images_dir):
+            if _bootstrap_mounts():
                 break
-        mounted = mounts_under(paths.images_dir)
+        mounted = _bootstrap_mounts()
         await asyncio.sleep(1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -257,4 +258,13 @@ def test_cancelled_build_leaves_nothing(tmp_path: Path) -> None:
     asyncio.run(go())
     assert stages[:1] == ["bootstrap"] and "mkfs" not in stages  # cancelled mid-bootstrap
     assert list(paths.images_dir.iterdir()) == []
-    assert mounts_under(paths.images_dir) == []
+    assert mounts_under(paths.images_dir) == [] and _bootstrap_mounts() == []
+    assert not list(Path(tempfile.gettempdir()).glob(f"banger-bootstrap-{os.getpid()}-*"))
+
+
+def _bootstrap_mounts() -> list[Path]:
+    """Mounts in this process's bootstrap work dirs (mmdebstrap's tree lives there)."""
+    from banger.images.staging import mounts_under
+
+    tmp = Path(tempfile.gettempdir())
+    return [m for d in tmp.glob(f"banger-bootstrap-{os.getpid()}-*") for m in mounts_under(d)]

@@ -35,7 +35,7 @@ from banger.images.manifest import (
     write_manifest,
 )
 from banger.images.rootfs import Finalized, RootfsTree
-from banger.images.staging import remove_tree
+from banger.images.staging import bootstrap_workdir, remove_tree
 from banger.paths import Paths
 from banger.progress import Progress, no_progress
 from banger.runner import Arg, arun, which
@@ -109,15 +109,15 @@ def _probe_mirror(mirror: Mirror, suite: str) -> None:
 
 
 async def bootstrap(entry: RecipeEntry, mirror: Mirror, tarball: Path) -> None:
-    """Bootstrap into `tarball`; mmdebstrap's work tree stays in the staging dir (TMPDIR), so a
-    cancelled build's cleanup finds it."""
+    """Bootstrap into `tarball`; mmdebstrap's work tree (TMPDIR) goes whatever happens."""
     # A clear one-line error beats mmdebstrap's apt-get failure tail.
     await asyncio.to_thread(_probe_mirror, mirror, entry.suite)
     argv = bootstrap_argv(entry, mirror, tarball)
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
-           "TMPDIR": str(tarball.parent)}
     what = f"{argv[0]} {entry.suite} from {mirror.url} ({mirror.source})"
-    await arun(argv, env=env, timeout=BOOTSTRAP_TIMEOUT, what=what)
+    with bootstrap_workdir() as work:
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
+               "TMPDIR": str(work)}
+        await arun(argv, env=env, timeout=BOOTSTRAP_TIMEOUT, what=what, new_session=True)
 
 
 def _empty_dir(path: Path, keep: Sequence[str] = ()) -> None:

@@ -6,6 +6,8 @@ import contextlib
 import os
 import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from banger.paths import Paths
@@ -13,6 +15,7 @@ from banger.runner import run
 from banger.userns import remove_tree_as_namespace_root, unprivileged
 
 STAGING_PREFIXES = (".staging-", ".deleting-")
+WORKDIR_PREFIX = "banger-bootstrap-"
 
 
 def _unescape(field: str) -> str:
@@ -75,16 +78,54 @@ def remove_tree(root: Path) -> None:
         remove_tree_as_namespace_root(root)
 
 
+@contextlib.contextmanager
+def bootstrap_workdir() -> Iterator[Path]:
+    """A temp dir (named after this process) for mmdebstrap's work tree, removed afterwards.
+
+    Not in the state dir, which is 0700: a rootless bootstrap's subordinate ids must reach their
+    tree, so this dir is 0711 (others may pass through, not list it).
+    """
+    work = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+    try:
+        os.chmod(work, 0o711)
+        yield work
+    finally:
+        remove_tree(work)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_workdirs(tmp: Path | None = None) -> list[Path]:
+    """Bootstrap work dirs of this user whose process is gone (a crashed daemon's)."""
+    found: list[Path] = []
+    for d in Path(tmp or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*"):
+        pid = d.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            st = d.lstat()
+            if (pid.isdigit() and st.st_uid == os.geteuid() and d.is_dir()
+                    and not d.is_symlink() and not _pid_alive(int(pid))):
+                found.append(d)
+    return found
+
+
 def cleanup_stale(paths: Paths) -> list[Path]:
     """Remove staging/deleting leftovers of crashed builds (call once at daemon start)."""
-    removed: list[Path] = []
-    if not paths.images_dir.is_dir():
-        return removed
-    for d in paths.images_dir.iterdir():
-        if d.name.startswith(STAGING_PREFIXES) and d.is_dir():
-            remove_tree(d)
-            removed.append(d)
+    removed = stale_workdirs()
+    if paths.images_dir.is_dir():
+        removed += [d for d in paths.images_dir.iterdir()
+                    if d.name.startswith(STAGING_PREFIXES) and d.is_dir()]
+    for d in removed:
+        remove_tree(d)
     return removed
 
 
-__all__ = ["cleanup_stale", "kill_processes_in", "mounts_under", "remove_tree"]
+__all__ = ["bootstrap_workdir", "cleanup_stale", "kill_processes_in", "mounts_under",
+           "remove_tree", "stale_workdirs"]
