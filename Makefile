@@ -2,16 +2,18 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static debootstrap mmdebstrap \
+# uidmap: newuidmap for rootless image builds; python3-venv: `python3 -m venv` on a stock Debian.
+APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static mmdebstrap uidmap \
 	skopeo umoci docker-registry iproute2 nftables iptables cpio kmod zstd gpgv \
-	debian-archive-keyring git ca-certificates openssh-client slirp4netns
+	debian-archive-keyring git ca-certificates openssh-client slirp4netns python3-venv
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint hooks bench fuzz clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# sudo for apt only (when not root); the venv and everything else belong to the user.
+$(STAMP): pyproject.toml Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

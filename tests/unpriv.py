@@ -86,6 +86,13 @@ def _locked(name: str) -> Iterator[None]:
         yield
 
 
+def _copy_sources(dest: Path) -> None:
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "src", dest / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+
+
 def ensure_venv() -> Path:
     """bin/ of a venv the test user can run: root installs this checkout into it once per key."""
     if not as_root():
@@ -97,13 +104,17 @@ def ensure_venv() -> Path:
         if stamp.exists():
             return venv / "bin"
         shutil.rmtree(venv, ignore_errors=True)
+        src = Path(tempfile.mkdtemp(prefix="src-", dir=BASE))
         try:
+            _copy_sources(src)  # pip builds in the source tree: never in the checkout
             subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True)
-            subprocess.run([venv / "bin/pip", "install", "-q", str(ROOT)],
+            subprocess.run([venv / "bin/pip", "install", "-q", str(src)],
                            check=True, capture_output=True, timeout=900)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
         os.chmod(venv, 0o755)
         stamp.touch()
         for old in BASE.glob("venv-*"):

@@ -49,14 +49,15 @@ def remove_tree_as_namespace_root(path: Path) -> None:
         timeout=600, what="rm (in a user namespace)")
 
 
-def subordinate_ranges(table: Path, user: str | None = None, uid: int | None = None) -> list[IdRange]:
-    """The ranges `table` (/etc/subuid or /etc/subgid) gives this user, by name or uid."""
-    uid = os.getuid() if uid is None else uid
-    if user is None:
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = str(uid)
+def current_user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def subordinate_ranges(table: Path, user: str, uid: int) -> list[IdRange]:
+    """The ranges `table` (/etc/subuid or /etc/subgid) gives a user, by name or uid."""
     try:
         lines = table.read_text(errors="replace").splitlines()
     except OSError:
@@ -91,6 +92,7 @@ __all__ = [
     "SUBUID",
     "IdRange",
     "as_namespace_root",
+    "current_user",
     "has_enough_ids",
     "namespaces_work",
     "newuidmap_found",

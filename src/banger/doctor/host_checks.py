@@ -12,7 +12,6 @@ from banger.doctor.check import Check
 from banger.errors import BangerError
 from banger.paths import Paths
 from banger.runner import run, which
-from banger.textsafe import one_line
 from banger.vmm.accel import probe_kvm
 
 APT_HINT = "install it: apt-get install {pkg} (or `make install`)"
@@ -30,18 +29,6 @@ def architecture(paths: Paths, config: Config) -> Iterator[Check]:
         yield Check("architecture", "PASS", arch)
     else:
         yield Check("architecture", "FAIL", arch, "banger supports x86_64 hosts only")
-
-
-def kvm(paths: Paths, config: Config) -> Iterator[Check]:
-    probe = probe_kvm()
-    if probe.usable:
-        yield Check("kvm", "PASS", "/dev/kvm present and usable")
-    elif probe.present:
-        yield Check("kvm", "WARN", "KVM unusable for stock kernels; TCG will be used (slow): "
-                    f"{probe.reason}", "run on a host with usable KVM for full speed")
-    else:
-        yield Check("kvm", "WARN", "no /dev/kvm; TCG will be used (slow)",
-                    "load kvm_intel/kvm_amd or enable nested virtualisation")
 
 
 def qemu(paths: Paths, config: Config) -> Iterator[Check]:
@@ -124,7 +111,7 @@ def e2fsprogs(paths: Paths, config: Config) -> Iterator[Check]:
 def tools(paths: Paths, config: Config) -> Iterator[Check]:
     wanted = [
         ("skopeo", ["skopeo"], "skopeo", "WARN", "needed for OCI image pulls"),
-        ("bootstrap", ["mmdebstrap", "debootstrap"], "mmdebstrap", "FAIL",
+        ("bootstrap", ["mmdebstrap"], "mmdebstrap", "FAIL",
          "needed to build the default image"),
         ("firewall", ["nft", "iptables"], "nftables", "WARN", "needed for --nat"),
         ("slirp4netns", ["slirp4netns"], "slirp4netns", "WARN", "needed for --nat in user mode"),
@@ -140,17 +127,4 @@ def tools(paths: Paths, config: Config) -> Iterator[Check]:
                         APT_HINT.format(pkg=pkg))
 
 
-def user_namespaces(paths: Paths, config: Config) -> Iterator[Check]:
-    """User-mode --nat starts QEMU in a user + network namespace of its own."""
-    res = run(["unshare", "--user", "--map-root-user", "--net", "--", "true"], check=False,
-              timeout=10)
-    if res.ok:
-        yield Check("user namespaces", "PASS", "unprivileged user + network namespaces work")
-    else:
-        detail = one_line(res.stderr) or f"exit {res.returncode}"
-        yield Check("user namespaces", "WARN", f"unshare --user --net failed: {detail}; "
-                    "--nat in user mode cannot start",
-                    "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
-
-
-CHECKS = [architecture, kvm, vmm, qemu, firecracker, devices, e2fsprogs, tools, user_namespaces]
+CHECKS = [architecture, vmm, qemu, firecracker, devices, e2fsprogs, tools]

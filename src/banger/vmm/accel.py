@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import grp
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,23 @@ def probe_kvm(dev: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module
     if not _cpu_has_virt():
         return KvmProbe(True, False, "the CPU shows no vmx/svm flag (nested KVM unavailable)")
     return KvmProbe(True, True, "KVM usable")
+
+
+def kvm_access_fix(dev: Path = Path("/dev/kvm"), groups: list[int] | None = None) -> str | None:
+    """After opening `dev` failed: the fix when its group may open it; None when no group helps."""
+    try:
+        st = dev.stat()
+    except OSError:
+        return None
+    if st.st_mode & 0o060 != 0o060:
+        return None
+    if st.st_gid in (os.getgroups() if groups is None else groups):
+        return "log in again (your kvm group membership is not active in this session)"
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"add yourself to the {group} group: sudo usermod -aG {group} $USER, then log in again"
 
 
 def choose_accel(configured: str, probe: KvmProbe | None = None) -> str:
