@@ -4,7 +4,7 @@ Each "VM" is one host process (tests/fakes/guest.py) running banger's real guest
 VM dir's agent.sock, so the daemon's real AgentClient talks to it; its stderr is the console
 log. The backend implements Backend, Snapshotter and PortForwarder, keeps a call log and can be
 told to fail at a chosen step. What it cannot show: anything of a real kernel, disk or network
-(saved state is a small JSON file, disks are text files, host forwards are held ports).
+(saved state is a small JSON file, disks are text files, published ports are merely held).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from banger.errors import OperationFailed, Unavailable
+from banger.net.forward import PUBLISH_HOST
 from banger.vmm.base import HostForward, VmHandles, VmSpec
 
 GUEST = Path(__file__).with_name("guest.py")
@@ -111,7 +112,9 @@ class FakeBackend:
         argv = [sys.executable, str(GUEST), "--unix", str(spec.agent_socket),
                 "--root", str(spec.vm_dir / "guest-root")]
         if spec.network is not None and spec.network.mode == "user":
-            argv += [arg for fwd in spec.network.hostfwds
+            # Published ports only: every test home's first VM gets the same loopback address,
+            # and real VMs on this host forward their ssh from it too.
+            argv += [arg for fwd in spec.network.hostfwds if fwd.host == PUBLISH_HOST
                      for arg in ("--listen", f"{fwd.host}:{fwd.host_port}")]
         if self.guest_faults:
             argv += ["--fault", self.guest_faults.pop(0)]

@@ -82,9 +82,7 @@ def install_kernel(paths: Paths) -> None:
 
 def request(name: str, **options: Any) -> CreateRequest:
     """The create request the CLI sends; the one place that knows the request type."""
-    fields: dict[str, Any] = {"name": name, "image": None, "kernel": None, "vcpu": None,
-                              "memory_mib": None, "disk_mib": None}
-    return CreateRequest(**{**fields, **options})
+    return CreateRequest(name=name, **options)
 
 
 class FakeDaemon:

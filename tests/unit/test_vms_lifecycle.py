@@ -128,7 +128,7 @@ def test_a_failed_start_stops_the_vmm_then_frees_files_and_ports(daemon: FakeDae
         port = free_port("127.0.0.1")
         daemon.backend.fail("configure")  # the guest boots (holding the port), then fails
         with pytest.raises(OperationFailed, match="configure failed in the fake guest"):
-            await daemon.create("web", publish=(f"{port}:80",))
+            await daemon.create("web", publish=[f"{port}:80"])
         vm = daemon.vms.repo.find("web")
         assert vm.state == VmState.ERROR
         assert vm.last_error == "configure failed in the fake guest"
@@ -144,7 +144,7 @@ def test_a_failed_start_stops_the_vmm_then_frees_files_and_ports(daemon: FakeDae
 def test_a_running_vm_holds_its_published_port_until_stopped(daemon: FakeDaemon) -> None:
     async def scenario() -> None:
         port = free_port("127.0.0.1")
-        await daemon.create("web", publish=(f"{port}:80",))
+        await daemon.create("web", publish=[f"{port}:80"])
         with pytest.raises(Conflict):
             check_port_free(port)
         await daemon.vms.stop("web", Progress())
