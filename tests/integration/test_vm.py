@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, Banger
+from tests.polling import process_runs, wait_until
 from tests.vmtest import SLIM, vm_home, vm_lock
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
@@ -96,11 +97,15 @@ def test_pty_shell_sees_term_and_resize(vb: Banger) -> None:
         child.expect(r"TERM=xterm\r\n")
         child.expect(r"30 100")
         child.setwinsize(40, 120)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10  # the resize travels to the guest on its own
         child.sendline("stty size")
-        child.expect(r"40 120")
+        while child.expect([r"40 120", r"30 100"]) != 0:
+            assert time.monotonic() < deadline, "the guest never saw the new window size"
+            child.sendline("stty size")
         child.sendline("sleep 30")
-        time.sleep(1)
+        wait_until(lambda: vb.run("vm", "exec", "tty", "--", "sh", "-c",
+                                  "grep -qx sleep /proc/[0-9]*/comm").returncode == 0,
+                   "sleep to run in the guest")
         child.sendcontrol("c")  # Ctrl-C reaches the guest, not banger
         child.sendline("echo alive-$((6*7))")
         child.expect("alive-42")
@@ -117,7 +122,7 @@ def test_daemon_kill_9_readopts_running_vm(vb: Banger) -> None:
     pid = vb.daemon_pid()
     assert pid
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
+    wait_until(lambda: not process_runs(pid), "the killed daemon to be gone")
     res = vb.run("vm", "exec", "adopt", "--", "echo", "still-here")
     assert res.returncode == 0, res.stderr
     assert res.stdout == "still-here\n"
