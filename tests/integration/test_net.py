@@ -21,6 +21,7 @@ import pytest
 from dnslib import DNSRecord
 
 from tests.conftest import Banger
+from tests.polling import process_runs, wait_until
 from tests.vmtest import SLIM, vm_home, vm_lock
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
@@ -375,7 +376,8 @@ def test_tap_crash_and_reconcile_leave_nothing(tb: tuple[Banger, int, str, str])
     assert daemon
     os.kill(daemon, signal.SIGKILL)
     os.kill(qemu_pid, signal.SIGKILL)
-    time.sleep(0.5)
+    wait_until(lambda: not process_runs(daemon) and not process_runs(qemu_pid),
+               "the killed daemon and QEMU to be gone")
     assert vm_show(b, "crash")["state"] == "stopped"  # the new daemon reconciled
     assert leftovers(ns, vm_id) == []
     assert http_status(f"http://127.0.0.1:{host_port}/") != 200
