@@ -21,35 +21,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from banger.userns import (
+    NEEDED_IDS,
+    SUBGID,
+    SUBUID,
+    free_subordinate_start,
+    has_enough_ids,
+    subordinate_ranges,
+)
 from tests.conftest import BIN
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = os.environ.get("BANGER_TEST_USER", "banger-test")
 BASE = Path("/var/tmp/banger-unpriv")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SUBID_COUNT = 65536
 
 
 def as_root() -> bool:
     return os.geteuid() == 0
-
-
-def _has_subids(name: str, table: Path) -> bool:
-    try:
-        return any(line.split(":")[0] == name for line in table.read_text().splitlines())
-    except OSError:
-        return False
-
-
-def _free_subid_start(table: Path) -> int:
-    """The first id past every range in `table` (at least 100000, as useradd picks)."""
-    end = 100000
-    with contextlib.suppress(OSError):
-        for line in table.read_text().splitlines():
-            fields = line.split(":")
-            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
-                end = max(end, int(fields[1]) + int(fields[2]))
-    return end
 
 
 def ensure_user() -> pwd.struct_passwd:
@@ -61,11 +50,10 @@ def ensure_user() -> pwd.struct_passwd:
     except KeyError:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
         entry = pwd.getpwnam(USER)
-    for table, flag in ((Path("/etc/subuid"), "--add-subuids"),
-                        (Path("/etc/subgid"), "--add-subgids")):
-        if not _has_subids(USER, table):
-            start = _free_subid_start(table)
-            subprocess.run(["usermod", flag, f"{start}-{start + SUBID_COUNT - 1}", USER],
+    for table, flag in ((SUBUID, "--add-subuids"), (SUBGID, "--add-subgids")):
+        if not has_enough_ids(subordinate_ranges(table, USER, entry.pw_uid)):
+            start = free_subordinate_start(SUBUID, SUBGID)
+            subprocess.run(["usermod", flag, f"{start}-{start + NEEDED_IDS - 1}", USER],
                            check=True)
     return entry
 

@@ -21,6 +21,7 @@ SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
 # What an id range needs for rootless builds: Debian's system ids and nobody (65534).
 NEEDED_IDS = 65536
+FIRST_SUBID = 100000  # where useradd starts handing out subordinate ids
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,21 @@ def subordinate_ranges(table: Path, user: str, uid: int) -> list[IdRange]:
     return found
 
 
+def free_subordinate_start(*tables: Path) -> int:
+    """The first id past every range in `tables`: where a new user's range can go."""
+    end = FIRST_SUBID
+    for table in tables:
+        try:
+            lines = table.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split(":")
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                end = max(end, int(fields[1]) + int(fields[2]))
+    return end
+
+
 def has_enough_ids(ranges: Sequence[IdRange]) -> bool:
     return any(r.count >= NEEDED_IDS - 1 for r in ranges)
 
@@ -93,6 +109,7 @@ __all__ = [
     "IdRange",
     "as_namespace_root",
     "current_user",
+    "free_subordinate_start",
     "has_enough_ids",
     "namespaces_work",
     "newuidmap_found",

@@ -49,22 +49,18 @@ def test_missing_subordinate_ids_fail_with_a_free_range(setup: tuple[Paths, Conf
                          "--add-subgids 365536-431071 alice")
 
 
+@pytest.mark.parametrize("uids, gids, status", [
+    ("alice:100000:65536\n", "1000:100000:65536\n", "PASS"),  # by name or by uid
+    ("alice:100000:1000\n", "alice:100000:65536\n", "FAIL"),  # too small for Debian's ids
+])
 @pytest.mark.usefixtures("as_alice")
-def test_subordinate_ids_by_name_or_uid(setup: tuple[Paths, Config], tmp_path: Path) -> None:
+def test_subordinate_id_ranges(setup: tuple[Paths, Config], tmp_path: Path, uids: str,
+                               gids: str, status: str) -> None:
     subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
-    subuid.write_text("alice:100000:65536\n")
-    subgid.write_text("1000:100000:65536\n")
+    subuid.write_text(uids)
+    subgid.write_text(gids)
     [check] = rootless_checks.subordinate_ids(*setup, subuid=subuid, subgid=subgid)
-    assert check.status == "PASS"
-
-
-@pytest.mark.usefixtures("as_alice")
-def test_too_small_a_range_fails(setup: tuple[Paths, Config], tmp_path: Path) -> None:
-    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
-    subuid.write_text("alice:100000:1000\n")
-    subgid.write_text("alice:100000:65536\n")
-    [check] = rootless_checks.subordinate_ids(*setup, subuid=subuid, subgid=subgid)
-    assert check.status == "FAIL"
+    assert check.status == status
 
 
 @pytest.mark.usefixtures("as_alice")

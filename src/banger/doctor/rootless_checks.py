@@ -16,6 +16,7 @@ from banger.userns import (
     SUBGID,
     SUBUID,
     current_user,
+    free_subordinate_start,
     has_enough_ids,
     namespaces_work,
     newuidmap_found,
@@ -25,7 +26,6 @@ from banger.userns import (
 from banger.vmm.accel import kvm_access_fix, probe_kvm
 
 AS_ROOT_FIX = "run banger as a normal user; only tap networking needs root"
-FIRST_SUBID = 100000  # where useradd starts handing out subordinate ids
 
 
 def running_user(paths: Paths, config: Config) -> Iterator[Check]:
@@ -35,23 +35,6 @@ def running_user(paths: Paths, config: Config) -> Iterator[Check]:
     else:
         yield Check("daemon user", "WARN", "the daemon runs as root: a guest escape or a daemon "
                     "bug would be root on this host", AS_ROOT_FIX)
-
-
-def _free_start(*tables: Path) -> int:
-    end = FIRST_SUBID
-    for table in tables:
-        for line in _lines(table):
-            fields = line.split(":")
-            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
-                end = max(end, int(fields[1]) + int(fields[2]))
-    return end
-
-
-def _lines(table: Path) -> list[str]:
-    try:
-        return table.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
 
 
 def subordinate_ids(paths: Paths, config: Config, subuid: Path = SUBUID,
@@ -67,7 +50,7 @@ def subordinate_ids(paths: Paths, config: Config, subuid: Path = SUBUID,
         yield Check("subordinate ids", "PASS", f"{user} has {NEEDED_IDS} ids in {subuid} "
                     f"and {subgid}")
         return
-    start = _free_start(subuid, subgid)
+    start = free_subordinate_start(subuid, subgid)
     span = f"{start}-{start + NEEDED_IDS - 1}"
     yield Check("subordinate ids", "FAIL",
                 f"no range of {NEEDED_IDS} ids for {user} in {' and '.join(missing)}: "

@@ -18,7 +18,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class RecipeEntry(msgspec.Struct, tag_field="kind", tag="recipe", frozen=True, kw_only=True):
-    """Built locally with mmdebstrap/debootstrap from the Debian mirror."""
+    """Built locally with mmdebstrap from the Debian mirror."""
 
     name: str
     description: str = ""

@@ -133,7 +133,7 @@ def _empty_dir(path: Path, keep: Sequence[str] = ()) -> None:
 
 
 def slim(root: Path) -> None:
-    """Drop caches, package lists, logs and docs (debootstrap ignores the dpkg excludes)."""
+    """Drop caches, package lists, logs and docs (what the dpkg excludes did not keep out)."""
     for rel in PRUNE_CONTENTS:
         _empty_dir(root / rel, keep=("partial", "archives"))
     _empty_dir(root / "var/cache/apt/archives", keep=("partial", "lock"))
