@@ -89,7 +89,9 @@ def ub(cache: Path) -> Iterator[UserBanger]:
         with vm_lock():
             yield b
     finally:
-        b.run("vm", "prune", "-f")
+        listed = b.run("vm", "list", "--json").stdout or "[]"
+        for vm in json.loads(listed):  # running VMs outlive `daemon stop`
+            b.run("vm", "delete", "-f", vm["name"], timeout=60)
         b.run("daemon", "stop")
         shutil.rmtree(home, ignore_errors=True)
 
