@@ -1,4 +1,4 @@
-"""A VMM backend that runs in-process, for unit tests of VmManager, Launcher and the monitor.
+"""A VMM backend that runs in-process, for unit tests of VmManager, StartPath and the monitor.
 
 Each "VM" is one host process (tests/fakes/guest.py) running banger's real guest agent on the
 VM dir's agent.sock, so the daemon's real AgentClient talks to it; its stderr is the console

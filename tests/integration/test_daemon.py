@@ -13,6 +13,7 @@ from typing import Any
 
 from banger.rpc.methods.testing import SWITCH
 from tests.conftest import Banger
+from tests.polling import process_runs, wait_until
 
 
 def rpc(sock_path: Path, message: dict[str, Any] | bytes) -> list[dict[str, Any]]:
@@ -52,7 +53,7 @@ def test_kill_9_then_next_call_starts_a_new_daemon(banger: Banger) -> None:
     first = banger.daemon_pid()
     assert first
     os.kill(first, signal.SIGKILL)
-    time.sleep(0.1)
+    wait_until(lambda: not process_runs(first), "the killed daemon to be gone")
     assert banger.socket.exists()  # stale socket left behind by the killed daemon
     res = banger.run("vm", "list", "--json", check=True)
     assert json.loads(res.stdout) == []

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from banger.errors import OperationFailed
 from banger.logfiles import Follower, rotate, rotated
 from banger.vmm.base import Backend, BootArtifacts, VmHandles, VmSpec
-from banger.vms import boot, events
+from banger.vms import coldboot, events
 
 MIB = 1 << 20
 HOSTILE_LINE = "\x1b]0;X\x07[red]Y \u009b2J\n".encode()
@@ -47,19 +47,19 @@ def test_tails_of_a_huge_console_stay_small_in_memory(tmp_path: Path) -> None:
     path = big_console(tmp_path)
     from banger.vmm.firecracker.backend import _tail
 
-    for read in (lambda: boot.console_tail(path), lambda: _tail(path),
-                 lambda: boot._console_since(path, 0)):
+    for read in (lambda: coldboot.console_tail(path), lambda: _tail(path),
+                 lambda: coldboot._console_since(path, 0)):
         assert peak_bytes(read) < 4 * MIB  # 64 MiB on disk; the old code read all of it
-    assert boot.console_tail(path, 1) == "reboot: Power down"
+    assert coldboot.console_tail(path, 1) == "reboot: Power down"
 
 
 def test_console_text_in_errors_is_one_clean_line(tmp_path: Path) -> None:
     path = big_console(tmp_path, 0)
-    tail = boot.console_tail(path)
+    tail = coldboot.console_tail(path)
     assert "\x1b" not in tail and "\x07" not in tail and "\u009b" not in tail and "\n" not in tail
     assert "]0;X[red]Y" in tail
     spec = VmSpec("id", "vm1", 1, 512, 1024, tmp_path, BootArtifacts(path, path, path))
-    dog = boot.Watchdog(cast(Backend, FakeBackend(alive=False)), HANDLES, spec, timeout=60)
+    dog = coldboot.Watchdog(cast(Backend, FakeBackend(alive=False)), HANDLES, spec, timeout=60)
     with pytest.raises(OperationFailed) as info:
         dog.check()
     assert "\x1b" not in info.value.message and "[red]Y" in info.value.message
@@ -98,11 +98,11 @@ def test_rotation_keeps_the_newest_bytes_and_appenders_continue_at_the_start(
 def test_boot_watchdog_finds_the_marker_after_a_rotation(tmp_path: Path) -> None:
     path = big_console(tmp_path, 5 * MIB)  # earlier boots
     spec = VmSpec("id", "vm1", 1, 512, 1024, tmp_path, BootArtifacts(path, path, path))
-    dog = boot.Watchdog(cast(Backend, FakeBackend(alive=True)), HANDLES, spec, timeout=60)
+    dog = coldboot.Watchdog(cast(Backend, FakeBackend(alive=True)), HANDLES, spec, timeout=60)
     rotate(path, 4 * MIB)
     with open(path, "ab") as f:
         f.write(b"banger-initramfs: loading modules\n")
-    dog.started = time.monotonic() - boot.EARLY_TIMEOUT - 1
+    dog.started = time.monotonic() - coldboot.EARLY_TIMEOUT - 1
     dog.check()  # an EarlyHang here would retry a boot that was fine
     assert dog.spoke
 

@@ -1,4 +1,4 @@
-"""How a VM starts (Launcher, on the fake backend): resume its saved state, build or restore a
+"""How a VM starts (StartPath, on the fake backend): resume its saved state, build or restore a
 template, boot cold, and the fallbacks when one of them fails; what `vm show` then lists."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from banger.errors import OperationFailed
-from banger.vms import boot
-from banger.vms.fastboot import saved_state
+from banger.vms import coldboot
 from banger.vms.model import VmState
+from banger.vms.restore import saved_state
 from banger.vms.templates import TEMPLATE_HOSTNAME
 from tests.fakes.daemon import FakeDaemon, Progress, daemon_fixture
 
@@ -170,7 +170,7 @@ def test_start_cold_forgets_the_saved_state(daemon: FakeDaemon) -> None:
 
 
 def test_an_early_boot_hang_is_retried(daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(boot, "EARLY_TIMEOUT", 0.3)
+    monkeypatch.setattr(coldboot, "EARLY_TIMEOUT", 0.3)
 
     async def scenario() -> None:
         daemon.backend.fail("hang")
@@ -185,10 +185,10 @@ def test_an_early_boot_hang_is_retried(daemon: FakeDaemon, monkeypatch: pytest.M
 
 def test_a_guest_that_always_hangs_fails_with_one_line(daemon: FakeDaemon,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(boot, "EARLY_TIMEOUT", 0.1)
+    monkeypatch.setattr(coldboot, "EARLY_TIMEOUT", 0.1)
 
     async def scenario() -> None:
-        for _ in range(boot.ATTEMPTS):
+        for _ in range(coldboot.ATTEMPTS):
             daemon.backend.fail("hang")
         with pytest.raises(OperationFailed):
             await daemon.create("web", cold=True)

@@ -33,10 +33,10 @@ from banger.vmm.accel import choose_accel
 from banger.vmm.base import Backend, BootArtifacts, Snapshotter, VmHandles, VmSpec
 from banger.vms import events
 from banger.vms.agents import AgentPool
-from banger.vms.fastboot import drop_saved_state, saved_state
-from banger.vms.launch import Launcher
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.repo import VmRepo
+from banger.vms.restore import drop_saved_state, saved_state
+from banger.vms.start import StartPath
 from banger.vms.templates import TemplateInfo, Templates
 from banger.workspace.filesync import git_identity_setup, sync_home
 
@@ -68,7 +68,7 @@ class VmManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self.accel = choose_accel(config.accel)
         self.templates = Templates(paths, backend, disks_in_use=self.base_disks_in_use)
-        self.launcher = Launcher(backend, self.templates, fast_start=config.fast_start)
+        self.start_path = StartPath(backend, self.templates, fast_start=config.fast_start)
         self.net = Network(paths, config, backend)
 
     def base_disks_in_use(self) -> set[Path]:
@@ -150,7 +150,7 @@ class VmManager:
                 spec = dataclasses.replace(spec, network=await self.net.prepare(net_view(vm)))
                 setup = {**await self.net.guest_setup(net_view(vm)), **await git_identity_setup(),
                          "identity_ready": True}
-                handles, agent = await self.launcher.launch(spec, image, kernel, progress,
+                handles, agent = await self.start_path.launch(spec, image, kernel, progress,
                                                             cold=cold, setup=setup)
                 self.agents.adopt(vm.id, agent)
                 await self.net.activate(net_view(vm))

@@ -9,7 +9,7 @@ from pathlib import Path
 from banger.errors import BangerError
 from banger.logfiles import rotate
 from banger.vmm.base import VmHandles
-from banger.vms.boot import console_tail
+from banger.vms.coldboot import console_tail
 from banger.vms.manager import VmManager, net_view
 from banger.vms.model import VmState
 

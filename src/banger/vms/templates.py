@@ -32,7 +32,7 @@ from banger.paths import Paths
 from banger.progress import Progress
 from banger.store.db import utcnow
 from banger.vmm.base import Backend, NetworkAttachment, Snapshotter, VmHandles, VmSpec
-from banger.vms.boot import boot
+from banger.vms.coldboot import boot
 
 log = logging.getLogger("banger.vms.templates")
 FORMAT = 2  # 2: QEMU templates keep guest RAM in memory.ram, mapped by each clone

@@ -16,7 +16,7 @@ from banger.rpc.methods.template import (
     TemplatePruneResult,
 )
 from banger.rpc.methods.vm import CreateRequest
-from banger.vms.launch import template_key
+from banger.vms.start import template_key
 from banger.vms.templates import TemplateInfo
 
 

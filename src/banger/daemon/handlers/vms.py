@@ -32,8 +32,8 @@ from banger.rpc.methods.vm import (
     VmListParams,
 )
 from banger.vms import events
-from banger.vms.fastboot import saved_state
 from banger.vms.model import VmRecord, VmState
+from banger.vms.restore import saved_state
 
 
 @method(VM_LIST)

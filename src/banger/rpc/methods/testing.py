@@ -3,6 +3,8 @@ BANGER_TEST_METHODS=1 in its environment (read once, at start); otherwise they a
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from banger.rpc.methods import Method
@@ -11,8 +13,8 @@ SWITCH = "BANGER_TEST_METHODS"
 
 
 class SleepParams(msgspec.Struct, forbid_unknown_fields=True):
-    seconds: float = 1.0
-    steps: int = 4
+    seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
+    steps: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
 
 
 class PutTarParams(msgspec.Struct, forbid_unknown_fields=True):

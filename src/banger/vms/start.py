@@ -13,11 +13,11 @@ from banger.errors import BangerError
 from banger.progress import Progress
 from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
 from banger.vms import events
-from banger.vms.boot import boot
-from banger.vms.fastboot import drop_saved_state, grow_root, personalise_clone, restore, saved_state
+from banger.vms.coldboot import boot
+from banger.vms.restore import drop_saved_state, grow_root, personalise_clone, restore, saved_state
 from banger.vms.templates import TemplateKey, Templates
 
-log = logging.getLogger("banger.vms.launch")
+log = logging.getLogger("banger.vms.start")
 Started = tuple[VmHandles, AgentClient]
 Setup = dict[str, Any]
 
@@ -33,7 +33,9 @@ def has_sshd(image: ImageFiles) -> bool:
     return bool(image.manifest.has_package("openssh-server"))
 
 
-class Launcher:
+class StartPath:
+    """Picks and runs one of the three start paths: saved state, template restore, cold boot."""
+
     def __init__(self, backend: Backend, templates: Templates, *, fast_start: bool) -> None:
         self.backend = backend
         self.templates = templates

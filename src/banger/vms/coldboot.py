@@ -15,7 +15,7 @@ from banger.progress import Progress
 from banger.vmm.base import Backend, VmHandles, VmSpec
 from banger.vms.agents import open_agent
 
-log = logging.getLogger("banger.vms.boot")
+log = logging.getLogger("banger.vms.coldboot")
 BOOT_TIMEOUT = 90.0  # TCG, first boot of a systemd image included
 EARLY_TIMEOUT = 15.0  # the initramfs normally speaks ~1.5 s after launch
 EARLY_MARKERS = ("banger-initramfs:", "banger-init:")

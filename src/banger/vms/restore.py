@@ -14,9 +14,9 @@ from banger.agent.client import AgentClient
 from banger.progress import Progress
 from banger.ssh.keys import new_host_key
 from banger.vmm.base import Backend, Snapshotter, VmHandles, VmSpec
-from banger.vms.boot import Watchdog, connect_agent
+from banger.vms.coldboot import Watchdog, connect_agent
 
-log = logging.getLogger("banger.vms.fastboot")
+log = logging.getLogger("banger.vms.restore")
 RESTORE_TIMEOUT = 20.0
 
 
