@@ -163,7 +163,8 @@ def check_shape(spec: VmSpec) -> None:
                               "use a smaller --vcpu")
     if spec.network is not None and spec.network.mode != "tap":
         raise InvalidArgument("firecracker has no user-mode networking; set network_mode = tap "
-                              "(needs root or CAP_NET_ADMIN) or use vmm = qemu")
+                              "(a normal user needs `sudo banger system install` once) or use "
+                              "vmm = qemu")
     if spec.network is not None and not spec.network.tap:
         raise InvalidArgument("tap networking needs a tap device name for firecracker")
 
