@@ -56,6 +56,7 @@ class ControlEvent(msgspec.Struct, frozen=True):
 
     event: Short
     pid: Pid | None = None
+    writer: bool | None = None  # session.attach: whether this attach may type
 
     def __post_init__(self) -> None:
         if self.event == "started" and self.pid is None:

@@ -22,7 +22,8 @@ class GuestFile:
 
 # The agent package (banger.guest.agent here), shipped as is: stdlib-only, relative imports.
 AGENT_MODULES = ("__init__.py", "__main__.py", "protocol.py", "core.py", "children.py",
-                 "session.py", "network.py", "system_ops.py", "exec_ops.py", "server.py")
+                 "session.py", "network.py", "system_ops.py", "exec_ops.py", "sessions_log.py",
+                 "sessions.py", "sessions_ops.py", "server.py")
 
 
 def _read(package: str, name: str) -> bytes:

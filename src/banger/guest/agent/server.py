@@ -31,7 +31,9 @@ from .exec_ops import (
     op_get,
     op_put,
 )
-from .session import OPERATIONS, Session
+from .session import INPUT_STREAMS, OPERATIONS, Session
+from .sessions_ops import INPUT_STREAMS as SESSION_INPUT_STREAMS
+from .sessions_ops import OPERATIONS as SESSION_OPERATIONS
 from .system_ops import (
     op_configure,
     op_health,
@@ -55,7 +57,9 @@ OPERATIONS.update({
     "configure": op_configure,
     "ports": op_ports,
     "poweroff": op_poweroff,
+    **SESSION_OPERATIONS,
 })
+INPUT_STREAMS.update(SESSION_INPUT_STREAMS)
 
 
 def serve_stream(agent: Agent, read: Callable[[], bytes], write: Callable[[bytes], None]) -> bool:
