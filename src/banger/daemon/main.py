@@ -35,6 +35,7 @@ def _load_handlers(*, test_methods: bool) -> None:
         images,
         kernels,
         net,
+        sessions,
         system,
         templates,
         vms,
@@ -73,7 +74,7 @@ def build_daemon(paths: Paths, config: Config, store: Store) -> Daemon:
 
 async def serve(daemon: Daemon) -> None:
     from banger.daemon.server import handle_connection
-    from banger.dns.server import serve as serve_dns
+    from banger.dns.publish import start as start_dns
     from banger.vms.monitor import reconcile, watch
 
     await reconcile(daemon.vms)  # before serving: no request may see pre-restart state
@@ -94,14 +95,13 @@ async def serve(daemon: Daemon) -> None:
         loop.add_signal_handler(sig, daemon.shutdown.set)
     log.info("bangerd %s listening on %s (pid %d)", __version__, sock_path, os.getpid())
     watcher = asyncio.create_task(watch(daemon.vms))
-    dns = await serve_dns(daemon.config.dns_listen, daemon.vms.repo.running_address)
+    stop_dns = await start_dns(daemon.config.dns_listen, daemon.vms.repo)  # own port or zone file
     async with server:
         await daemon.shutdown.wait()
         log.info("shutting down")
         server.close()
         watcher.cancel()
-        if dns is not None:
-            dns.close()
+        stop_dns()
         for task in asyncio.all_tasks() - {asyncio.current_task()}:
             task.cancel()
     with contextlib.suppress(FileNotFoundError):

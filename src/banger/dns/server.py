@@ -1,6 +1,7 @@
 """Authoritative DNS for `<name>.vm` (dnslib), answering from the VM store on every query.
 
 Looking names up live keeps answers right across start, stop and rename with no registration.
+The same answering serves bangerd-dns (dns/zone_server.py), whose names have a user label too.
 """
 
 from __future__ import annotations
@@ -17,14 +18,26 @@ from banger.vms.model import validate_name
 log = logging.getLogger("banger.dns")
 ZONE = "vm"
 TTL = 5
-Lookup = Callable[[str], str | None]
+Lookup = Callable[[str], str | None]  # one VM name -> its address (a user's own daemon)
+PathLookup = Callable[[list[str]], str | None]  # the labels before `.vm`, leftmost first
 
 
 MAX_NAME = 255  # bytes on the wire (RFC 1035); longer names are malformed
 
 
+def single(lookup: Lookup) -> PathLookup:
+    """A one-label lookup (`NAME.vm`, NAME a valid VM name) as a path lookup."""
+    return lambda labels: (lookup(labels[0]) if len(labels) == 1 and is_vm_name(labels[0])
+                           else None)
+
+
 def answer(query: bytes, lookup: Lookup) -> bytes | None:
     """The reply to one packet, or None: garbage and responses are never answered."""
+    return answer_path(query, single(lookup))
+
+
+def answer_path(query: bytes, lookup: PathLookup) -> bytes | None:
+    """`answer` for names of any depth under `.vm`; `lookup` validates its labels itself."""
     try:
         request = DNSRecord.parse(query)
     except Exception:  # dnslib raises several types for garbage
@@ -50,14 +63,15 @@ def _text(label: bytes) -> str:
     return label.decode("ascii", "replace").lower()
 
 
-def _resolve(request: DNSRecord, labels: list[str], reply: DNSRecord, lookup: Lookup) -> None:
+def _resolve(request: DNSRecord, labels: list[str], reply: DNSRecord,
+             lookup: PathLookup) -> None:
     if labels[-1:] != [ZONE]:
         reply.header.rcode = RCODE.REFUSED
         return
     if len(labels) == 1:
         _soa(reply)  # the zone apex
         return
-    address = lookup(labels[0]) if len(labels) == 2 and _is_vm_name(labels[0]) else None
+    address = lookup(labels[:-1])
     if address is None:
         reply.header.rcode = RCODE.NXDOMAIN
         _soa(reply)
@@ -67,7 +81,7 @@ def _resolve(request: DNSRecord, labels: list[str], reply: DNSRecord, lookup: Lo
         _soa(reply)  # the name exists but has no record of this type
 
 
-def _is_vm_name(label: str) -> bool:
+def is_vm_name(label: str) -> bool:
     try:
         validate_name(label)
     except BangerError:
@@ -89,26 +103,27 @@ def _soa(reply: DNSRecord) -> None:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, lookup: Lookup) -> None:
-        self.lookup = lookup
+    def __init__(self, lookup: Lookup | None = None, *, by_path: PathLookup | None = None) -> None:
+        self.lookup = by_path or single(lookup or (lambda name: None))
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a datagram transport here
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = answer(data, self.lookup)  # never raises: a lookup failure is SERVFAIL
+        reply = answer_path(data, self.lookup)  # never raises: a lookup failure is SERVFAIL
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
 
-async def serve(listen: str, lookup: Lookup) -> asyncio.DatagramTransport | None:
+async def serve(listen: str, lookup: Lookup | None = None, *,
+                by_path: PathLookup | None = None) -> asyncio.DatagramTransport | None:
     """Start answering on HOST:PORT (UDP); a busy port is logged, not fatal for the daemon."""
     host, _, port = listen.rpartition(":")
     loop = asyncio.get_running_loop()
     try:
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(lookup),
-                                                           local_addr=(host, int(port)))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(lookup, by_path=by_path), local_addr=(host, int(port)))
     except OSError as exc:
         log.warning("DNS for .vm not served: cannot listen on %s: %s", listen, exc.strerror)
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass
 
 import msgspec
@@ -15,8 +16,12 @@ from banger.numbers import parse_int, shown
 USER_GUEST_ADDRESS = "10.0.2.15/24"
 USER_GATEWAY = "10.0.2.2"
 USER_DNS = "10.0.2.3"
-# Each user-mode VM gets one host loopback address from here, so `<name>.vm` is reachable.
-LOOPBACK_POOL = ipaddress.ip_network("127.77.0.0/16")
+# Each user-mode VM gets one host loopback address from its user's pool, so `<name>.vm` is
+# reachable: root keeps 127.77.0.0/16 (as before), every other uid one /24 of its own.
+LOOPBACK_POOL = ipaddress.IPv4Network("127.77.0.0/16")
+# 127.78.0.0 .. 127.254.255.0: 177 * 256 /24 blocks, picked by uid % USER_BLOCKS. Two uids equal
+# modulo 45312 share a block (their VMs' forwards then fail to bind at start, not silently).
+USER_BLOCKS = 177 * 256
 MAX_PORT = 65535
 
 
@@ -94,8 +99,17 @@ def allocate_ip(cidr: str, taken: set[str]) -> str:
                    "delete a VM or configure a larger bridge_cidr")
 
 
-def allocate_loopback(taken: set[str]) -> str:
-    for addr in LOOPBACK_POOL.hosts():
+def loopback_pool(uid: int | None = None) -> ipaddress.IPv4Network:
+    """The loopback block this uid's user-mode VMs take addresses from (default: ours)."""
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
+        return LOOPBACK_POOL
+    block = uid % USER_BLOCKS
+    return ipaddress.IPv4Network(f"127.{78 + block // 256}.{block % 256}.0/24")
+
+
+def allocate_loopback(taken: set[str], uid: int | None = None) -> str:
+    for addr in loopback_pool(uid).hosts():
         if addr.packed[-1] in (0, 1, 255) or str(addr) in taken:
             continue
         return str(addr)

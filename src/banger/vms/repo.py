@@ -58,6 +58,7 @@ def to_row(vm: VmRecord) -> dict[str, Any]:
 class VmRepo:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.on_change: Callable[[], None] = lambda: None  # the .vm zone file republishes here
 
     def insert(self, vm: VmRecord) -> None:
         row = to_row(vm)
@@ -69,6 +70,7 @@ class VmRepo:
                           tuple(row.values()))
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name") from exc
+        self.on_change()
 
     def all(self) -> list[VmRecord]:
         return [to_record(r) for r in self.store.query("SELECT * FROM vms ORDER BY created_at, name")]
@@ -84,6 +86,12 @@ class VmRepo:
         """The host-reachable address of a running VM (what `<name>.vm` resolves to)."""
         rows = self.store.query("SELECT ip FROM vms WHERE name=? AND state=?", (name, VmState.RUNNING))
         return rows[0]["ip"] if rows and rows[0]["ip"] else None
+
+    def running_addresses(self) -> dict[str, str]:
+        """Every running VM's name -> address (what the `.vm` zone file holds)."""
+        rows = self.store.query("SELECT name, ip FROM vms WHERE state=? AND ip IS NOT NULL",
+                                (VmState.RUNNING,))
+        return {r["name"]: r["ip"] for r in rows}
 
     def names(self) -> set[str]:
         return {r["name"] for r in self.store.query("SELECT name FROM vms")}
@@ -108,6 +116,7 @@ class VmRepo:
             else:
                 c.execute("UPDATE vms SET state=?, last_error=?, updated_at=? WHERE id=?",
                           (state, error and one_line(error, 1000), utcnow(), vm_id))  # guest text
+        self.on_change()
 
     _UPDATABLE = frozenset({"vcpu", "memory_mib", "disk_mib", "ip", "workspace", "name", "publish"})
 
@@ -121,10 +130,12 @@ class VmRepo:
         with self.store.tx() as c:
             c.execute(f"UPDATE vms SET {sets}, updated_at=? WHERE id=?",  # names from COLUMNS
                       (*values, utcnow(), vm_id))
+        self.on_change()
 
     def delete(self, vm_id: str) -> None:
         with self.store.tx() as c:
             c.execute("DELETE FROM vms WHERE id=?", (vm_id,))
+        self.on_change()
 
     def refuse_if_used(self, kind: str, name: str) -> None:
         """Conflict naming the VMs that use image/kernel `name`."""
