@@ -496,7 +496,27 @@ def known_host(file: Path, alias: str) -> bool:
                           ).returncode == 0
 
 
-def test_vm_ssh_in_both_modes(netns: tuple[str, str]) -> None:
+def plain_ssh_and_scp(b: Banger, name: str, tmp_path: Path) -> None:
+    """The `banger ssh-config` block alone makes `ssh NAME.vm` and scp work: nothing on this
+    host resolves `.vm`, so they go through its ProxyCommand."""
+    config = tmp_path / f"ssh_config_{name}"
+    config.write_text(b.run("ssh-config", check=True).stdout)
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(300_000))
+    scp = subprocess.run(["scp", "-F", str(config), str(payload), f"{name}.vm:/tmp/p.bin"],
+                         env=b.env, capture_output=True, text=True, timeout=120)
+    assert scp.returncode == 0, scp.stderr
+    res = subprocess.run(["ssh", "-F", str(config), f"{name}.vm", "sha256sum /tmp/p.bin; hostname"],
+                         env=b.env, capture_output=True, text=True, timeout=120)
+    digest = subprocess.run(["sha256sum", str(payload)], capture_output=True, text=True).stdout
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[0] == digest.split()[0] and res.stdout.split()[-1] == name
+    res = subprocess.run(["ssh", "-F", str(config), "ghost.vm", "true"], env=b.env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 255 and "ghost" in res.stderr, res.stderr
+
+
+def test_vm_ssh_in_both_modes(netns: tuple[str, str], tmp_path: Path) -> None:
     ns, _ = netns
     with vm_lock(), vm_home(SLIM, "debian-bookworm") as b:
         configure(b, f'netns = "{ns}"\nbridge_cidr = "10.77.0.0/24"')
@@ -512,6 +532,7 @@ def test_vm_ssh_in_both_modes(netns: tuple[str, str]) -> None:
             assert res.returncode == 0 and res.stdout.split() == [name, "2"], res.stderr
             assert known_host(known, f"{name}.vm")  # trusted on first use
             host_keys.append(known.read_text().split()[-1])
+            plain_ssh_and_scp(b, name, tmp_path)
             delete(b, name)
             assert not known_host(known, f"{name}.vm")  # forgotten on delete
         assert host_keys[0] != host_keys[1]  # the second is a clone of the first's template

@@ -65,7 +65,7 @@ def test_qemu_net_args() -> None:
 
 def test_ssh_config_install_round_trip(tmp_path: Path) -> None:
     user_config, include = tmp_path / ".ssh" / "config", tmp_path / "banger" / "ssh_config"
-    block = sshcfg.host_block(Path("/k"), Path("/kh"))
+    block = sshcfg.host_block(Path("/k"), Path("/kh"), ["/opt/banger"])
     assert sshcfg.install(user_config, include, block) is True
     assert sshcfg.install(user_config, include, block) is False
     assert sshcfg.uninstall(user_config, include) is True

@@ -47,7 +47,8 @@ def image_list(as_json: bool) -> None:
 
 @image.command("show")
 @click.argument("name")
-def image_show(name: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only view today).")
+def image_show(name: str, as_json: bool) -> None:
     """Show an image's manifest (JSON)."""
     print_json(session.call(rpc.IMAGE_SHOW, NameParams(name)))
 

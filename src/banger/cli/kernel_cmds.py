@@ -39,7 +39,8 @@ def kernel_list(as_json: bool) -> None:
 
 @kernel.command("show")
 @click.argument("name")
-def kernel_show(name: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only view today).")
+def kernel_show(name: str, as_json: bool) -> None:
     """Show a pulled kernel's manifest (JSON)."""
     print_json(session.call(rpc.KERNEL_SHOW, NameParams(name)))
 

@@ -1,4 +1,4 @@
-"""`banger vm ssh`, `vm ports`, `vm forward` and `banger ssh-config`."""
+"""`banger vm ssh`, `vm ssh-proxy`, `vm ports`, `vm forward` and `banger ssh-config`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,41 @@ def vm_ssh(ctx: click.Context, vm: str) -> None:
         os.execvp(argv[0], argv)  # ssh owns the terminal from here
     except FileNotFoundError:
         raise click.ClickException(f"{argv[0]} is not installed; install openssh-client") from None
+
+
+@click.command("ssh-proxy")
+@click.argument("host")
+@click.option("--connect", metavar="HOST:PORT", hidden=True,
+              help="Skip the daemon: pump to this address (used inside a netns).")
+def vm_ssh_proxy(host: str, connect: str | None) -> None:
+    """ssh's ProxyCommand: connect stdin/stdout to the VM's sshd (HOST is NAME[.vm])."""
+    from banger.ssh import proxy
+
+    if connect is None:
+        info = session.call(rpc.VM_SSH_INFO, VmRef(proxy.vm_name(host)))
+        if info["netns"]:
+            # Only a process inside the namespace reaches the VM: re-run there, past the daemon.
+            argv = ["ip", "netns", "exec", info["netns"], *banger_command(), "vm", "ssh-proxy",
+                    host, "--connect", f"{info['host']}:{info['port']}"]
+            os.execvp(argv[0], argv)
+        address, port = info["host"], int(info["port"])
+    else:
+        address, _, port_text = connect.rpartition(":")
+        port = int(port_text)
+    try:
+        sock = proxy.connect(address, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach sshd of {host} at {address}:{port}: "
+                                   f"{exc.strerror or exc}") from None
+    proxy.pump(sock)
+
+
+def banger_command() -> list[str]:
+    """How to run this CLI again from ssh or a netns: the entry script, else `python -m banger`."""
+    script = Path(sys.argv[0])
+    if script.name == "banger" and script.is_file() and os.access(script, os.X_OK):
+        return [str(script.resolve())]
+    return [sys.executable, "-m", "banger"]
 
 
 @click.command("ports")
@@ -87,7 +122,7 @@ def ssh_config(install: bool, uninstall: bool) -> None:
         click.echo(f"removed the banger Include from {user_config}" if changed else "not installed")
         return
     ensure_key(cfg.ssh_key)
-    block = sshcfg.host_block(cfg.ssh_key, known_hosts(paths.state_dir))
+    block = sshcfg.host_block(cfg.ssh_key, known_hosts(paths.state_dir), banger_command())
     if not install:
         click.echo(block, nl=False)
         return

@@ -97,6 +97,7 @@ def vm_list(as_json: bool, show_all: bool) -> None:
     "workspace": "banger.cli.workspace_cmds:workspace",
     "template": "banger.cli.template_cmds:template",
     "ssh": "banger.cli.net_cmds:vm_ssh",
+    "ssh-proxy": "banger.cli.net_cmds:vm_ssh_proxy",
     "ports": "banger.cli.net_cmds:vm_ports",
     "forward": "banger.cli.net_cmds:vm_forward",
 })
@@ -210,7 +211,8 @@ def vm_delete(vms: tuple[str, ...], force: bool) -> None:
 
 @vm.command("show")
 @VM_ARG
-def vm_show(vm: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only view today).")
+def vm_show(vm: str, as_json: bool) -> None:
     """Show a VM (JSON)."""
     print_json(session.call(rpc.VM_SHOW, VmRef(vm)))
 

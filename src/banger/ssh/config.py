@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 BEGIN = "# >>> banger ssh-config >>>"
 END = "# <<< banger ssh-config <<<"
 
 
-def host_block(key: Path, known_hosts: Path) -> str:
+def host_block(key: Path, known_hosts: Path, banger: Sequence[str]) -> str:
+    """banger: the command that runs the CLI (its ssh-proxy reaches the VM without DNS)."""
+    proxy = shlex.join([*banger, "vm", "ssh-proxy"])
     return (f"Host *.vm\n"
             f"    User root\n"
+            f"    ProxyCommand {_escape_percent(proxy)} %h\n"
             f"    IdentityFile {key}\n"
             f"    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {known_hosts}\n"
             f"    StrictHostKeyChecking accept-new\n")
+
+
+def _escape_percent(command: str) -> str:
+    return command.replace("%", "%%")  # ssh expands %-tokens in ProxyCommand
 
 
 def _strip(text: str) -> str:
