@@ -2,10 +2,12 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# uidmap: newuidmap for rootless image builds; python3-venv: `python3 -m venv` on a stock Debian.
+# uidmap: newuidmap for rootless image builds; python3-venv: `python3 -m venv` on a stock Debian;
+# dnsmasq-base: the tests resolve .vm through a real dnsmasq in front of bangerd-dns.
 APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static mmdebstrap uidmap \
 	skopeo umoci docker-registry iproute2 nftables iptables cpio kmod zstd gpgv \
-	debian-archive-keyring git ca-certificates openssh-client slirp4netns python3-venv
+	debian-archive-keyring git ca-certificates openssh-client slirp4netns python3-venv \
+	dnsmasq-base
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint hooks bench fuzz clean

@@ -29,7 +29,8 @@ def system() -> None:
 @system.command()
 @ROOT_OPTION
 def install(root: Path) -> None:
-    """Create the banger group (adding you), write /etc/banger/root.toml and start the helper."""
+    """Create the banger group (adding you), write /etc/banger/root.toml, start the helper and
+    the .vm DNS for every user, and wire .vm into the host's resolver."""
     _require_root("install")
     from banger.roothelper.install import Installer, Layout
 
@@ -53,7 +54,7 @@ def uninstall(root: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @ROOT_OPTION
 def status(as_json: bool, root: Path) -> None:
-    """Whether the helper is installed, answers, and whether you may use it."""
+    """Whether the helper is installed, answers, whether you may use it, and `.vm` DNS."""
     import msgspec
 
     from banger.roothelper.install import Layout
@@ -72,5 +73,6 @@ def status(as_json: bool, root: Path) -> None:
                 "then log in again")
     tun = st.tun or "/dev/net/tun usable by VMMs"
     for label, text in (("helper", installed), ("socket", reachable), ("access", you),
-                        ("tun", tun)):
-        click.echo(f"{label:<8}{text}")
+                        ("tun", tun), ("dns", st.dns.service), ("zones", st.dns.zone_dir),
+                        ("resolver", st.dns.resolver)):
+        click.echo(f"{label:<9}{text}")

@@ -1,7 +1,8 @@
-"""`banger system install | uninstall | status`: the root helper's group, config and units.
+"""`banger system install | uninstall | status`: the root helper's group, config and units,
+and the `.vm` DNS for every user (roothelper/dns_unit.py).
 
 Install records what it created (/etc/banger/installed.json) so uninstall removes exactly that:
-a `banger` group that existed before is left alone.
+a `banger` group that existed before is left alone, a file changed since install is kept.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import msgspec
 import banger
 from banger.errors import BangerError, ConfigError
 from banger.net.privileged import HELPER_SOCKET, SOCKET_ENV, HelperClient
-from banger.roothelper import units
+from banger.roothelper import dns_unit, units
 from banger.roothelper.config import GROUP, RootConfig, check_root_config, render_root_config
+from banger.roothelper.written import Written
 from banger.runner import run
 
 MAX_USER_CONFIG = 64 * 1024
@@ -32,6 +34,8 @@ class Record(msgspec.Struct, forbid_unknown_fields=True):
     group_created: bool = False
     config_written: bool = False
     units: list[str] = []
+    files: list[Written] = []  # written with their sha256: removed only while unchanged
+    zone_dir_created: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ class Installer:
         self._units()
         if tun_problem():
             self.said.append(f"warning: {tun_problem()}")
-        wire_resolver(self.layout)
+        self._dns()
         self.layout.record.write_bytes(msgspec.json.encode(self.record))
         return self.said
 
@@ -151,6 +155,13 @@ class Installer:
             run(["usermod", "-aG", GROUP, *self.layout.prefix_args(), self.user], what="usermod")
             self.said.append(f"added {self.user} to group {GROUP}: log in again (or run "
                              f"`newgrp {GROUP}`) for it to apply")
+
+    def _dns(self) -> None:
+        gid = group_id(self.layout, GROUP)
+        assert gid is not None  # _group made it
+        made, said = dns_unit.install(self.layout, self.record.files, gid, GROUP)
+        self.record.zone_dir_created = self.record.zone_dir_created or made
+        self.said.extend(said)
 
     def _config(self) -> None:
         config = self.layout.config
@@ -191,11 +202,6 @@ def tun_problem(device: Path = TUN) -> str:
     return ""
 
 
-def wire_resolver(layout: Layout) -> None:
-    """Hook: `.vm` names in the host's resolver (systemd-resolved or dnsmasq) go here, and
-    their removal in uninstall(); not implemented yet (issue 14's resolver part)."""
-
-
 def uninstall(layout: Layout) -> list[str]:
     record = load_record(layout)
     said: list[str] = []
@@ -205,7 +211,8 @@ def uninstall(layout: Layout) -> list[str]:
     for unit in record.units:
         Path(unit).unlink(missing_ok=True)
         said.append(f"removed {unit}")
-    if record.units and layout.systemd():
+    said.extend(dns_unit.uninstall(layout, record.files, record.zone_dir_created))
+    if (record.units or record.files) and layout.systemd():
         run(["systemctl", "daemon-reload"], what="systemctl")
     if record.config_written and layout.config.exists():
         layout.config.unlink()
@@ -235,6 +242,7 @@ class Status(msgspec.Struct):
     member: bool
     problem: str
     tun: str  # why a user's VMM could not open a tap, or ''
+    dns: dns_unit.DnsStatus
 
 
 def status(layout: Layout) -> Status:
@@ -251,4 +259,11 @@ def status(layout: Layout) -> Status:
     return Status(installed=layout.config.exists() or units_there, systemd_units=units_there,
                   config=str(layout.config), socket=str(socket_path), reachable=not problem,
                   bridge=bridge, cidr=cidr, group=GROUP, member=member, problem=problem,
-                  tun=tun_problem())
+                  tun=tun_problem(), dns=dns_unit.status(layout, _files(layout)))
+
+
+def _files(layout: Layout) -> list[Written]:
+    try:
+        return load_record(layout).files
+    except ConfigError:  # status still shows the rest
+        return []
