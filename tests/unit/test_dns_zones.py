@@ -18,6 +18,8 @@ from banger.dns import zones
 from banger.dns.publish import ZonePublisher
 from banger.dns.server import answer_path
 from banger.dns.zones import MAX_ENTRIES, MAX_FILE, Zones, parse_zone, write_zone
+from tests.fakes.daemon import FakeDaemon, Progress, daemon_fixture
+from tests.polling import until
 
 UID = os.geteuid()
 ME = zones.user_label(UID)
@@ -190,3 +192,36 @@ def test_bangerd_dns_answers_over_udp(tmp_path: Path) -> None:
         return DNSRecord.parse(reply)
 
     assert [str(rr.rdata) for rr in asyncio.run(scenario()).rr] == ["127.81.232.2"]
+
+
+daemon = daemon_fixture(fast_start=False)
+
+
+def test_the_daemons_zone_file_follows_create_stop_and_delete(daemon: FakeDaemon,
+                                                              tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """The daemon's own wiring (dns.publish.start with the zone dir present) on the fake VMM."""
+    from banger.dns.publish import start
+
+    monkeypatch.setenv(zones.ZONE_DIR_ENV, str(tmp_path))
+    path = tmp_path / f"{UID}.json"
+
+    def published() -> dict[str, str]:
+        return parse_zone(path.read_bytes()) if path.exists() else {}
+
+    async def scenario() -> None:
+        stop_dns = await start("127.0.0.1:1", daemon.vms.repo)  # no listener: the dir is there
+        assert published() == {}
+        vm = await daemon.create("web")
+        await until(lambda: published() == {"web": str(vm.ip)}, "web in the zone file")
+        await daemon.vms.stop("web", Progress())
+        await until(lambda: published() == {}, "web gone once stopped")
+        await daemon.vms.start("web", Progress())
+        await until(lambda: published() == {"web": str(vm.ip)}, "web back once started")
+        await daemon.vms.delete("web", force=True, progress=Progress())
+        await until(lambda: published() == {}, "web gone once deleted")
+        stop_dns()
+        assert not path.exists()
+
+    asyncio.run(scenario())
