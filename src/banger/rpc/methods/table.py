@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from banger.rpc.methods import Method, image, kernel, system, template, testing, vm, workspace
+from banger.rpc.methods import (
+    Method,
+    image,
+    kernel,
+    session,
+    system,
+    template,
+    testing,
+    ui,
+    vm,
+    workspace,
+)
 
 
 def _gather(*modules: Any) -> dict[str, Method[Any]]:
@@ -12,5 +23,6 @@ def _gather(*modules: Any) -> dict[str, Method[Any]]:
     return {m.name: m for m in found}
 
 
-CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace)
+CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session,
+                                           ui)
 TEST_METHODS: dict[str, Method[Any]] = _gather(testing)
