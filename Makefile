@@ -7,7 +7,10 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static mmdebstrap uidmap \
 	skopeo umoci docker-registry iproute2 nftables iptables cpio kmod zstd gpgv \
 	debian-archive-keyring git ca-certificates openssh-client slirp4netns python3-venv \
-	dnsmasq-base
+	dnsmasq-base chromium
+# npm fetches the web UI's browser assets (pinned in its package-lock.json); chromium runs its tests.
+APT_PACKAGES += $(if $(shell command -v npm),,npm)
+ASSETS := src/banger/webui/assets
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint hooks bench fuzz clean
@@ -15,7 +18,7 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # sudo for apt only (when not root); the venv and everything else belong to the user.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(ASSETS)/package-lock.json
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -27,6 +30,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@if command -v npm >/dev/null; then (cd $(ASSETS) && npm ci --omit=dev --no-audit --no-fund -s); \
+	else echo "npm not found: the web UI's scripts (htmx) are not installed; pages still render"; fi
 	$(PY) -c "from banger.buildinfo import write_build_info as w; \
 		import subprocess as s; w(s.run(['git','rev-parse','HEAD'],capture_output=True,text=True).stdout.strip() or 'unknown')"
 	touch $(STAMP)

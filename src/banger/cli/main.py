@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "kernel": "banger.cli.kernel_cmds:kernel",
     "ssh-config": "banger.cli.net_cmds:ssh_config",
     "system": "banger.cli.system_cmds:system",
+    "ui": "banger.cli.ui_cmds:ui",
 }
 
 

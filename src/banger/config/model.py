@@ -52,6 +52,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     bridge_cidr: str = "10.77.0.0/24"
     netns: str = ""
     dns_listen: str = "127.0.0.1:42069"
+    ui_listen: str = "127.0.0.1:7777"  # the web UI: a loopback address only
     log_level: LogLevel = "info"
     ssh_key_path: str = ""
     debian_mirror: str = ""
@@ -132,6 +133,10 @@ def _check_values(file: Path, raw: RawConfig) -> None:
     hostpart, _, port = raw.dns_listen.rpartition(":")
     if not hostpart or not port.isdigit() or not 0 < int(port) < 65536:
         raise bad("dns_listen", f"{raw.dns_listen!r} is not HOST:PORT such as 127.0.0.1:42069")
+    try:
+        ui_address(raw.ui_listen)
+    except ValueError as exc:
+        raise bad("ui_listen", str(exc)) from None
     if raw.debian_mirror and not re.match(r"^(https?|file)://", raw.debian_mirror):
         raise bad("debian_mirror", "expected an http://, https:// or file:// URL")
     if raw.ssh_key_path and not Path(raw.ssh_key_path).expanduser().is_absolute():
@@ -143,6 +148,22 @@ def _check_values(file: Path, raw: RawConfig) -> None:
             raise bad(f"file_sync[{i}].mode", "expected an octal mode such as 0600")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", raw.bridge_name):
         raise bad("bridge_name", "expected an interface name of 1-15 letters, digits, . _ -")
+
+
+def ui_address(listen: str) -> tuple[str, int]:
+    """ui_listen as (address, port); only loopback: the UI must never face a network."""
+    host, _, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{listen!r} is not ADDRESS:PORT such as 127.0.0.1:7777")
+    if not address.is_loopback:
+        raise ValueError(f"{listen!r} is not a loopback address: the web UI listens on "
+                         "127.0.0.0/8 or [::1] only")
+    return str(address), int(port)
 
 
 def _resolve_defaults(file: Path, raw: RawVmDefaults) -> VmDefaults:

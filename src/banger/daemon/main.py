@@ -38,6 +38,7 @@ def _load_handlers(*, test_methods: bool) -> None:
         sessions,
         system,
         templates,
+        ui,
         vms,
         workspace,
     )
@@ -73,6 +74,7 @@ def build_daemon(paths: Paths, config: Config, store: Store) -> Daemon:
 
 
 async def serve(daemon: Daemon) -> None:
+    from banger.daemon.handlers.ui import stop_ui
     from banger.daemon.server import handle_connection
     from banger.dns.publish import start as start_dns
     from banger.vms.monitor import reconcile, watch
@@ -102,6 +104,7 @@ async def serve(daemon: Daemon) -> None:
         server.close()
         watcher.cancel()
         stop_dns()
+        await stop_ui()
         for task in asyncio.all_tasks() - {asyncio.current_task()}:
             task.cancel()
     with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,192 @@
+"""The Starlette app: routes, templates, static files, live VM rows over server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from banger.daemon.state import Daemon
+from banger.errors import BangerError
+from banger.textsafe import clean
+from banger.webui.actions import ACTIONS, run_action
+from banger.webui.auth import COOKIE, SESSION_IDLE, Auth, Session
+from banger.webui.guard import Guard
+from banger.webui.views import Views
+
+HERE = Path(__file__).parent
+ASSETS = HERE / "assets" / "node_modules"
+# The browser files served from the npm packages `make install` puts here (nothing else is).
+ASSET_FILES = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "xterm.js": "@xterm/xterm/lib/xterm.js",
+    "xterm.css": "@xterm/xterm/css/xterm.css",
+    "addon-fit.js": "@xterm/addon-fit/lib/addon-fit.js",
+}
+POLL_S = 0.5  # how often /events looks at the VM table
+KEEPALIVE_S = 15.0
+STATUS = {"not_found": 404, "conflict": 409, "not_running": 409, "invalid_argument": 400}
+
+
+def _finalize(value: Any) -> Any:
+    """Every string a template prints loses terminal controls (autoescape does the HTML)."""
+    return clean(value) if isinstance(value, str) else value
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             finalize=_finalize, undefined=jinja2.StrictUndefined)
+    env.globals["actions"] = ACTIONS
+    return env
+
+
+def assets_installed() -> bool:
+    return (ASSETS / ASSET_FILES["htmx.min.js"]).is_file()
+
+
+class Pages:
+    def __init__(self, daemon: Daemon, auth: Auth) -> None:
+        self.daemon = daemon
+        self.auth = auth
+        self.env = environment()
+        self.views = Views.of(daemon)
+        self.htmx = assets_installed()
+
+    def render(self, template: str, request: Request | None, status: int = 200,
+               **values: Any) -> HTMLResponse:
+        session: Session | None = request.scope.get("banger_session") if request else None
+        html = self.env.get_template(template).render(csrf=session.csrf if session else "",
+                                                  htmx=self.htmx, **values)
+        return HTMLResponse(html, status_code=status)
+
+    def login_page(self, message: str = "") -> bytes:
+        return self.env.get_template("login.html").render(csrf="", htmx=False,
+                                                          message=message).encode()
+
+    async def login(self, request: Request) -> Response:
+        session = self.auth.redeem(request.query_params.get("token", ""))
+        if session is None:
+            return HTMLResponse(self.login_page("This login link was used already or has "
+                                                "expired."), status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, session.id, max_age=int(SESSION_IDLE), path="/",
+                            httponly=True, samesite="strict")
+        return response
+
+    async def dashboard(self, request: Request) -> Response:
+        return self.render("dashboard.html", request, page="dashboard",
+                           **await self.views.dashboard())
+
+    async def vm_list(self, request: Request) -> Response:
+        return self.render("vms.html", request, page="vms", vms=self.views.vms())
+
+    async def vm_detail(self, request: Request) -> Response:
+        vm = self.views.find(request.path_params["name"])
+        if vm is None:
+            return self.render("missing.html", request, 404, page="vms",
+                               name=request.path_params["name"])
+        return self.render("vm.html", request, page="vms", error=None,
+                           **self.views.detail(vm))
+
+    async def vm_console(self, request: Request) -> Response:
+        vm = self.views.find(request.path_params["name"])
+        text = self.views.console(vm) if vm else ""
+        return HTMLResponse(self.env.from_string("{{ text }}").render(text=text))
+
+    async def confirm(self, request: Request) -> Response:
+        vm = self.views.find(request.path_params["name"])
+        action = request.path_params["action"]
+        if vm is None or action not in ACTIONS:
+            return self.render("missing.html", request, 404, page="vms",
+                               name=request.path_params["name"])
+        return self.render("confirm.html", request, page="vms", vm=vm, action=action,
+                           error=None)
+
+    async def act(self, request: Request) -> Response:
+        vm = self.views.find(request.path_params["name"])
+        action = request.path_params["action"]
+        if vm is None or action not in ACTIONS:
+            return self.render("missing.html", request, 404, page="vms",
+                               name=request.path_params["name"])
+        form = await request.form()
+        if ACTIONS[action][1] and form.get("confirm") != "yes":
+            return self.render("confirm.html", request, 400, page="vms", vm=vm, action=action,
+                               error="Tick the box to confirm.")
+        try:
+            await run_action(self.daemon, action, vm)
+        except BangerError as exc:
+            status = STATUS.get(str(exc.code), 500)
+            current = self.views.find(vm.name)
+            if current is None:
+                return self.render("missing.html", request, 404, page="vms", name=vm.name)
+            return self.render("vm.html", request, status, page="vms", error=str(exc),
+                               **self.views.detail(current))
+        return RedirectResponse("/vms" if action == "delete" else f"/vms/{vm.name}",
+                                status_code=303)
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: the VM table's rows (and one VM's state) whenever they change."""
+        name = request.query_params.get("vm")
+        cookie = request.cookies.get(COOKIE)
+        rows = self.env.get_template("_vm_rows.html")
+        state = self.env.get_template("_vm_state.html")
+
+        async def stream() -> AsyncIterator[str]:
+            sent: dict[str, str] = {}
+            idle = 0.0
+            while self.auth.session(cookie) is not None:  # a logged-out session stops here
+                vms = self.views.vms()
+                frames = {"rows": rows.render(vms=vms)}
+                if name:
+                    vm = next((v for v in vms if v.name == name), None)
+                    frames["state"] = state.render(vm=vm)
+                changed = {k: v for k, v in frames.items() if sent.get(k) != v}
+                for event, html in changed.items():
+                    yield _sse(event, html)
+                sent.update(changed)
+                idle = 0.0 if changed else idle + POLL_S
+                if idle >= KEEPALIVE_S:
+                    idle = 0.0
+                    yield ": keepalive\n\n"
+                await asyncio.sleep(POLL_S)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"X-Accel-Buffering": "no"})
+
+
+def _sse(event: str, data: str) -> str:
+    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
+    return f"event: {event}\n{lines}\n"
+
+
+def asset(request: Request) -> Response:
+    rel = ASSET_FILES.get(request.path_params["file"])
+    if rel is None or not (ASSETS / rel).is_file():
+        return Response("not installed: run `make install` (needs npm)", status_code=404,
+                        media_type="text/plain")
+    return FileResponse(ASSETS / rel)
+
+
+def build_app(daemon: Daemon, auth: Auth, hosts: frozenset[str]) -> Guard:
+    pages = Pages(daemon, auth)
+    app = Starlette(routes=[
+        Route("/", pages.dashboard),
+        Route("/login", pages.login),
+        Route("/vms", pages.vm_list),
+        Route("/events", pages.events),
+        Route("/vms/{name}", pages.vm_detail),
+        Route("/vms/{name}/console", pages.vm_console),
+        Route("/vms/{name}/confirm/{action}", pages.confirm),
+        Route("/vms/{name}/{action}", pages.act, methods=["POST"]),
+        Route("/assets/{file}", asset),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ])
+    return Guard(app, auth, hosts, pages.login_page)

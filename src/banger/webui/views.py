@@ -1,0 +1,129 @@
+"""What each page shows, gathered from the daemon's state into plain values for the templates.
+
+Everything here reads (repos, files, /proc); the lifecycle actions are in `actions.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from banger import __version__
+from banger.config import host as host_facts
+from banger.config.sizes import format_size_mib
+from banger.daemon.operations_repo import OperationRecord, OperationRepo
+from banger.daemon.state import Daemon
+from banger.errors import BangerError
+from banger.images.manifest import list_images
+from banger.kernels.manifest import list_kernels
+from banger.logfiles import tail_bytes
+from banger.net.plan import parse_publish
+from banger.textsafe import TerminalFilter, clean
+from banger.vmm.base import VmHandles
+from banger.vms import events
+from banger.vms.model import VmRecord, VmState
+from banger.vms.restore import saved_state
+from banger.webui.stats import DiskUse, ProcSampler, ProcStats, host_memory
+
+CONSOLE_LINES = 100
+CONSOLE_BYTES = 64 * 1024
+RECENT_OPS = 10
+ACTIVE = (VmState.RUNNING, VmState.STARTING, VmState.STOPPING)
+
+
+@dataclass(frozen=True)
+class Port:
+    label: str
+    url: str | None  # a link the host's browser can open
+
+
+@dataclass
+class Views:
+    daemon: Daemon
+    sampler: ProcSampler
+    disk: DiskUse
+
+    @staticmethod
+    def of(daemon: Daemon) -> Views:
+        return Views(daemon, ProcSampler(), DiskUse(daemon.paths.state_dir))
+
+    def vms(self) -> list[VmRecord]:
+        return self.daemon.vms.repo.all()
+
+    def find(self, name: str) -> VmRecord | None:
+        return next((vm for vm in self.vms() if vm.name == name), None)
+
+    def vmm_stats(self, vm: VmRecord) -> ProcStats | None:
+        """CPU and memory of the VM's VMM process (its pid from the VM's handles)."""
+        if vm.state not in ACTIVE:
+            return None
+        handles = VmHandles.load(self.daemon.paths.vm_dir(vm.id))
+        if handles is None or handles.pid <= 1:
+            return None
+        return self.sampler.sample(handles.pid)
+
+    async def dashboard(self) -> dict[str, Any]:
+        vms = self.vms()
+        vm_mgr = self.daemon.vms
+        paths = self.daemon.paths
+        images = await asyncio.to_thread(list_images, paths)
+        kernels = await asyncio.to_thread(list_kernels, paths)
+        disk = await asyncio.to_thread(self.disk.bytes)
+        running = [(vm, self.vmm_stats(vm)) for vm in vms if vm.state in ACTIVE]
+        return {
+            "version": __version__,
+            "cores": host_facts.cpu_count(),
+            "memory": host_memory(),
+            "disk_mib": disk >> 20,
+            "state_dir": str(paths.state_dir),
+            "accel": vm_mgr.accel.upper(),
+            "vmm": vm_mgr.backend.name,
+            "vmm_reason": vm_mgr.backend.reason,
+            "by_state": sorted(Counter(vm.state for vm in vms).items()),
+            "vm_count": len(vms),
+            "image_count": len(images),
+            "kernel_count": len(kernels),
+            "running": running,
+            "operations": self.operations(),
+        }
+
+    def operations(self) -> list[OperationRecord]:
+        return OperationRepo(self.daemon.store).recent(RECENT_OPS)
+
+    def detail(self, vm: VmRecord) -> dict[str, Any]:
+        vm_dir = self.daemon.paths.vm_dir(vm.id)
+        return {
+            "vm": vm,
+            "spec": f"{vm.vcpu} vCPU · {format_size_mib(vm.memory_mib)} memory · "
+                    f"{format_size_mib(vm.disk_mib)} disk",
+            "dns": f"{vm.name}.vm",
+            "ports": self.ports(vm),
+            "events": list(reversed(events.recent(vm_dir, limit=30))),
+            "saved": saved_state(vm_dir).exists(),
+            "stats": self.vmm_stats(vm),
+            "console": self.console(vm),
+        }
+
+    def ports(self, vm: VmRecord) -> list[Port]:
+        """Published ports (HOST:GUEST on 127.0.0.1) and sshd, as the host reaches them."""
+        found: list[Port] = []
+        for spec in vm.publish:
+            with contextlib.suppress(BangerError):
+                pub = parse_publish(spec)
+                found.append(Port(f"127.0.0.1:{pub.host_port} → guest {pub.guest_port}",
+                                  f"http://127.0.0.1:{pub.host_port}/"))
+        if vm.state == VmState.RUNNING and vm.ip and vm.net_mode == "tap":
+            found.append(Port(f"{vm.ip}:22 (ssh)", None))
+        return found
+
+    def console(self, vm: VmRecord) -> str:
+        """The console log's last lines: escape sequences and controls removed."""
+        raw = tail_bytes(self.daemon.paths.vm_dir(vm.id) / "console.log", CONSOLE_BYTES)
+        text = TerminalFilter().feed(raw, final=True).decode(errors="replace")
+        lines = [line.rstrip() for line in text.splitlines()]
+        if len(raw) == CONSOLE_BYTES and lines:  # the first line was cut by the tail
+            lines = lines[1:]
+        return "\n".join(clean(line, limit=400) for line in lines[-CONSOLE_LINES:])
