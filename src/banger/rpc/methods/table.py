@@ -12,7 +12,6 @@ from banger.rpc.methods import (
     system,
     template,
     testing,
-    ui,
     vm,
     workspace,
 )
@@ -23,6 +22,5 @@ def _gather(*modules: Any) -> dict[str, Method[Any]]:
     return {m.name: m for m in found}
 
 
-CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session,
-                                           ui)
+CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session)
 TEST_METHODS: dict[str, Method[Any]] = _gather(testing)
