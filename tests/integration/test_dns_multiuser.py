@@ -141,3 +141,28 @@ def test_dnsmasq_in_front_resolves_name_vm(venv: Path, zone_dir: Path, dns: int,
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+@pytest.mark.vm
+def test_a_real_daemon_publishes_its_vm_for_bangerd_dns(zone_dir: Path, dns: int) -> None:
+    """A daemon with the zone dir present binds no DNS port and publishes its VM while it runs."""
+    from tests.vmtest import SLIM, vm_home, vm_lock
+
+    with vm_lock(), vm_home(SLIM) as b:
+        own_port = free_port()
+        cfg = b.home / "config" / "config.toml"
+        cfg.write_text(f'dns_listen = "127.0.0.1:{own_port}"\nfast_start = false\n'
+                       'network_mode = "user"\n' + cfg.read_text())
+        b.env["BANGER_ZONE_DIR"] = str(zone_dir)
+        res = b.run("vm", "create", "--name", "web", timeout=180)
+        assert res.returncode == 0, res.stderr + b.log.read_text()[-3000:]
+        ip = str(b.show("web")["ip"])
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        wait_until(lambda: addresses(ask(dns, "web.vm")) == [ip], "web.vm from bangerd-dns")
+        assert addresses(ask(dns, f"web.{me}.vm")) == [ip]
+        assert ask(own_port, "web.vm", 0.3) is None  # the daemon's own listener is not there
+        b.run("vm", "stop", "web", check=True, timeout=120)
+        wait_until(lambda: (r := ask(dns, "web.vm")) is not None
+                   and r.header.rcode == RCODE.NXDOMAIN, "web.vm gone once stopped")
+        b.stop_daemon()
+        assert not (zone_dir / f"{os.geteuid()}.json").exists()
