@@ -12,6 +12,7 @@ from banger.rpc.methods import (
     system,
     template,
     testing,
+    ui,
     vm,
     workspace,
 )
@@ -22,5 +23,6 @@ def _gather(*modules: Any) -> dict[str, Method[Any]]:
     return {m.name: m for m in found}
 
 
-CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session)
+CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session,
+                                           ui)
 TEST_METHODS: dict[str, Method[Any]] = _gather(testing)
