@@ -26,7 +26,8 @@ def every_field_set() -> VmRecord:
     return VmRecord(id="id-1", name="web", state=VmState.RUNNING, image="img-2", kernel="k-3",
                     vcpu=3, memory_mib=1536, disk_mib=4096, created_at="t-4", updated_at="t-5",
                     ip="10.77.0.6", last_error="err-7", workspace={"guest_path": "/root/w8"},
-                    net_mode="tap", mac="52:54:00:00:00:09", nat=True, publish=["8010:10"])
+                    net_mode="tap", mac="52:54:00:00:00:09", nat=True, publish=["8010:10"],
+                    owner_pid=11, owner_start="boot-12:13")
 
 
 def test_the_sample_record_sets_every_field_apart() -> None:

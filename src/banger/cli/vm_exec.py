@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
 import click
+import msgspec
 
 from banger.cli import session
 from banger.cli.output import say
 from banger.cli.vm_cmds import VM_ARG, create_options, create_params
 from banger.cli.workspace_cmds import ship_options
+from banger.errors import NotFound
 from banger.rpc.methods.vm import VM_CREATE, VM_DELETE, VM_EXEC, DeleteParams, ExecParams
 
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
@@ -83,7 +86,8 @@ def vm_shell(vm: str) -> None:
 
 @click.command("run", cls=DashDashCommand)
 @create_options
-@click.option("--rm", "remove", is_flag=True, help="Delete the VM when the command or shell ends.")
+@click.option("--rm", "remove", is_flag=True,
+              help="Delete the VM when the command or shell ends, or this CLI does.")
 @click.option("-d", "--detach", is_flag=True, help="Leave the VM running and print how to reach it.")
 @click.option("-i", "--interactive/--no-interactive", default=None, help="Forward stdin.")
 @click.option("-t", "--tty/--no-tty", default=None, help="Allocate a PTY in the guest.")
@@ -114,20 +118,28 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
         ws.check_shippable(path, ship_to)  # bad input is refused before a VM exists
     stdin, pty = (False, False) if detach else _modes(command, interactive, tty)
     params = create_params(name, image, kernel, vcpu, memory, disk, start=True, cold=cold)
+    # With --rm the daemon deletes the VM once this process exits, even by SIGKILL or SIGHUP.
+    params = msgspec.structs.replace(params, remove_with_client=remove)
     created = session.call_with_progress(VM_CREATE, params)
     vm_name = created["name"]
-    cwd = ws.ship_into_new_vm(vm_name, path, ship_to) if path and ship_to else "/root"
-    if detach:
-        say(f"{vm_name} is running: `banger vm shell {vm_name}`, "
-                   f"`banger vm exec {vm_name} -- CMD`; stop it with `banger vm stop {vm_name}`")
-        return
     code = 1
     try:
+        cwd = ws.ship_into_new_vm(vm_name, path, ship_to) if path and ship_to else "/root"
+        if detach:
+            say(f"{vm_name} is running: `banger vm shell {vm_name}`, "
+                f"`banger vm exec {vm_name} -- CMD`; stop it with `banger vm stop {vm_name}`")
+            return
         code = run_in_guest(vm_name, command, interactive=stdin, tty=pty, cwd=cwd)
     finally:
         if remove:
-            session.call(VM_DELETE, DeleteParams(vm_name, force=True))
-        else:
+            _delete_gone_or_not(vm_name)
+        elif not detach:
             say(f"{vm_name} keeps running; stop it with `banger vm stop {vm_name}` "
-                       f"or remove it with `banger vm delete -f {vm_name}`", err=True)
+                f"or remove it with `banger vm delete -f {vm_name}`", err=True)
     sys.exit(code)
+
+
+def _delete_gone_or_not(vm_name: str) -> None:
+    """The fast path of --rm; the daemon may have deleted the VM already."""
+    with contextlib.suppress(NotFound):
+        session.call(VM_DELETE, DeleteParams(vm_name, force=True))

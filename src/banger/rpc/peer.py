@@ -27,6 +27,13 @@ def peer_uid(sock: HasSockopt) -> int:
     return int(uid)
 
 
+def peer_pid(sock: HasSockopt) -> int:
+    """The pid of the process on the other end, as this process's pid namespace sees it (0:
+    not visible from here)."""
+    pid, _, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return int(pid)
+
+
 def check_socket_file(path: Path) -> None:
     """Before connecting: the socket file is a socket of ours. FileNotFoundError when absent."""
     st = path.lstat()

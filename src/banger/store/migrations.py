@@ -72,4 +72,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         DROP TABLE kernels;
         """,
     ),
+    (
+        4,
+        "vm owner: the `vm run --rm` client whose exit deletes the VM",
+        """
+        ALTER TABLE vms ADD COLUMN owner_pid INTEGER;
+        ALTER TABLE vms ADD COLUMN owner_start TEXT;
+        """,
+    ),
 ]

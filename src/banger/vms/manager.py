@@ -17,7 +17,14 @@ from banger.agent.client import AgentClient
 from banger.artifacts import Artifacts, ImageFiles, KernelFiles, kernel_files
 from banger.config import Config, format_size_mib
 from banger.config import host as host_facts
-from banger.errors import BangerError, Conflict, InvalidArgument, NotRunning, OperationFailed
+from banger.errors import (
+    BangerError,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotRunning,
+    OperationFailed,
+)
 from banger.images.manifest import get_image
 from banger.kernels.manifest import get_kernel
 from banger.namegen import generate
@@ -34,6 +41,7 @@ from banger.vmm.base import Backend, BootArtifacts, Snapshotter, VmHandles, VmSp
 from banger.vms import events
 from banger.vms.agents import AgentPool
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
+from banger.vms.owner import Owner, OwnerWatch
 from banger.vms.repo import VmRepo
 from banger.vms.restore import drop_saved_state, saved_state
 from banger.vms.start import StartPath
@@ -70,6 +78,7 @@ class VmManager:
         self.templates = Templates(paths, backend, disks_in_use=self.base_disks_in_use)
         self.start_path = StartPath(backend, self.templates, fast_start=config.fast_start)
         self.net = Network(paths, config, backend)
+        self.owners = OwnerWatch(self.owner_gone)
 
     def base_disks_in_use(self) -> set[Path]:
         """Template disks that VMs' own disks are layered on: never deleted while so."""
@@ -83,7 +92,7 @@ class VmManager:
 
     # ---- create
 
-    def new_record(self, req: CreateRequest) -> VmRecord:
+    def new_record(self, req: CreateRequest, owner: Owner | None = None) -> VmRecord:
         d = self.config.sizes
         name = validate_name(req.name) if req.name else generate(self.repo.names())
         vm = VmRecord(
@@ -93,14 +102,17 @@ class VmManager:
             memory_mib=req.memory_mib or d.memory_mib.value, disk_mib=req.disk_mib or d.disk_mib.value,
             created_at=utcnow(), updated_at=utcnow(), net_mode=self.net.mode(req.net), nat=req.nat,
             publish=[str(parse_publish(p)) for p in req.publish],
+            owner_pid=owner.pid if owner else None, owner_start=owner.start if owner else None,
         )
         validate_shape(vm.vcpu, vm.memory_mib, vm.disk_mib, host_cpus=host_facts.cpu_count(),
                        host_memory_mib=host_facts.memory_mib())
         self.net.check_tools(net_view(vm))
         return vm
 
-    async def create(self, req: CreateRequest, progress: Progress, info: Info) -> VmRecord:
-        vm = self.new_record(req)
+    async def create(self, req: CreateRequest, progress: Progress, info: Info,
+                     owner: Owner | None = None) -> VmRecord:
+        """owner: the client process whose exit deletes the VM (`vm run --rm`)."""
+        vm = self.new_record(req, owner)
         if vm.name in self.repo.names():
             raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name")
         self.artifacts.check_known(image=vm.image, kernel=req.kernel)
@@ -116,7 +128,10 @@ class VmManager:
         where = self.net.allocate(net_view(vm), self.repo.addresses())  # no await until insert
         vm = msgspec.structs.replace(vm, ip=where.ip, mac=where.mac)
         self.repo.insert(vm)
-        log.info("created VM %s (%s)", vm.name, vm.id)
+        if owner is not None:  # from here on, the owner's exit deletes it, even mid-start
+            self.owners.watch(vm.id, owner)
+        log.info("created VM %s (%s)%s", vm.name, vm.id,
+                 f", removed when pid {owner.pid} exits" if owner else "")
         if req.start:
             await self.start(vm.id, progress, cold=req.cold)
         return self.repo.find(vm.id)
@@ -250,6 +265,7 @@ class VmManager:
 
     async def delete(self, ref: str, *, force: bool, progress: Progress) -> VmRecord:
         vm = self.repo.find(ref)
+        self.owners.forget(vm.id)
         if vm.state in (VmState.RUNNING, VmState.STARTING, VmState.STOPPING) and not force:
             raise Conflict(f"VM {vm.name} is {vm.state}; stop it first or use `banger vm delete -f`")
         if vm.state != VmState.STOPPED:
@@ -262,6 +278,23 @@ class VmManager:
         self._locks.pop(vm.id, None)
         log.info("deleted VM %s (%s)", vm.name, vm.id)
         return vm
+
+    async def owner_gone(self, vm_id: str) -> None:
+        """The `vm run --rm` client that owns the VM exited: delete the VM, running or not."""
+        try:
+            vm = self.repo.find(vm_id)
+        except NotFound:
+            return  # its client's own delete came first
+        log.info("VM %s: its owner (pid %s) is gone; deleting it (--rm)", vm.name, vm.owner_pid)
+        async with self.lock(vm.id):
+            pass  # a start under way ends first (its client left: it is being cancelled)
+        try:
+            await self.delete(vm.id, force=True, progress=lambda *_: None)
+        except NotFound:
+            pass
+        except BangerError as exc:
+            log.warning("VM %s: deleting it after its owner went failed: %s", vm.name,
+                        exc.message)
 
     async def set_shape(self, ref: str, *, vcpu: int | None, memory_mib: int | None,
                         disk_mib: int | None) -> VmRecord:

@@ -11,7 +11,8 @@ from banger.logfiles import rotate
 from banger.vmm.base import VmHandles
 from banger.vms.coldboot import console_tail
 from banger.vms.manager import VmManager, net_view
-from banger.vms.model import VmState
+from banger.vms.model import VmRecord, VmState
+from banger.vms.owner import Owner, alive
 
 log = logging.getLogger("banger.vms.monitor")
 ACTIVE = (VmState.STARTING, VmState.RUNNING, VmState.STOPPING)
@@ -37,6 +38,27 @@ async def reconcile(mgr: VmManager) -> None:
         mgr.repo.set_state(vm.id, VmState.STOPPED,
                            error=f"was {vm.state} when the daemon restarted; its VMM was gone")
         log.info("VM %s was %s but its VMM is gone: marked stopped", vm.name, vm.state)
+    await reconcile_owners(mgr)
+
+
+def owner_of(vm: VmRecord) -> Owner | None:
+    if vm.owner_pid is None or vm.owner_start is None:
+        return None
+    return Owner(vm.owner_pid, vm.owner_start)
+
+
+async def reconcile_owners(mgr: VmManager) -> None:
+    """`vm run --rm` VMs: delete those whose client exited while no daemon watched; watch the
+    others again."""
+    for vm in mgr.repo.all():
+        owner = owner_of(vm)
+        if owner is None:
+            continue
+        if alive(owner):
+            mgr.owners.watch(vm.id, owner)
+            log.info("VM %s: watching its owner (pid %d) again", vm.name, owner.pid)
+        else:
+            await mgr.owner_gone(vm.id)
 
 
 async def watch(mgr: VmManager, interval: float = 1.0) -> None:

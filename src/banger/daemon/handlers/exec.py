@@ -13,6 +13,8 @@ from banger.daemon.context import Context
 from banger.daemon.registry import method
 from banger.errors import InvalidArgument
 from banger.rpc.methods.vm import VM_EXEC, ExecParams, ExecResult
+from banger.vms import events
+from banger.vms.model import VmRecord
 
 
 async def _pump_out(ctx: Context, proc: AgentProcess, stream: str) -> None:
@@ -36,11 +38,22 @@ async def _pump_in(ctx: Context, proc: AgentProcess) -> None:
             proc.signal(int(msg.get("signal", signals.SIGINT)))
 
 
+def _client_gone(ctx: Context, vm: VmRecord) -> None:
+    """Say in the VM's events (`vm show`) what became of it when its exec client vanished."""
+    if vm.owner_pid is not None:
+        fate = "the VM is deleted when the `vm run --rm` that made it ends"
+    else:
+        fate = "the VM keeps running"
+    vm_dir = ctx.daemon.paths.vm_dir(vm.id)
+    if vm_dir.is_dir():  # an --rm VM may be deleted already
+        events.record(vm_dir, f"client went away during `vm exec`; its command was killed; {fate}")
+
+
 @method(VM_EXEC)
 async def vm_exec(ctx: Context, p: ExecParams) -> ExecResult:
     if (p.argv is None) == (p.shell is None) or (p.argv is not None and not p.argv):
         raise InvalidArgument("exec needs a command (argv) or a shell string")
-    _, agent = await ctx.daemon.vms.agent_for(p.vm)
+    vm, agent = await ctx.daemon.vms.agent_for(p.vm)
     pty = PtySpec(p.rows, p.cols, p.term) if p.tty else None
     proc = await agent.exec(p.argv, shell=p.shell, env=p.env, cwd=p.cwd, user=p.user,
                             stdin=p.stdin or p.tty, pty=pty)
@@ -52,6 +65,8 @@ async def vm_exec(ctx: Context, p: ExecParams) -> ExecResult:
         await asyncio.gather(*pumps)
     except asyncio.CancelledError:
         proc.kill()  # the caller went away: the guest command goes with it
+        if not ctx.daemon.shutdown.is_set():
+            _client_gone(ctx, vm)
         raise
     finally:
         feeder.cancel()

@@ -6,7 +6,7 @@ import msgspec
 
 from banger.daemon.context import Context
 from banger.daemon.registry import method
-from banger.errors import BangerError
+from banger.errors import BangerError, Conflict
 from banger.rpc.methods import VmRef
 from banger.rpc.methods.vm import (
     VM_CREATE,
@@ -31,8 +31,10 @@ from banger.rpc.methods.vm import (
     StopParams,
     VmListParams,
 )
+from banger.rpc.peer import peer_pid
 from banger.vms import events
 from banger.vms.model import VmRecord, VmState
+from banger.vms.owner import Owner, identify
 from banger.vms.restore import saved_state
 
 
@@ -52,9 +54,22 @@ async def vm_show(ctx: Context, p: VmRef) -> dict[str, object]:
             "saved_state": saved_state(vm_dir).exists(), "events": events.recent(vm_dir)}
 
 
+def _caller(ctx: Context) -> Owner:
+    """The process on the other end of this request's connection (SO_PEERCRED)."""
+    try:
+        owner = identify(peer_pid(ctx.writer.get_extra_info("socket")))
+    except OSError:
+        owner = None
+    if owner is None:
+        raise Conflict("the daemon cannot see this client's process (another pid namespace?), "
+                       "so it cannot delete the VM when the client ends; run without --rm")
+    return owner
+
+
 @method(VM_CREATE)
 async def vm_create(ctx: Context, p: CreateRequest) -> VmRecord:
-    return await ctx.daemon.vms.create(p, ctx.progress, ctx.info)
+    owner = _caller(ctx) if p.remove_with_client else None
+    return await ctx.daemon.vms.create(p, ctx.progress, ctx.info, owner=owner)
 
 
 @method(VM_START)

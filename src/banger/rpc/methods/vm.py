@@ -21,6 +21,8 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     net: str | None = None  # auto | tap | user (default: config network_mode)
     nat: bool = False
     publish: list[str] = []  # "HOSTPORT:GUESTPORT"
+    # `vm run --rm`: the daemon deletes the VM once the calling process exits, however it ends
+    remove_with_client: bool = False
 
 
 class VmListParams(msgspec.Struct, forbid_unknown_fields=True):
