@@ -33,7 +33,8 @@ class ZonePublisher:
 
     def changed(self) -> None:
         """Safe from any thread: the repo may be written from a worker thread."""
-        self.loop.call_soon_threadsafe(self.dirty.set)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to publish
+            self.loop.call_soon_threadsafe(self.dirty.set)
 
     def publish(self) -> None:
         vms = self.running()

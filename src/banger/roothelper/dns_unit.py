@@ -143,7 +143,7 @@ def status(layout: Layout, files: list[Written]) -> DnsStatus:
     wired = [w for w in files if w.role == "resolver"]
     if not wired:
         return DnsStatus(service, zone_text, "not wired by banger (`sudo banger system install`, "
-                         "or docs/networking.md for other resolvers)")
+                         "or docs/dns.md for other resolvers)")
     path = Path(wired[0].path)
     intact = path.exists() and digest(path.read_bytes()) == wired[0].sha256
     return DnsStatus(service, zone_text, f"{path}{'' if intact else ' (changed or missing)'}")

@@ -40,7 +40,7 @@ def manual_hint(listen: str = DNS_LISTEN) -> str:
     return ("no supported resolver found (systemd-resolved or dnsmasq): `.vm` is not wired into "
             f"the host's resolver. Send `.vm` to {listen} yourself, e.g. a dnsmasq with "
             f"`{render_dnsmasq(listen).splitlines()[-1]}` listed first in /etc/resolv.conf "
-            "(docs/networking.md); `banger ssh-config --install` makes ssh work without DNS")
+            "(docs/dns.md); `banger ssh-config --install` makes ssh work without DNS")
 
 
 def running_programs(proc: Path = Path("/proc")) -> set[str]:
