@@ -68,6 +68,20 @@ def read_at(directory: str, offset: int, limit: int = READ_CHUNK) -> tuple[int, 
     return offset, b""
 
 
+def read_span(directory: str, offset: int, length: int) -> bytes | None:
+    """Exactly length bytes from offset (one read stops at a segment's end); None if some of
+    them were dropped meanwhile."""
+    parts = []
+    while length > 0:
+        at, data = read_at(directory, offset, length)
+        if at != offset or not data:
+            return None
+        parts.append(data)
+        offset += len(data)
+        length -= len(data)
+    return b"".join(parts)
+
+
 def tail_offset(directory: str, lines: int) -> int:
     """The offset where the last `lines` lines of the kept log begin."""
     first, end = bounds(directory)
@@ -80,9 +94,9 @@ def tail_offset(directory: str, lines: int) -> int:
     found = 0
     while pos > first:
         start = max(first, pos - READ_CHUNK)
-        at, block = read_at(directory, start, pos - start)
-        if at != start:  # rotated under us: what is left is the whole log
-            return at
+        block = read_span(directory, start, pos - start)
+        if block is None:  # rotated under us: what is left is the whole log
+            return bounds(directory)[0]
         index = len(block)
         while True:
             index = block.rfind(b"\n", 0, index)
