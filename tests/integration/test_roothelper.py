@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 
 BIN = Path(sys.executable).parent
 SYS_PY = "/usr/bin/python3"  # readable by every uid (the venv's interpreter may not be)
-USER = 1001  # bangeruser
+USER = 1001  # a uid with or without an account: the helper trusts uids, not names
 OTHER = 1002  # any other uid: no account is needed to hold a uid
 CIDR = "10.77.0.0/24"
 VM_ID = "0123456789ab"
@@ -128,6 +129,14 @@ def helper(group: tuple[str, int]) -> Iterator[Helper]:
         shutil.rmtree(work)
 
 
+def account_or_uid(uid: int) -> str | int:
+    """What `ip -j link` shows as a tap's owner: the account name, or the bare uid."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return uid
+
+
 def test_happy_path_tap_owned_by_the_caller_nat_and_cleanup(helper: Helper) -> None:
     assert helper.call({"op": "info"}, uid=USER) == {
         "ok": True, "error": None, "bridge": helper.bridge, "cidr": CIDR, "existed": False}
@@ -137,7 +146,7 @@ def test_happy_path_tap_owned_by_the_caller_nat_and_cleanup(helper: Helper) -> N
     assert helper.call({"op": "tap_add", "name": TAP}, uid=USER)["ok"] is True
     tap = helper.link(TAP)
     assert tap is not None and tap["master"] == helper.bridge
-    assert tap["linkinfo"]["info_data"]["user"] == "bangeruser"  # type: ignore[index]
+    assert tap["linkinfo"]["info_data"]["user"] == account_or_uid(USER)  # type: ignore[index]
     assert helper.call({"op": "nat_enable", "vm_id": VM_ID, "ip": "10.77.0.2"}, uid=USER)["ok"]
     assert helper.nat_comments().count(f"banger:{VM_ID}:{USER}") == 3
     assert helper.call({"op": "nat_disable", "vm_id": VM_ID}, uid=USER)["ok"] is True

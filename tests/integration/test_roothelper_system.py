@@ -20,9 +20,10 @@ from banger.errors import ConfigError, Conflict
 from banger.roothelper import units
 from banger.roothelper.config import RootConfig
 from banger.roothelper.install import read_user_bridge
+from tests.unpriv import ensure_user
 
 BANGER = str(Path(sys.executable).parent / "banger")
-USER = "bangeruser"
+USER = ensure_user().pw_name  # the suite's unprivileged user (made when missing)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="system install runs as root")
 
