@@ -130,7 +130,7 @@ def test_security_headers_and_guest_text(ui: tuple[TestClient, Auth, Daemon]) ->
     h = page.headers
     assert h["content-security-policy"].startswith("default-src 'self'")
     assert "frame-ancestors 'none'" in h["content-security-policy"]
-    assert h["x-frame-options"] == "DENY" and h["referrer-policy"] == "no-referrer"
+    assert h["x-frame-options"] == "DENY" and h["referrer-policy"] == "same-origin"
     assert h["cache-control"] == "no-store"
     assert "<script>alert" not in page.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert "<b>bold</b>" not in page.text and "&lt;b&gt;bold&lt;/b&gt;" in page.text
