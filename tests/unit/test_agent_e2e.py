@@ -148,6 +148,16 @@ def test_health_and_info(agent: AgentUnderTest) -> None:
     agent.run(scenario)
 
 
+def test_an_op_the_agent_lacks_says_to_rebuild_the_image(agent: AgentUnderTest) -> None:
+    """An image built by an older banger has an agent without newer ops (sessions...)."""
+    async def scenario(client: AgentClient) -> None:
+        with pytest.raises(OperationFailed, match=r"older than this banger .*image delete"):
+            await client._request("session.future", {}, 5.0, dict, "test")
+        assert (await client.health(timeout=5)).ok  # the connection stays usable
+
+    agent.run(scenario)
+
+
 def test_configure_writes_hostname_hosts_and_keys(agent: AgentUnderTest) -> None:
     (agent.root / "etc").mkdir()
     (agent.root / "etc" / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\told\n")

@@ -132,8 +132,11 @@ class Channel:
             self._finish(frame.payload)
         elif frame.type == proto.ERROR:
             error = decode(frame.payload, AgentError, "error")
-            self.fail(OperationFailed(one_line(error.message, limit=500),
-                                      agent_code=one_line(error.code, limit=64)))
+            message = one_line(error.message, limit=500)
+            if error.code == proto.E_UNKNOWN_OP:  # an image built by an older banger
+                message = (f"the VM's guest agent is older than this banger ({message}); "
+                           "rebuild its image: `banger image delete NAME`, then pull it again")
+            self.fail(OperationFailed(message, agent_code=one_line(error.code, limit=64)))
 
     # ---- ending
 
