@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from banger.config import host as host_facts
 from tests.conftest import BIN, Banger
+from tests.polling import wait_until
 from tests.vmtest import SLIM, vm_home, vm_lock
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
@@ -54,6 +55,13 @@ def browser() -> Iterator[Browser]:
                                      args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def login_url(b: Banger) -> str:
@@ -108,6 +116,19 @@ def test_the_web_ui_end_to_end(vb: tuple[Banger, str], browser: Browser) -> None
     assert b.show(VM)["state"] == "running"
     expect(page.locator("#console")).not_to_be_empty(timeout=30_000)
     shot(page, "vm")
+    # A published port is a link the host's browser opens.
+    port = _free_port()
+    b.run("vm", "forward", VM, f"{port}:8000", check=True)
+    b.run("vm", "exec", VM, "--", "sh", "-c", "mkdir -p /tmp/www && echo hello-from-guest > "
+          "/tmp/www/index.html && cd /tmp/www && (python3 -m http.server 8000 >/dev/null 2>&1 &)",
+          check=True)
+    page.reload()
+    link = page.locator(f'a[href="http://127.0.0.1:{port}/"]')
+    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), "the guest's http.server", 60, 0.2)
+    with context.expect_page() as opened:
+        link.click()
+    expect(opened.value.locator("body")).to_contain_text("hello-from-guest")
+    opened.value.close()
     page.goto(f"http://{listen}/")  # the dashboard with a running VM and its VMM's use
     expect(page.locator(f'a[href="/vms/{VM}"]')).to_be_visible()
     expect(page.locator("body")).to_contain_text("MiB of 1024 MiB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,10 @@ def assets_installed() -> bool:
 
 
 class Pages:
-    def __init__(self, daemon: Daemon, auth: Auth) -> None:
+    def __init__(self, daemon: Daemon, auth: Auth, closing: asyncio.Event) -> None:
         self.daemon = daemon
         self.auth = auth
+        self.closing = closing  # set when the server stops: event streams end at once
         self.env = environment()
         self.views = Views.of(daemon)
         self.htmx = assets_installed()
@@ -142,7 +144,7 @@ class Pages:
         async def stream() -> AsyncIterator[str]:
             sent: dict[str, str] = {}
             idle = 0.0
-            while self.auth.session(cookie) is not None:  # a logged-out session stops here
+            while not self.closing.is_set() and self.auth.session(cookie) is not None:
                 vms = self.views.vms()
                 frames = {"rows": rows.render(vms=vms)}
                 if name:
@@ -156,7 +158,8 @@ class Pages:
                 if idle >= KEEPALIVE_S:
                     idle = 0.0
                     yield ": keepalive\n\n"
-                await asyncio.sleep(POLL_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.closing.wait(), POLL_S)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"X-Accel-Buffering": "no"})
@@ -175,8 +178,9 @@ def asset(request: Request) -> Response:
     return FileResponse(ASSETS / rel)
 
 
-def build_app(daemon: Daemon, auth: Auth, hosts: frozenset[str]) -> Guard:
-    pages = Pages(daemon, auth)
+def build_app(daemon: Daemon, auth: Auth, hosts: frozenset[str],
+              closing: asyncio.Event | None = None) -> Guard:
+    pages = Pages(daemon, auth, closing or asyncio.Event())
     app = Starlette(routes=[
         Route("/", pages.dashboard),
         Route("/login", pages.login),

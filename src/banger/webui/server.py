@@ -34,7 +34,9 @@ class UiServer:
     def __init__(self, daemon: Daemon) -> None:
         self.address, self.port = ui_address(daemon.config.ui_listen)
         self.auth = Auth()
-        self.app = build_app(daemon, self.auth, allowed_hosts(self.address, self.port))
+        self.closing = asyncio.Event()
+        self.app = build_app(daemon, self.auth, allowed_hosts(self.address, self.port),
+                             self.closing)
         self._server: _InLoopServer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -65,6 +67,7 @@ class UiServer:
         if self.running:
             return
         sock = self._bind()  # our own bind: uvicorn would sys.exit() on a busy port
+        self.closing.clear()
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
                                 proxy_headers=False, server_header=False, date_header=False,
                                 timeout_graceful_shutdown=2)
@@ -88,6 +91,7 @@ class UiServer:
     async def stop(self) -> None:
         if self._server is None or self._task is None:
             return
+        self.closing.set()  # live pages' event streams end, so the connections can close
         self._server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT)
