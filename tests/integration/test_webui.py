@@ -123,7 +123,8 @@ def test_the_web_ui_end_to_end(vb: tuple[Banger, str], browser: Browser) -> None
           "/tmp/www/index.html && cd /tmp/www && (python3 -m http.server 8000 >/dev/null 2>&1 &)",
           check=True)
     page.reload()
-    link = page.locator(f'a[href="http://127.0.0.1:{port}/"]')
+    # Named localhost, not 127.0.0.1 like the UI: the guest's server must not get the cookie.
+    link = page.locator(f'a[href="http://localhost:{port}/"]')
     wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), "the guest's http.server", 60, 0.2)
     with context.expect_page() as opened:
         link.click()

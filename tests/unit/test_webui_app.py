@@ -29,7 +29,7 @@ def ui(tmp_path: Path) -> Iterator[tuple[TestClient, Auth, Daemon]]:
     daemon = Daemon(fake.paths, fake.vms.config, fake.store, fake.vms.artifacts, fake.vms)
     vm = VmRecord(id="abc123", name="secret-vm", state=VmState.STOPPED, image="fake-image",
                   kernel="fake-kernel", vcpu=1, memory_mib=256, disk_mib=1024,
-                  created_at=utcnow(), updated_at=utcnow(), net_mode="user",
+                  created_at=utcnow(), updated_at=utcnow(), net_mode="user", publish=["18080:80"],
                   last_error="boom \x1b[31mred\x1b[0m")
     fake.vms.repo.insert(vm)
     events.record(fake.paths.vm_dir(vm.id), "guest said <script>alert(1)</script> \x1b]0;title\x07")
@@ -137,5 +137,9 @@ def test_security_headers_and_guest_text(ui: tuple[TestClient, Auth, Daemon]) ->
     assert "\x1b" not in page.text and "\x07" not in page.text
     assert "kernel panic? no" in page.text and "[1;31m" not in page.text
     assert "<script>" not in page.text.split("</head>", 1)[1]  # no inline script in the body
+    # Port links use the other loopback name: the UI's cookie (per host) never reaches a guest.
+    assert 'href="http://localhost:18080/"' in page.text
+    via_localhost = client.get("/vms/secret-vm", headers={"Host": "localhost:7777"})
+    assert 'href="http://127.0.0.1:18080/"' in via_localhost.text
     dashboard = client.get("/")
     assert dashboard.status_code == 200 and 'id="host-cores"' in dashboard.text

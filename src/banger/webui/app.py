@@ -96,7 +96,7 @@ class Pages:
             return self.render("missing.html", request, 404, page="vms",
                                name=request.path_params["name"])
         return self.render("vm.html", request, page="vms", error=None,
-                           **self.views.detail(vm))
+                           **self.views.detail(vm, request.headers["host"]))
 
     async def vm_console(self, request: Request) -> Response:
         vm = self.views.find(request.path_params["name"])
@@ -130,7 +130,7 @@ class Pages:
             if current is None:
                 return self.render("missing.html", request, 404, page="vms", name=vm.name)
             return self.render("vm.html", request, status, page="vms", error=str(exc),
-                               **self.views.detail(current))
+                               **self.views.detail(current, request.headers["host"]))
         return RedirectResponse("/vms" if action == "delete" else f"/vms/{vm.name}",
                                 status_code=303)
 

@@ -93,28 +93,33 @@ class Views:
     def operations(self) -> list[OperationRecord]:
         return OperationRepo(self.daemon.store).recent(RECENT_OPS)
 
-    def detail(self, vm: VmRecord) -> dict[str, Any]:
+    def detail(self, vm: VmRecord, ui_host: str) -> dict[str, Any]:
         vm_dir = self.daemon.paths.vm_dir(vm.id)
         return {
             "vm": vm,
             "spec": f"{vm.vcpu} vCPU · {format_size_mib(vm.memory_mib)} memory · "
                     f"{format_size_mib(vm.disk_mib)} disk",
             "dns": f"{vm.name}.vm",
-            "ports": self.ports(vm),
+            "ports": self.ports(vm, ui_host),
             "events": list(reversed(events.recent(vm_dir, limit=30))),
             "saved": saved_state(vm_dir).exists(),
             "stats": self.vmm_stats(vm),
             "console": self.console(vm),
         }
 
-    def ports(self, vm: VmRecord) -> list[Port]:
-        """Published ports (HOST:GUEST on 127.0.0.1) and sshd, as the host reaches them."""
+    def ports(self, vm: VmRecord, ui_host: str) -> list[Port]:
+        """Published ports (HOST:GUEST on 127.0.0.1) and sshd, as the host reaches them.
+
+        Links name the loopback by the other name than the UI's own (localhost vs 127.0.0.1):
+        cookies are per host, not per port, so a guest's web server never gets the UI's cookie.
+        """
+        link_host = "127.0.0.1" if ui_host.rsplit(":", 1)[0] == "localhost" else "localhost"
         found: list[Port] = []
         for spec in vm.publish:
             with contextlib.suppress(BangerError):
                 pub = parse_publish(spec)
                 found.append(Port(f"127.0.0.1:{pub.host_port} → guest {pub.guest_port}",
-                                  f"http://127.0.0.1:{pub.host_port}/"))
+                                  f"http://{link_host}:{pub.host_port}/"))
         if vm.state == VmState.RUNNING and vm.ip and vm.net_mode == "tap":
             found.append(Port(f"{vm.ip}:22 (ssh)", None))
         return found
