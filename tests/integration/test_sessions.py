@@ -167,3 +167,23 @@ def test_sessions_survive_stop_save_and_start(b: Banger) -> None:
     after = wait_ticks(b, "saved", before[-1] + 3)
     assert after == list(range(len(after)))
     b.run("vm", "session", "rm", "-f", VM, "saved", check=True)
+
+
+def test_vm_run_detached_starts_the_command_as_a_session_listed_by_vm_show(b: Banger) -> None:
+    res = b.run("vm", "run", "-d", "--name", "bg", "--", "sh", "-c", "echo up; sleep 600",
+                check=True, timeout=300)
+    found = re.search(r"bg runs it as session ([a-z0-9-]+)", res.stdout)
+    assert found, res.stdout
+    name = found.group(1)
+    try:
+        wait_until(lambda: b.run("vm", "session", "logs", "bg", name, timeout=60).stdout == "up\n",
+                   "the detached command's output", timeout=60, interval=0.3)
+        shown = b.show("bg")
+        assert [(s["vm"], s["name"], s["state"]) for s in shown["sessions"]] == [
+            ("bg", name, "running")]
+        assert shown["sessions"][0]["argv"] == ["sh", "-c", "echo up; sleep 600"]
+        b.run("vm", "stop", "bg", check=True, timeout=120)
+        assert b.show("bg")["sessions"] == []  # a stopped VM runs nothing
+    finally:
+        b.run("vm", "delete", "-f", "bg", timeout=120)
+    assert b.run("vm", "run", "-d", "--rm", "--", "true").returncode == 2

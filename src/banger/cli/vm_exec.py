@@ -106,8 +106,8 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
     from banger.cli import workspace_cmds as ws
 
     command: list[str] = ctx.meta["guest_command"]
-    if detach and (remove or command):
-        raise click.UsageError("-d/--detach cannot be combined with --rm or a command")
+    if detach and remove:
+        raise click.UsageError("-d/--detach cannot be combined with --rm")
     ship_to = ws.ship_opts(ship) if path else None
     if dry_run:
         if path is None or ship_to is None:
@@ -126,8 +126,7 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
     try:
         cwd = ws.ship_into_new_vm(vm_name, path, ship_to) if path and ship_to else "/root"
         if detach:
-            say(f"{vm_name} is running: `banger vm shell {vm_name}`, "
-                f"`banger vm exec {vm_name} -- CMD`; stop it with `banger vm stop {vm_name}`")
+            _detached(vm_name, command, cwd, tty=bool(tty))
             return
         code = run_in_guest(vm_name, command, interactive=stdin, tty=pty, cwd=cwd)
     finally:
@@ -137,6 +136,22 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
             say(f"{vm_name} keeps running; stop it with `banger vm stop {vm_name}` "
                 f"or remove it with `banger vm delete -f {vm_name}`", err=True)
     sys.exit(code)
+
+
+def _detached(vm_name: str, command: list[str], cwd: str, *, tty: bool) -> None:
+    """-d: the VM keeps running; a command becomes a guest session that outlives this CLI."""
+    if not command:
+        say(f"{vm_name} is running: `banger vm shell {vm_name}`, "
+            f"`banger vm exec {vm_name} -- CMD`; stop it with `banger vm stop {vm_name}`")
+        return
+    from banger.rpc.methods.session import SESSION_START, SessionStartParams
+    from banger.textsafe import one_line
+
+    started = session.call(SESSION_START, SessionStartParams(vm_name, command, cwd=cwd, tty=tty))
+    name = one_line(started["name"], limit=63)
+    say(f"{vm_name} runs it as session {name}: `banger vm session logs -f {vm_name} {name}`, "
+        f"`banger vm session attach {vm_name} {name}`; stop the VM with "
+        f"`banger vm stop {vm_name}`")
 
 
 def _delete_gone_or_not(vm_name: str) -> None:

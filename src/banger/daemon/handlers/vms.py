@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from banger.daemon.context import Context
+from banger.daemon.handlers.sessions import sessions_of
 from banger.daemon.registry import method
 from banger.errors import BangerError, Conflict
 from banger.rpc.methods import VmRef
@@ -49,9 +50,11 @@ async def vm_show(ctx: Context, p: VmRef) -> dict[str, object]:
     vm = ctx.daemon.vms.repo.find(p.vm)
     vm_dir = ctx.daemon.paths.vm_dir(vm.id)
     backend = ctx.daemon.vms.backend
+    sessions = await sessions_of(ctx.daemon, vm.name) if vm.state == VmState.RUNNING else []
     return {**msgspec.to_builtins(vm), "dir": str(vm_dir), "console_log": str(vm_dir / "console.log"),
             "backend": backend.name, "backend_reason": backend.reason,
-            "saved_state": saved_state(vm_dir).exists(), "events": events.recent(vm_dir)}
+            "saved_state": saved_state(vm_dir).exists(), "events": events.recent(vm_dir),
+            "sessions": sessions}
 
 
 def _caller(ctx: Context) -> Owner:
