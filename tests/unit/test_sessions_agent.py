@@ -12,7 +12,14 @@ import pytest
 
 from banger.agent.client import AgentClient, connect_unix
 from banger.agent.process import PtySpec
-from banger.agent.sessions import SessionInfo, SessionStream, StartSpec, final_state, logs_answer
+from banger.agent.sessions import (
+    SessionInfo,
+    Sessions,
+    SessionStream,
+    StartSpec,
+    final_state,
+    logs_answer,
+)
 from banger.errors import OperationFailed
 from tests.unit.test_agent_e2e import AgentUnderTest
 
@@ -33,7 +40,7 @@ async def connect(agent: AgentUnderTest) -> AgentClient:
 
 
 async def read_log(client: AgentClient, name: str, **kw: int) -> bytes:
-    stream = client.sessions.logs(name, **kw)  # type: ignore[arg-type]
+    stream = Sessions(client).logs(name, **kw)  # type: ignore[arg-type]
     data = b"".join([chunk async for chunk in stream.chunks()])
     logs_answer(await stream.result())
     return data
@@ -41,7 +48,7 @@ async def read_log(client: AgentClient, name: str, **kw: int) -> bytes:
 
 async def wait_state(client: AgentClient, name: str, state: str) -> SessionInfo:
     for _ in range(400):
-        info = await client.sessions.show(name)
+        info = await Sessions(client).show(name)
         if info.state == state:
             return info
         await asyncio.sleep(0.025)
@@ -60,21 +67,21 @@ def ticks(data: bytes) -> list[int]:
 def test_a_session_outlives_the_connection_and_its_log_has_no_gap(agent: AgentUnderTest) -> None:
     async def scenario() -> None:
         client = await connect(agent)
-        info = await client.sessions.start(StartSpec("ticker", ["sh", "-c", TICK]))
+        info = await Sessions(client).start(StartSpec("ticker", ["sh", "-c", TICK]))
         assert info.state == "running" and info.pid
         while len(ticks(await read_log(client, "ticker"))) < 5:
             await asyncio.sleep(0.05)
         await client.close()  # the host goes away (a daemon kill -9 looks the same to the agent)
         await asyncio.sleep(0.3)
         client = await connect(agent)
-        assert (await client.sessions.show("ticker")).state == "running"
+        assert (await Sessions(client).show("ticker")).state == "running"
         numbers = ticks(await read_log(client, "ticker"))
         assert numbers == list(range(len(numbers))) and len(numbers) >= 8
         tail = await read_log(client, "ticker", lines=2)
         assert len(tail.splitlines()) == 2
-        stopped = await client.sessions.signal("ticker", 15, grace=5)
+        stopped = await Sessions(client).signal("ticker", 15, grace=5)
         assert stopped.state == "exited" and stopped.signal == 15 and stopped.ended
-        listed = await client.sessions.list()
+        listed = await Sessions(client).list()
         assert [s.name for s in listed] == ["ticker"]
         await client.close()
 
@@ -84,20 +91,20 @@ def test_a_session_outlives_the_connection_and_its_log_has_no_gap(agent: AgentUn
 def test_exit_code_kill_signal_and_rm(agent: AgentUnderTest) -> None:
     async def scenario() -> None:
         client = await connect(agent)
-        await client.sessions.start(StartSpec("three", ["sh", "-c", "echo out; echo err >&2; exit 3"]))
+        await Sessions(client).start(StartSpec("three", ["sh", "-c", "echo out; echo err >&2; exit 3"]))
         done = await wait_state(client, "three", "exited")
         assert (done.exit_code, done.signal, done.lost) == (3, None, False)
         assert await read_log(client, "three") == b"out\nerr\n"
-        await client.sessions.start(StartSpec("sleeper", ["sleep", "600"]))
+        await Sessions(client).start(StartSpec("sleeper", ["sleep", "600"]))
         with pytest.raises(OperationFailed, match="running"):
-            await client.sessions.remove("sleeper")
-        killed = await client.sessions.signal("sleeper", 9)
+            await Sessions(client).remove("sleeper")
+        killed = await Sessions(client).signal("sleeper", 9)
         assert killed.state == "exited" and killed.signal == 9
-        await client.sessions.remove("sleeper")
+        await Sessions(client).remove("sleeper")
         with pytest.raises(OperationFailed, match="no session"):
-            await client.sessions.show("sleeper")
+            await Sessions(client).show("sleeper")
         with pytest.raises(OperationFailed, match="already exists"):
-            await client.sessions.start(StartSpec("three", ["true"]))
+            await Sessions(client).start(StartSpec("three", ["true"]))
         await client.close()
 
     asyncio.run(scenario())
@@ -107,7 +114,7 @@ def test_the_log_cap_drops_the_oldest_output(agent: AgentUnderTest) -> None:
     async def scenario() -> None:
         client = await connect(agent)
         script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done"
-        await client.sessions.start(StartSpec("big", ["sh", "-c", script], log_cap=8192))
+        await Sessions(client).start(StartSpec("big", ["sh", "-c", script], log_cap=8192))
         info = await wait_state(client, "big", "exited")
         assert info.log_end > 20000 and info.log_end - info.log_start <= 8192
         data = await read_log(client, "big")
@@ -122,17 +129,17 @@ def test_the_log_cap_drops_the_oldest_output(agent: AgentUnderTest) -> None:
 def test_send_reaches_a_cat_session_and_attach_types_into_a_shell(agent: AgentUnderTest) -> None:
     async def scenario() -> None:
         client = await connect(agent)
-        await client.sessions.start(StartSpec("cat", ["cat"]))
-        assert await client.sessions.write("cat", b"hello cat\n") == len(b"hello cat\n")
+        await Sessions(client).start(StartSpec("cat", ["cat"]))
+        assert await Sessions(client).write("cat", b"hello cat\n") == len(b"hello cat\n")
         for _ in range(200):
             if await read_log(client, "cat") == b"hello cat\n":
                 break
             await asyncio.sleep(0.02)
         assert await read_log(client, "cat") == b"hello cat\n"
 
-        await client.sessions.start(StartSpec("sh", ["sh", "-i"], pty=PtySpec(30, 100)))
-        first = await client.sessions.attach("sh", write=True, rows=30, cols=100)
-        second = await client.sessions.attach("sh", write=True)
+        await Sessions(client).start(StartSpec("sh", ["sh", "-i"], pty=PtySpec(30, 100)))
+        first = await Sessions(client).attach("sh", write=True, rows=30, cols=100)
+        second = await Sessions(client).attach("sh", write=True)
         assert first.writer and not second.writer  # one writer at a time
         await second.write(b"echo from-second\n")  # dropped: the second attach is read-only
         await first.write(b"stty size; echo from-$((40+2))\n")
@@ -147,7 +154,7 @@ def test_send_reaches_a_cat_session_and_attach_types_into_a_shell(agent: AgentUn
 
         await asyncio.wait_for(until_seen(), 20)
         first.close()
-        third = await client.sessions.attach("sh", write=True)
+        third = await Sessions(client).attach("sh", write=True)
         assert third.writer  # the writer's seat is free once it detached
         await third.write(b"exit 7\n")
         await asyncio.wait_for(drain(third), 20)

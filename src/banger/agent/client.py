@@ -13,7 +13,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from banger.agent.channel import OUTPUT_CAP, Channel, OutputBudget, OutputStream, mark_exception_seen
 from banger.agent.process import AgentProcess, PtySpec
@@ -32,9 +32,6 @@ from banger.agent.results import (
 )
 from banger.errors import BangerError, OperationFailed, Unavailable
 from banger.guest.agent import protocol as proto
-
-if TYPE_CHECKING:
-    from banger.agent.sessions import Sessions
 
 __all__ = ["EXPORT_CAP", "OUTPUT_CAP", "AgentClient", "connect_stream", "connect_unix"]
 
@@ -103,13 +100,6 @@ class AgentClient:
         self._writer.close()
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()
-
-    @property
-    def sessions(self) -> Sessions:
-        """Guest-owned sessions (banger.agent.sessions)."""
-        from banger.agent.sessions import Sessions
-
-        return Sessions(self)
 
     # ---- simple requests
 

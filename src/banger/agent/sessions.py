@@ -123,7 +123,7 @@ class SessionStream:
 
 
 class Sessions:
-    """Session operations on one agent connection (AgentClient.sessions)."""
+    """Session operations on one agent connection (Sessions(agent))."""
 
     def __init__(self, client: AgentClient) -> None:
         self._client = client

@@ -32,7 +32,8 @@ def install(root: Path) -> None:
     """Create the banger group (adding you), write /etc/banger/root.toml, start the helper and
     the .vm DNS for every user, and wire .vm into the host's resolver."""
     _require_root("install")
-    from banger.roothelper.install import Installer, Layout
+    from banger.roothelper.install import Installer
+    from banger.roothelper.layout import Layout
 
     for line in Installer(Layout(root), os.environ.get("SUDO_USER")).install():
         say(line)
@@ -43,8 +44,8 @@ def install(root: Path) -> None:
 def uninstall(root: Path) -> None:
     """Remove what `system install` added (the group only if install created it)."""
     _require_root("uninstall")
-    from banger.roothelper.install import Layout
     from banger.roothelper.install import uninstall as remove
+    from banger.roothelper.layout import Layout
 
     for line in remove(Layout(root)):
         say(line)
@@ -57,8 +58,8 @@ def status(as_json: bool, root: Path) -> None:
     """Whether the helper is installed, answers, whether you may use it, and `.vm` DNS."""
     import msgspec
 
-    from banger.roothelper.install import Layout
     from banger.roothelper.install import status as helper_status
+    from banger.roothelper.layout import Layout
 
     st = helper_status(Layout(root))
     if as_json:

@@ -8,18 +8,15 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from banger.dns.probe import answers
 from banger.dns.zones import ZONE_DIR
 from banger.roothelper import resolver
+from banger.roothelper.layout import Layout
 from banger.roothelper.written import Written, digest, remove_unchanged, write
 from banger.runner import run
-
-if TYPE_CHECKING:
-    from banger.roothelper.install import Layout
 
 DNS_SERVICE = "bangerd-dns.service"
 TMPFILES = "/etc/tmpfiles.d/banger.conf"

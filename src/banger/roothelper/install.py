@@ -23,6 +23,7 @@ from banger.errors import BangerError, ConfigError
 from banger.net.privileged import HELPER_SOCKET, SOCKET_ENV, HelperClient
 from banger.roothelper import dns_unit, units
 from banger.roothelper.config import GROUP, RootConfig, check_root_config, render_root_config
+from banger.roothelper.layout import Layout
 from banger.roothelper.written import Written
 from banger.runner import run
 
@@ -36,40 +37,6 @@ class Record(msgspec.Struct, forbid_unknown_fields=True):
     units: list[str] = []
     files: list[Written] = []  # written with their sha256: removed only while unchanged
     zone_dir_created: bool = False
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where install writes; `root` moves it all under one directory (packaging, tests)."""
-
-    root: Path = Path("/")
-
-    def at(self, path: str | Path) -> Path:
-        return self.root / str(path).lstrip("/")
-
-    @property
-    def config(self) -> Path:
-        return self.at("/etc/banger/root.toml")
-
-    @property
-    def record(self) -> Path:
-        return self.at("/etc/banger/installed.json")
-
-    @property
-    def socket(self) -> Path:
-        return self.at(HELPER_SOCKET)
-
-    @property
-    def unit_files(self) -> tuple[Path, Path]:
-        return (self.at(f"/etc/systemd/system/{units.SOCKET_UNIT}"),
-                self.at(f"/etc/systemd/system/{units.SERVICE_UNIT}"))
-
-    def systemd(self) -> bool:
-        """The host runs systemd (its own test: sd_booted) and we write to the real root."""
-        return self.root == Path("/") and Path("/run/systemd/system").is_dir()
-
-    def prefix_args(self) -> list[str]:
-        return [] if self.root == Path("/") else ["--prefix", str(self.root)]
 
 
 def group_id(layout: Layout, name: str) -> int | None:

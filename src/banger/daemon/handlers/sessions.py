@@ -15,6 +15,7 @@ import msgspec
 from banger.agent.process import PtySpec
 from banger.agent.sessions import (
     SessionInfo,
+    Sessions,
     SessionStream,
     StartSpec,
     check_name,
@@ -76,7 +77,7 @@ async def sessions_of(ctx_daemon: Any, vm_ref: str) -> list[dict[str, Any]]:
     cannot tell (the VM is not running, or its agent is older)."""
     try:
         vm, agent = await ctx_daemon.vms.agent_for(vm_ref)
-        infos = await agent.sessions.list(timeout=5.0)
+        infos = await Sessions(agent).list(timeout=5.0)
     except BangerError as e:
         log.debug("no sessions for %s: %s", vm_ref, e)
         return []
@@ -94,14 +95,14 @@ async def session_start(ctx: Context, p: SessionStartParams) -> SessionRow:
     if p.name is None:
         from banger.namegen import generate
 
-        name = generate({s.name for s in await agent.sessions.list()})
+        name = generate({s.name for s in await Sessions(agent).list()})
     else:
         name = check_name(p.name)
     pty = PtySpec(p.rows, p.cols, p.term) if p.tty else None
     env = {"HOME": "/root", **p.env}
     spec = StartSpec(name, p.argv, cwd=p.cwd or default_cwd(vm), env=env, pty=pty,
                      log_cap=p.log_cap)
-    info = await agent.sessions.start(spec)
+    info = await Sessions(agent).start(spec)
     ctx.log.info("session %s started in %s (pid %s)", info.name, vm.name, info.pid)
     return row(vm.name, info)
 
@@ -110,14 +111,14 @@ async def session_start(ctx: Context, p: SessionStartParams) -> SessionRow:
 async def session_list(ctx: Context, p: SessionListParams) -> list[SessionRow]:
     if p.vm is not None:
         vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-        return [row(vm.name, info) for info in await agent.sessions.list()]
+        return [row(vm.name, info) for info in await Sessions(agent).list()]
     rows: list[SessionRow] = []
     for vm in ctx.daemon.vms.repo.all():
         if vm.state != VmState.RUNNING:
             continue
         try:
             _, agent = await ctx.daemon.vms.agent_for(vm.name)
-            rows += [row(vm.name, info) for info in await agent.sessions.list(timeout=10.0)]
+            rows += [row(vm.name, info) for info in await Sessions(agent).list(timeout=10.0)]
         except BangerError as e:  # one broken VM must not hide the others' sessions
             ctx.log.warning("listing sessions of %s: %s", vm.name, e)
     return rows
@@ -126,7 +127,7 @@ async def session_list(ctx: Context, p: SessionListParams) -> list[SessionRow]:
 @method(SESSION_SHOW)
 async def session_show(ctx: Context, p: SessionRef) -> SessionRow:
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-    return row(vm.name, await agent.sessions.show(p.name))
+    return row(vm.name, await Sessions(agent).show(p.name))
 
 
 @method(SESSION_STOP)
@@ -134,19 +135,19 @@ async def session_stop(ctx: Context, p: SessionStopParams) -> SessionRow:
     if not 0 <= p.grace <= 600:
         raise InvalidArgument("--grace must be 0..600 seconds")
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-    return row(vm.name, await agent.sessions.signal(p.name, SIGTERM, grace=p.grace))
+    return row(vm.name, await Sessions(agent).signal(p.name, SIGTERM, grace=p.grace))
 
 
 @method(SESSION_KILL)
 async def session_kill(ctx: Context, p: SessionRef) -> SessionRow:
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-    return row(vm.name, await agent.sessions.signal(p.name, SIGKILL))
+    return row(vm.name, await Sessions(agent).signal(p.name, SIGKILL))
 
 
 @method(SESSION_RM)
 async def session_rm(ctx: Context, p: SessionRmParams) -> SessionRow:
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-    return row(vm.name, await agent.sessions.remove(p.name, force=p.force))
+    return row(vm.name, await Sessions(agent).remove(p.name, force=p.force))
 
 
 @method(SESSION_SEND)
@@ -158,7 +159,7 @@ async def session_send(ctx: Context, p: SessionSendParams) -> SessionSendResult:
     if len(data) > MAX_SEND:
         raise InvalidArgument(f"send at most {MAX_SEND >> 20} MiB at once")
     _, agent = await ctx.daemon.vms.agent_for(p.vm)
-    return SessionSendResult(await agent.sessions.write(p.name, data, close=p.eof))
+    return SessionSendResult(await Sessions(agent).write(p.name, data, close=p.eof))
 
 
 async def _relay(ctx: Context, stream: SessionStream) -> None:
@@ -172,7 +173,7 @@ async def session_logs(ctx: Context, p: SessionLogsParams) -> SessionLogsResult:
     if p.tail is not None and not 0 <= p.tail <= 1 << 24:
         raise InvalidArgument("--tail must be 0..16777216 lines")
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-    stream = agent.sessions.logs(p.name, follow=p.follow, lines=p.tail)
+    stream = Sessions(agent).logs(p.name, follow=p.follow, lines=p.tail)
     try:
         await _relay(ctx, stream)
         answer = logs_answer(await stream.result())
@@ -200,7 +201,7 @@ async def session_attach(ctx: Context, p: SessionAttachParams) -> SessionAttachR
     if not (0 < p.rows < 10000 and 0 < p.cols < 10000 and 0 <= p.lines <= 100000):
         raise InvalidArgument("rows and cols must be 1..9999, lines 0..100000")
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-    stream = await agent.sessions.attach(p.name, write=p.write, rows=p.rows, cols=p.cols,
+    stream = await Sessions(agent).attach(p.name, write=p.write, rows=p.rows, cols=p.cols,
                                          lines=p.lines)
     ctx.send({"type": "attached", "writer": stream.writer})
     feeder = asyncio.create_task(_feed(ctx, stream))
