@@ -21,6 +21,7 @@ from banger.textsafe import clean
 from banger.webui.actions import ACTIONS, run_action
 from banger.webui.auth import COOKIE, SESSION_IDLE, Auth, Session
 from banger.webui.guard import Guard
+from banger.webui.manage import Manage
 from banger.webui.views import Views
 
 HERE = Path(__file__).parent
@@ -61,6 +62,7 @@ class Pages:
         self.env = environment()
         self.views = Views.of(daemon)
         self.htmx = assets_installed()
+        self.manage = Manage(self)
 
     def render(self, template: str, request: Request | None, status: int = 200,
                **values: Any) -> HTMLResponse:
@@ -190,6 +192,7 @@ def build_app(daemon: Daemon, auth: Auth, hosts: frozenset[str],
         Route("/vms/{name}/console", pages.vm_console),
         Route("/vms/{name}/confirm/{action}", pages.confirm),
         Route("/vms/{name}/{action}", pages.act, methods=["POST"]),
+        *pages.manage.routes(),
         Route("/assets/{file}", asset),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ])

@@ -74,8 +74,8 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket":  # none yet: refused until a later slice checks them
-                await send({"type": "websocket.close", "code": 1008})
+            if scope["type"] == "websocket" and not self._websocket_ok(scope):
+                await send({"type": "websocket.close", "code": 1008})  # HTTP 403 to the client
                 return
             await self.app(scope, receive, send)
             return
@@ -96,6 +96,21 @@ class Guard:
             await self._login_hint(send)
             return
         await self.app(scope, receive, _with_headers(send))
+
+    def _websocket_ok(self, scope: Scope) -> bool:
+        """A websocket needs what a change needs: Host, session, its own Origin (browsers always
+        send one on websockets, so cross-site pages are refused) and the CSRF token (`csrf` in
+        the query: a browser's websocket cannot carry a custom header)."""
+        host = _header(scope, b"host")
+        if not host_ok(host, self.hosts) or host is None:
+            return False
+        session = self.auth.session(_cookie(scope))
+        if session is None or not origin_ok(_header(scope, b"origin"), None, host):
+            return False
+        query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        sent = query.get("csrf")
+        scope["banger_session"] = session
+        return csrf_ok(session, sent[0] if sent else None)
 
     async def _check_change(self, scope: Scope, receive: Receive, send: Send,
                             session: Session | None, host: str) -> bytes | None:
