@@ -76,33 +76,33 @@ def test_wire_errors_have_codes(banger: Banger) -> None:
     [bad] = rpc(banger.socket, {"v": 99, "method": "ping", "params": {}, "op_id": "op-0000abcd"})
     assert bad["type"] == "error" and bad["error"]["code"] == "bad_version"
     assert bad["op_id"] == "op-0000abcd"
-    [unknown] = rpc(banger.socket, {"v": 1, "method": "vm.frobnicate", "params": {}})
+    [unknown] = rpc(banger.socket, {"v": 2, "method": "vm.frobnicate", "params": {}})
     assert unknown["error"]["code"] == "unknown_method"
     assert unknown["op_id"].startswith("op-")
-    [invalid] = rpc(banger.socket, {"v": 1, "method": "debug.sleep", "params": {"seconds": "x"}})
+    [invalid] = rpc(banger.socket, {"v": 2, "method": "debug.sleep", "params": {"seconds": "x"}})
     assert invalid["error"]["code"] == "invalid_argument"
     [garbage] = rpc(banger.socket, b"this is not json\n")
     assert garbage["error"]["code"] == "invalid_argument"
-    [ok] = rpc(banger.socket, {"v": 1, "method": "ping", "params": {}})
+    [ok] = rpc(banger.socket, {"v": 2, "method": "ping", "params": {}})
     assert ok["type"] == "result" and ok["result"]["pong"] == "ok"
 
 
 def test_a_normal_daemon_has_no_test_methods(banger: Banger) -> None:
     banger.run("daemon", "start", check=True)
     for name in ("debug.sleep", "workspace.put_tar"):
-        [reply] = rpc(banger.socket, {"v": 1, "method": name, "params": {}})
+        [reply] = rpc(banger.socket, {"v": 2, "method": name, "params": {}})
         assert reply["error"]["code"] == "unknown_method", reply
 
 
 def test_progress_streams_and_disconnect_cancels(banger: Banger) -> None:
     start_with_test_methods(banger)
-    replies = rpc(banger.socket, {"v": 1, "method": "debug.sleep",
+    replies = rpc(banger.socket, {"v": 2, "method": "debug.sleep",
                                   "params": {"seconds": 0.8, "steps": 4}, "op_id": "op-00000001"})
     stages = [r for r in replies if r["type"] == "progress"]
     assert len(stages) == 5 and replies[-1]["type"] == "result"
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(banger.socket))
-        s.sendall(json.dumps({"v": 1, "method": "debug.sleep", "params": {"seconds": 30},
+        s.sendall(json.dumps({"v": 2, "method": "debug.sleep", "params": {"seconds": 30},
                               "op_id": "op-00000002"}).encode() + b"\n")
         assert b"progress" in s.recv(4096)
     deadline = time.monotonic() + 10
@@ -119,7 +119,7 @@ def test_cancel_message_cancels(banger: Banger) -> None:
     start_with_test_methods(banger)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(banger.socket))
-        s.sendall(json.dumps({"v": 1, "method": "debug.sleep", "params": {"seconds": 30}}).encode()
+        s.sendall(json.dumps({"v": 2, "method": "debug.sleep", "params": {"seconds": 30}}).encode()
                   + b"\n")
         f = s.makefile("rb")
         assert json.loads(f.readline())["type"] == "progress"
@@ -195,12 +195,12 @@ def test_doctor_json_works_without_daemon(banger: Banger) -> None:
 
 def test_daemon_ops_lists_long_operations_newest_first(banger: Banger) -> None:
     start_with_test_methods(banger)
-    rpc(banger.socket, {"v": 1, "method": "debug.sleep", "params": {"seconds": 0.1, "steps": 1},
+    rpc(banger.socket, {"v": 2, "method": "debug.sleep", "params": {"seconds": 0.1, "steps": 1},
                         "op_id": "op-0000000a"})
-    [failed] = rpc(banger.socket, {"v": 1, "method": "vm.start", "params": {"vm": "nope"},
+    [failed] = rpc(banger.socket, {"v": 2, "method": "vm.start", "params": {"vm": "nope"},
                                    "op_id": "op-0000000b"})
     assert failed["error"]["code"] == "not_found"
-    rpc(banger.socket, {"v": 1, "method": "vm.list", "params": {}})  # not long: not kept
+    rpc(banger.socket, {"v": 2, "method": "vm.list", "params": {}})  # not long: not kept
     ops = json.loads(banger.run("daemon", "ops", "--json", check=True).stdout)
     assert [(o["id"], o["method"], o["state"]) for o in ops] == [
         ("op-0000000b", "vm.start", "failed"), ("op-0000000a", "debug.sleep", "done")]

@@ -114,6 +114,7 @@ envelopes = st.fixed_dictionaries(
                                                       "all": json_values}) | json_values,
         "op_id": st.sampled_from(["op-0000abcd"]) | json_values,
         "type": st.sampled_from(["cancel", "stdin"]) | json_values,
+        "len": st.sampled_from([0, 3, 1 << 20, (1 << 20) + 1, -1, 1 << 62]) | json_values,
     },
 ).map(lambda d: json.dumps(d).encode() + b"\n")
 raw_lines = st.binary(max_size=2000).map(lambda b: b + b"\n")
@@ -129,7 +130,7 @@ def test_hostile_lines_get_an_error_or_a_close(daemon: Daemon, first: bytes, res
 
 def test_daemon_survives_the_fuzzing(daemon: Daemon) -> None:
     pid = daemon.pid
-    [reply] = exchange(daemon.socket, b'{"v":1,"method":"ping","params":{}}\n')
+    [reply] = exchange(daemon.socket, b'{"v":2,"method":"ping","params":{}}\n')
     assert reply["result"]["pong"] == "ok" and daemon.pid == pid
 
 
@@ -170,8 +171,8 @@ def test_a_100_mib_line_is_refused_without_reading_it(daemon: Daemon) -> None:
 def test_input_the_operation_does_not_read_is_not_buffered_without_bound(daemon: Daemon) -> None:
     """A client flooding lines at a method that never reads them is slowed, not buffered."""
     before = daemon.peak_rss_mib()
-    request = json.dumps({"v": 1, "method": "debug.sleep", "params": {"seconds": 2}}).encode()
-    line = json.dumps({"type": "stdin", "data": "A" * (1 << 20)}).encode() + b"\n"
+    request = json.dumps({"v": 2, "method": "debug.sleep", "params": {"seconds": 2}}).encode()
+    line = b'{"type":"stdin","len":1048576}\n' + b"A" * (1 << 20)  # binary input frames
     s, sent = send_in_background(daemon.socket, iter([request + b"\n", *[line] * 300]))
     replies = replies_of(s)
     assert daemon.peak_rss_mib() - before < 64

@@ -83,7 +83,7 @@ except PermissionError:
     print("permission denied"); sys.exit()
 s.settimeout(20)
 try:  # the daemon may close before, while or after the request is sent
-    s.sendall(json.dumps({"v": 1, "method": "ping", "params": {}}).encode() + b"\\n")
+    s.sendall(json.dumps({"v": 2, "method": "ping", "params": {}}).encode() + b"\\n")
     reply = s.recv(65536)
 except (BrokenPipeError, ConnectionResetError):
     reply = b""
@@ -109,5 +109,5 @@ def test_other_users_cannot_use_the_daemon(banger: Banger) -> None:
     assert f"refused a connection from uid {NOBODY}" in banger.log.read_text()
     with socket.socket(socket.AF_UNIX) as s:  # its own user is still served
         s.connect(str(banger.socket))
-        s.sendall(b'{"v":1,"method":"ping","params":{}}\n')
+        s.sendall(b'{"v":2,"method":"ping","params":{}}\n')
         assert b'"pong":"ok"' in s.makefile("rb").readline()

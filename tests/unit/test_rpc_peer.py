@@ -54,7 +54,7 @@ s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.settimeout(20)
 try:  # the daemon may close before, while or after the request is sent
-    s.sendall(b'{"v":1,"method":"ping","params":{}}\\n')
+    s.sendall(b'{"v":2,"method":"ping","params":{}}\\n')
     print(repr(s.recv(65536)))
 except (BrokenPipeError, ConnectionResetError):
     print(repr(b""))

@@ -145,7 +145,7 @@ def session_show(vm: str, name: str, as_json: bool) -> None:
 def _write_events(call: Any) -> None:
     for event in call.events():
         if event.get("type") == "data":
-            write_all(1, base64.b64decode(event["data"]))
+            write_all(1, event["data"])
 
 
 @session_group.command("logs")
@@ -230,7 +230,7 @@ def _pump_keys(call: Any, detached: threading.Event, lock: threading.Lock) -> No
             data = data[:key]
         if data:
             with lock, contextlib.suppress(OSError):
-                call.send({"type": "stdin", "data": base64.b64encode(data).decode()})
+                call.send_data(data)
         if key >= 0:
             detached.set()
             import socket
@@ -274,7 +274,7 @@ def session_attach(vm: str, name: str, read_only: bool, lines: int) -> None:
         with raw_terminal() if raw else contextlib.nullcontext():
             for event in call.events():
                 if event.get("type") == "data":
-                    write_all(1, base64.b64decode(event["data"]))
+                    write_all(1, event["data"])
                 elif event.get("type") == "attached":
                     writer = bool(event.get("writer"))
                     note = (f"attached; {DETACH_NAME} detaches" if writer else

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import shutil
@@ -16,6 +15,8 @@ from typing import Any
 from banger.durable import write_all
 from banger.rpc.client import Call
 
+READ_SIZE = 1024 * 1024  # a pipe or file on stdin gives what it has, up to this, per read
+
 
 class Sender:
     """The stdin thread and signal handlers both write to the socket: one lock."""
@@ -28,17 +29,21 @@ class Sender:
         with self.lock, contextlib.suppress(OSError):
             self.call.send(message)
 
+    def send_data(self, data: bytes) -> None:
+        with self.lock, contextlib.suppress(OSError):
+            self.call.send_data(data)
+
 
 def _pump_stdin(sender: Sender) -> None:
     while True:
         try:
-            data = os.read(sys.stdin.fileno(), 65536)
+            data = os.read(sys.stdin.fileno(), READ_SIZE)
         except OSError:
             data = b""
         if not data:
             sender.send({"type": "stdin_eof"})
             return
-        sender.send({"type": "stdin", "data": base64.b64encode(data).decode()})
+        sender.send_data(data)
 
 
 @contextlib.contextmanager
@@ -83,7 +88,7 @@ def stream(call: Call, *, forward_stdin: bool, tty: bool) -> int:
             for event in call.events():
                 if event.get("type") == "data":
                     fd = 1 if event.get("stream") == "stdout" else 2
-                    write_all(fd, base64.b64decode(event["data"]))
+                    write_all(fd, event["data"])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

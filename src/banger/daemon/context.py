@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from banger.errors import BangerError
 from banger.rpc import wire
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ class Context:
     inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("banger.op"))
     _last_progress: float = 0.0
+    client_error: BangerError | None = None  # set when the client's input broke the envelope
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -43,8 +44,10 @@ class Context:
         """A line the CLI prints as is (e.g. the VM spec before the progress stages)."""
         self.send({"type": "info", "message": message})
 
-    def send_data(self, stream: str, data: bytes) -> None:
-        self.send({"type": "data", "stream": stream, "data": base64.b64encode(data).decode()})
+    def send_data(self, stream: str, data: bytes | memoryview) -> None:
+        """Output as binary frames: a {"type":"data","stream":..,"len":N} line, then N bytes."""
+        if not self.writer.is_closing():
+            self.writer.writelines(wire.frames({"type": "data", "stream": stream}, data))
 
     async def drain(self) -> None:
         await self.writer.drain()

@@ -82,19 +82,35 @@ async def _pump_client(reader: asyncio.StreamReader, ctx: Context, task: asyncio
     """Forward client messages to the handler; a cancel or a hang-up cancels the operation.
 
     The inbox is bounded: input a handler does not read stops being read from the socket.
+    A message with a "len" gets its payload (at most wire.MAX_DATA, read exactly) as bytes in
+    "data"; a bad length ends the operation with invalid_argument, the stream can't resync.
     """
     while True:
         try:
             line = await reader.readline()
         except (ConnectionError, ValueError):
             line = b""
-        if not line:
+        if not line.endswith(b"\n"):
             task.cancel("client disconnected")
             return
         try:
             msg = wire.decode(line)
         except ValueError:
             continue
+        try:
+            size = wire.payload_length(msg)
+        except ValueError as exc:
+            ctx.client_error = InvalidArgument(f"bad input frame: {exc}")
+            task.cancel("bad input frame")
+            return
+        if size is not None:
+            try:
+                msg["data"] = await reader.readexactly(size)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                task.cancel("client disconnected")
+                return
+        elif "data" in msg:
+            del msg["data"]  # input bytes come only as a payload, never inside the JSON
         if msg.get("type") == "cancel":
             task.cancel("cancelled by the client")
             return
@@ -119,6 +135,8 @@ async def _run(daemon: Daemon, ctx: Context, entry: Registered, params: Any,
     try:
         return await task
     except asyncio.CancelledError as exc:
+        if task.cancelled() and ctx.client_error is not None:
+            raise ctx.client_error from exc
         if task.cancelled() and not daemon.shutdown.is_set():
             raise Cancelled("operation cancelled") from exc
         if task.cancelled():

@@ -40,19 +40,33 @@ class Call:
     def send(self, message: dict[str, Any]) -> None:
         self.sock.sendall(wire.encode(message))
 
+    def send_data(self, data: bytes, kind: str = "stdin") -> None:
+        """Input to a streaming method as binary frames (callers sharing the socket lock)."""
+        for piece in wire.frames({"type": kind}, data):
+            self.sock.sendall(piece)
+
     def cancel(self) -> None:
         with contextlib.suppress(OSError):
             self.send({"type": "cancel"})
 
+    def _closed(self) -> Unavailable:
+        return Unavailable("the daemon closed the connection; see `banger daemon logs`",
+                           op_id=self.op_id)
+
     def events(self) -> Iterator[dict[str, Any]]:
-        """Yield progress/data events; raises the daemon's error, stores the result."""
+        """Yield progress/data events (a data event's "data" is bytes); raises the daemon's error,
+        stores the result."""
         while True:
             line = self._file.readline(wire.MAX_LINE)
-            if not line:
-                raise Unavailable(
-                    "the daemon closed the connection; see `banger daemon logs`", op_id=self.op_id
-                )
+            if not line.endswith(b"\n"):
+                raise self._closed()
             msg = wire.decode(line)
+            size = wire.payload_length(msg)
+            if size is not None:
+                payload = self._file.read(size)
+                if len(payload) != size:
+                    raise self._closed()
+                msg["data"] = payload
             kind = msg.get("type")
             if kind == "result":
                 self.result = msg.get("result")

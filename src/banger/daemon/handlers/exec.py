@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import signal as signals
 from typing import Any
@@ -28,14 +27,16 @@ async def _pump_in(ctx: Context, proc: AgentProcess) -> None:
     while True:
         msg: dict[str, Any] = await ctx.inbox.get()
         kind = msg.get("type")
-        if kind == "stdin":
-            await proc.write(base64.b64decode(msg.get("data", "")))
+        data, rows, cols, sig = msg.get("data"), msg.get("rows"), msg.get("cols"), msg.get("signal")
+        if kind == "stdin" and isinstance(data, bytes):
+            await proc.write(data)
         elif kind == "stdin_eof":
             await proc.close_stdin()
-        elif kind == "resize":
-            proc.resize(int(msg.get("rows", 24)), int(msg.get("cols", 80)))
+        elif kind == "resize" and type(rows) is int and type(cols) is int \
+                and 0 < rows < 10000 and 0 < cols < 10000:
+            proc.resize(rows, cols)
         elif kind == "signal":
-            proc.signal(int(msg.get("signal", signals.SIGINT)))
+            proc.signal(sig if type(sig) is int and 0 < sig < 65 else signals.SIGINT)
 
 
 def _client_gone(ctx: Context, vm: VmRecord) -> None:

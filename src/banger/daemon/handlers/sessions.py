@@ -186,9 +186,9 @@ async def _feed(ctx: Context, stream: SessionStream) -> None:
     while True:
         msg: dict[str, Any] = await ctx.inbox.get()
         kind = msg.get("type")
-        if kind == "stdin" and isinstance(msg.get("data"), str):
-            with contextlib.suppress(binascii.Error):
-                await stream.write(base64.b64decode(msg["data"]))
+        data = msg.get("data")
+        if kind == "stdin" and isinstance(data, bytes):
+            await stream.write(data)
         elif kind == "resize":
             rows, cols = msg.get("rows"), msg.get("cols")
             if isinstance(rows, int) and isinstance(cols, int) and 0 < rows < 10000 \
