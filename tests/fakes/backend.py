@@ -27,7 +27,7 @@ GUEST = Path(__file__).with_name("guest.py")
 STATE_MAGIC = "fake-vm-state"
 # Steps of the VMM that fail(step) can break; guest faults are passed to the next VM process.
 VMM_STEPS = ("prepare_disk", "start", "restore", "resume", "save_state", "prepare_disk_on",
-             "request_shutdown", "open_agent", "add_forward", "restore_forwards")
+             "request_shutdown", "open_agent", "add_forward", "restore_forwards", "unpause")
 GUEST_FAULTS = ("panic", "hang", "configure")
 
 
@@ -204,6 +204,16 @@ class FakeBackend:
 
     def state_files(self, dest: Path) -> tuple[Path, ...]:
         return (dest,)
+
+    # ---- Pauser
+
+    async def pause(self, handles: VmHandles) -> None:
+        self._step("pause", handles.extra["name"])
+        self.machine.signal(handles.pid, signal.SIGSTOP)
+
+    async def unpause(self, handles: VmHandles) -> None:
+        self._step("unpause", handles.extra["name"])
+        self.machine.signal(handles.pid, signal.SIGCONT)
 
     # ---- PortForwarder
 

@@ -17,7 +17,17 @@ import pytest
 from banger.daemon.main import _load_handlers
 from banger.daemon.registry import METHODS, check_handler, method
 from banger.rpc.client import Client
-from banger.rpc.methods import Method, NoParams, image, kernel, system, template, testing, vm
+from banger.rpc.methods import (
+    Method,
+    NoParams,
+    image,
+    kernel,
+    pool,
+    system,
+    template,
+    testing,
+    vm,
+)
 from banger.rpc.methods import session as sessions
 from banger.rpc.methods import ui as web
 from banger.rpc.methods import workspace as ws
@@ -27,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rpc.md"
 CLI_SOURCES = [*sorted((ROOT / "src/banger/cli").glob("*.py")),
                ROOT / "src/banger/doctor/state_checks.py"]  # `banger doctor` asks the daemon
-AREAS = [system, vm, image, kernel, template, ws, sessions, web, testing]
+AREAS = [system, vm, image, kernel, template, ws, sessions, web, pool, testing]
 HEADER = "| method | params | result | long | what it does |\n|---|---|---|---|---|"
 
 

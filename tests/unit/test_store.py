@@ -18,7 +18,7 @@ def test_migrations_apply_to_empty_db_and_are_idempotent(tmp_path: Path) -> None
     assert store.migrate() == []
     assert store.schema_version() == MIGRATIONS[-1][0]
     tables = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"vms", "operations", "schema_migrations"}
+    assert tables == {"vms", "operations", "pool", "schema_migrations"}
     assert store.query("PRAGMA journal_mode")[0][0] == "wal"
     assert store.query("PRAGMA foreign_keys")[0][0] == 1
 
@@ -57,7 +57,7 @@ def test_a_v2_database_with_vms_migrates_and_keeps_them(tmp_path: Path,
                   " '{\"guest_path\": \"/root/repo\"}', 't0', 't1', 'tap', '52:54:00:00:00:02',"
                   " 1, '[\"8080:80\"]')")
         c.execute("INSERT INTO images (name, kind, path, created_at) VALUES ('i', 'x', '/p', 't')")
-    assert store.migrate() == [3, 4]
+    assert store.migrate() == [3, 4, 5]
     vm = VmRepo(store).find("web")
     assert (vm.owner_pid, vm.owner_start) == (None, None)  # VMs made before --rm had an owner
     assert (vm.id, vm.state, vm.vcpu, vm.memory_mib, vm.disk_mib, vm.ip, vm.last_error) == (

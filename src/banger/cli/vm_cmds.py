@@ -96,6 +96,7 @@ def vm_list(as_json: bool, show_all: bool) -> None:
     "run": "banger.cli.vm_exec:vm_run",
     "workspace": "banger.cli.workspace_cmds:workspace",
     "template": "banger.cli.template_cmds:template",
+    "pool": "banger.cli.pool_cmds:pool",
     "session": "banger.cli.session_cmds:session_group",
     "ssh": "banger.cli.net_cmds:vm_ssh",
     "ssh-proxy": "banger.cli.net_cmds:vm_ssh_proxy",

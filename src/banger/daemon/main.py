@@ -35,6 +35,7 @@ def _load_handlers(*, test_methods: bool) -> None:
         images,
         kernels,
         net,
+        pool,
         sessions,
         system,
         templates,
@@ -97,12 +98,15 @@ async def serve(daemon: Daemon) -> None:
         loop.add_signal_handler(sig, daemon.shutdown.set)
     log.info("bangerd %s listening on %s (pid %d)", __version__, sock_path, os.getpid())
     watcher = asyncio.create_task(watch(daemon.vms))
+    pool = asyncio.create_task(daemon.vms.pool.run())  # refills the warm pool in the background
     stop_dns = await start_dns(daemon.config.dns_listen, daemon.vms.repo)  # own port or zone file
     async with server:
         await daemon.shutdown.wait()
         log.info("shutting down")
         server.close()
         watcher.cancel()
+        pool.cancel()
+        await daemon.vms.pool.shutdown()  # pooled clones go with the daemon
         stop_dns()
         await stop_ui()
         for task in asyncio.all_tasks() - {asyncio.current_task()}:

@@ -80,4 +80,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE vms ADD COLUMN owner_start TEXT;
         """,
     ),
+    (
+        5,
+        "warm pool: how many paused clones to keep per VM shape",
+        """
+        CREATE TABLE pool (
+            image TEXT NOT NULL,
+            vcpu INTEGER NOT NULL,
+            memory_mib INTEGER NOT NULL,
+            net_mode TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (image, vcpu, memory_mib, net_mode)
+        );
+        """,
+    ),
 ]

@@ -179,6 +179,16 @@ class Snapshotter(Protocol):
 
 
 @runtime_checkable
+class Pauser(Protocol):
+    """Optional: backends that can freeze a running guest's vCPUs and let them run again (the
+    warm pool keeps restored clones paused, so they cost memory but no CPU)."""
+
+    async def pause(self, handles: VmHandles) -> None: ...
+
+    async def unpause(self, handles: VmHandles) -> None: ...
+
+
+@runtime_checkable
 class PortForwarder(Protocol):
     """Optional: backends with a user-mode network stack whose host forwards can grow while the
     VM runs. `isolated` is NetworkAttachment.isolated of the VM's launch."""

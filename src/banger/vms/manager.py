@@ -42,6 +42,8 @@ from banger.vms import events
 from banger.vms.agents import AgentPool
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.owner import Owner, OwnerWatch
+from banger.vms.pool import Pool, PoolEntry
+from banger.vms.pool_repo import PoolRepo, Shape
 from banger.vms.repo import VmRepo
 from banger.vms.restore import drop_saved_state, saved_state
 from banger.vms.start import StartPath
@@ -79,6 +81,7 @@ class VmManager:
         self.start_path = StartPath(backend, self.templates, fast_start=config.fast_start)
         self.net = Network(paths, config, backend)
         self.owners = OwnerWatch(self.owner_gone)
+        self.pool = Pool(self, PoolRepo(store))
 
     def base_disks_in_use(self) -> set[Path]:
         """Template disks that VMs' own disks are layered on: never deleted while so."""
@@ -112,6 +115,11 @@ class VmManager:
     async def create(self, req: CreateRequest, progress: Progress, info: Info,
                      owner: Owner | None = None) -> VmRecord:
         """owner: the client process whose exit deletes the VM (`vm run --rm`)."""
+        with self.pool.busy():  # the pool refills only when no user start is under way
+            return await self._create(req, progress, info, owner)
+
+    async def _create(self, req: CreateRequest, progress: Progress, info: Info,
+                      owner: Owner | None) -> VmRecord:
         vm = self.new_record(req, owner)
         if vm.name in self.repo.names():
             raise Conflict(f"a VM named {vm.name!r} already exists; pick another --name")
@@ -119,22 +127,49 @@ class VmManager:
         info(spec_line(vm))
         image = await self.artifacts.image(vm.image, progress)
         kernel_name = req.kernel or image.manifest.kernel or self.config.default_kernel
-        await self.artifacts.kernel(kernel_name, progress)
+        kernel = await self.artifacts.kernel(kernel_name, progress)
         if image.rootfs.stat().st_size > vm.disk_mib * 1024 * 1024:
             raise InvalidArgument(f"disk {format_size_mib(vm.disk_mib)} is smaller than image "
                                   f"{vm.image}; use --disk of at least "
                                   f"{-(-image.rootfs.stat().st_size // 1024**3)}G")
         vm = msgspec.structs.replace(vm, kernel=kernel_name)
-        where = self.net.allocate(net_view(vm), self.repo.addresses())  # no await until insert
-        vm = msgspec.structs.replace(vm, ip=where.ip, mac=where.mac)
-        self.repo.insert(vm)
+        pooled = self._take_pooled(vm, req, image.manifest.sha256, kernel.digest)
+        if pooled is not None:  # the clone's dir, disk and VMM become this VM's
+            vm = msgspec.structs.replace(vm, id=pooled.id)
+        try:
+            where = self.net.allocate(net_view(vm), self.repo.addresses())  # no await until insert
+            vm = msgspec.structs.replace(vm, ip=where.ip, mac=where.mac)
+            self.repo.insert(vm)
+        except BaseException:
+            if pooled is not None:
+                await self.pool.discard(pooled)
+            raise
         if owner is not None:  # from here on, the owner's exit deletes it, even mid-start
             self.owners.watch(vm.id, owner)
         log.info("created VM %s (%s)%s", vm.name, vm.id,
                  f", removed when pid {owner.pid} exits" if owner else "")
         if req.start:
-            await self.start(vm.id, progress, cold=req.cold)
+            await self.start(vm.id, progress, cold=req.cold, pooled=pooled)
         return self.repo.find(vm.id)
+
+    def _take_pooled(self, vm: VmRecord, req: CreateRequest, image_sha256: str,
+                     kernel_digest: str) -> PoolEntry | None:
+        """A paused clone of exactly this VM's shape when the pool has one (never waits)."""
+        if (not req.start or req.cold or req.kernel or vm.publish or vm.nat
+                or vm.net_mode not in ("user", None) or not self.pool.ready):
+            return None
+        shape = Shape(vm.image, vm.vcpu, vm.memory_mib, vm.net_mode or "")
+        return self.pool.take(shape, image_sha256, kernel_digest, vm.disk_mib)
+
+    async def pool_spec(self, shape: Shape,
+                        vm_id: str) -> tuple[VmSpec, ImageFiles, KernelFiles]:
+        """What a pooled clone of shape boots as (the template key a create would compute)."""
+        vm = self.new_record(CreateRequest(image=shape.image, vcpu=shape.vcpu,
+                                           memory_mib=shape.memory_mib, start=False))
+        image = await self.artifacts.image(vm.image, lambda *_: None)
+        vm = msgspec.structs.replace(vm, id=vm_id, name=f"pool-{vm_id}",
+                                     kernel=image.manifest.kernel or self.config.default_kernel)
+        return await self.boot_inputs(vm, lambda *_: None)
 
     # ---- start / stop
 
@@ -150,8 +185,16 @@ class VmManager:
                       self.paths.vm_dir(vm.id), boot_files, accel=self.accel)
         return spec, image, kernel
 
-    async def start(self, ref: str, progress: Progress, *, cold: bool = False) -> VmRecord:
+    async def start(self, ref: str, progress: Progress, *, cold: bool = False,
+                    pooled: PoolEntry | None = None) -> VmRecord:
         vm = self.repo.find(ref)
+        if pooled is not None:  # its agent closes with the VM's whatever happens next
+            self.agents.adopt(vm.id, pooled.agent)
+        with self.pool.busy():
+            return await self._start(vm, progress, cold, pooled)
+
+    async def _start(self, vm: VmRecord, progress: Progress, cold: bool,
+                     pooled: PoolEntry | None) -> VmRecord:
         async with self.lock(vm.id):
             vm = self.repo.find(vm.id)
             if vm.state == VmState.RUNNING:
@@ -165,8 +208,9 @@ class VmManager:
                 spec = dataclasses.replace(spec, network=await self.net.prepare(net_view(vm)))
                 setup = {**await self.net.guest_setup(net_view(vm)), **await git_identity_setup(),
                          "identity_ready": True}
-                handles, agent = await self.start_path.launch(spec, image, kernel, progress,
-                                                            cold=cold, setup=setup)
+                adopted = await self.pool.adopt(pooled, spec, setup) if pooled else None
+                handles, agent = adopted or await self.start_path.launch(
+                    spec, image, kernel, progress, cold=cold, setup=setup)
                 self.agents.adopt(vm.id, agent)
                 await self.net.activate(net_view(vm))
                 await sync_home(agent, self.config.file_sync,

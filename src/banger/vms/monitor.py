@@ -22,6 +22,7 @@ CONSOLE_CAP = 4 << 20
 
 async def reconcile(mgr: VmManager) -> None:
     """Re-adopt VMs whose VMM still runs; clean up and mark stopped the others."""
+    await mgr.pool.reap()  # pooled clones of a previous daemon are not VMs
     for vm in mgr.repo.all():
         if vm.state not in ACTIVE:
             continue

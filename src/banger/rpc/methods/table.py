@@ -8,6 +8,7 @@ from banger.rpc.methods import (
     Method,
     image,
     kernel,
+    pool,
     session,
     system,
     template,
@@ -24,5 +25,5 @@ def _gather(*modules: Any) -> dict[str, Method[Any]]:
 
 
 CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session,
-                                           ui)
+                                           ui, pool)
 TEST_METHODS: dict[str, Method[Any]] = _gather(testing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from banger.guest import AGENT_PORT_NAME
@@ -13,6 +14,7 @@ from banger.vmm.qemu.slirp import namespace_argv
 __all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
 
 QEMU = "qemu-system-x86_64"
+TCG_TB_MIB = 0  # set from measurements (docs/fast-start.md); 0: QEMU's default
 
 
 def net_args(net: NetworkAttachment | None) -> list[str]:
@@ -48,8 +50,17 @@ def memory_args(spec: VmSpec) -> list[str]:
     return ["-object", backend]
 
 
+def tcg_accel() -> str:
+    """TCG with a capped translation cache: QEMU reserves 1 GiB for it by default and a VM's
+    translated code keeps what it touched resident (bench/pool.py measures the cap's effect).
+    BANGER_TCG_TB_MIB overrides the cap (0: QEMU's default), for benchmarks."""
+    tb_mib = os.environ.get("BANGER_TCG_TB_MIB", str(TCG_TB_MIB))
+    size = f",tb-size={int(tb_mib)}" if tb_mib.isdigit() and int(tb_mib) > 0 else ""
+    return f"tcg,thread=multi{size}"
+
+
 def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list[str]:
-    accel = "kvm" if spec.accel == "kvm" else "tcg,thread=multi"
+    accel = "kvm" if spec.accel == "kvm" else tcg_accel()
     return [
         *namespace_prefix(spec),
         QEMU,

@@ -74,6 +74,12 @@ class QemuBackend:
         await snapshot.resume(handles.control_socket, incoming, timeout,
                               lambda: self.is_alive(handles))
 
+    async def pause(self, handles: VmHandles) -> None:
+        await self.qmp(handles, "stop")
+
+    async def unpause(self, handles: VmHandles) -> None:
+        await self.qmp(handles, "cont")
+
     async def grow_live(self, handles: VmHandles, size_mib: int) -> None:
         await self.qmp(handles, "block_resize", device="root", size=size_mib * 1024 * 1024)
 
