@@ -169,6 +169,19 @@ def test_sessions_survive_stop_save_and_start(b: Banger) -> None:
     b.run("vm", "session", "rm", "-f", VM, "saved", check=True)
 
 
+def test_a_cold_reboot_marks_a_session_exited_and_keeps_its_log(b: Banger) -> None:
+    b.run("vm", "session", "start", VM, "--name", "cold", "--", "sh", "-c", "echo before; sleep 600",
+          check=True)
+    wait_until(lambda: logs(b, "cold") == "before\n", "the session's first line", timeout=60,
+               interval=0.3)
+    b.run("vm", "stop", VM, check=True, timeout=300)
+    b.run("vm", "start", VM, check=True, timeout=300)
+    info = show(b, "cold")
+    assert (info["state"], info["lost"], info["exit_code"]) == ("exited", True, None), info
+    assert logs(b, "cold") == "before\n"
+    b.run("vm", "session", "rm", VM, "cold", check=True)
+
+
 def test_vm_run_detached_starts_the_command_as_a_session_listed_by_vm_show(b: Banger) -> None:
     res = b.run("vm", "run", "-d", "--name", "bg", "--", "sh", "-c", "echo up; sleep 600",
                 check=True, timeout=300)
