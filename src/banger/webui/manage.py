@@ -21,6 +21,7 @@ from banger.images.manifest import list_images
 from banger.kernels import catalog as kernel_catalog
 from banger.kernels.manifest import list_kernels
 from banger.webui import forms
+from banger.webui.guard import CSP
 from banger.webui.jobs import Job, Jobs
 from banger.webui.terminal import serve_terminal
 
@@ -184,7 +185,11 @@ class Manage:
         if vm is None:
             return self.pages.render("missing.html", request, 404, page="vms",
                                      name=request.path_params["name"])
-        return self.pages.render("terminal.html", request, page="vms", vm=vm)
+        page = self.pages.render("terminal.html", request, page="vms", vm=vm)
+        # xterm.js styles its rows with <style> elements it writes; scripts stay 'self' only.
+        page.headers["content-security-policy"] = CSP.replace(
+            "default-src 'self';", "default-src 'self'; style-src 'self' 'unsafe-inline';")
+        return page
 
     async def terminal_ws(self, ws: WebSocket) -> None:
         await serve_terminal(self.daemon, ws, self.pages.closing)
