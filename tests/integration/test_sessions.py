@@ -8,7 +8,9 @@ import json
 import os
 import re
 import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -200,3 +202,21 @@ def test_vm_run_detached_starts_the_command_as_a_session_listed_by_vm_show(b: Ba
     finally:
         b.run("vm", "delete", "-f", "bg", timeout=120)
     assert b.run("vm", "run", "-d", "--rm", "--", "true").returncode == 2
+
+
+def test_a_detached_session_starts_in_the_shipped_workspace(b: Banger, tmp_path: Path) -> None:
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["-c", "user.email=d@e", "-c", "user.name=D",
+                                                "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    res = b.run("vm", "run", "-d", "--name", "wsbg", str(repo), "--", "pwd", check=True,
+                timeout=300)
+    name = re.search(r"as session ([a-z0-9-]+)", res.stdout)
+    assert name, res.stdout
+    try:
+        wait_until(lambda: b.run("vm", "session", "logs", "wsbg", name.group(1),
+                                 timeout=60).stdout == "/root/repo\n",
+                   "pwd in the workspace", timeout=60, interval=0.3)
+    finally:
+        b.run("vm", "delete", "-f", "wsbg", timeout=120)
