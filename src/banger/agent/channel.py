@@ -20,8 +20,6 @@ from banger.textsafe import one_line
 OUTPUT_CAP = 16 * 1024 * 1024  # default cap on the output one guest command may hand us whole
 OUTPUT_ADVICE = "write large output to a file in the guest"
 
-# Give credit back in batches: one WINDOW frame per quarter window read, not one per chunk.
-GRANT_BATCH = proto.INITIAL_WINDOW // 4
 
 
 class Connection(Protocol):
@@ -76,7 +74,8 @@ class StreamBuffer:
 class Channel:
     """One request. `result` holds the raw RESULT payload: the caller knows its type."""
 
-    def __init__(self, conn: Connection, channel_id: int, streams: Iterable[int] = ()) -> None:
+    def __init__(self, conn: Connection, channel_id: int, streams: Iterable[int] = (),
+                 window: int = proto.INITIAL_WINDOW) -> None:
         loop = asyncio.get_running_loop()
         self.conn = conn
         self.id = channel_id
@@ -85,9 +84,10 @@ class Channel:
         for future in (self.result, self.started):
             future.add_done_callback(mark_exception_seen)
         self.failure: BaseException | None = None
-        self.send_credit = proto.INITIAL_WINDOW
+        self.send_credit = window
+        self.grant_batch = window // 4  # credit goes back per quarter window, not per chunk
         self.credit_changed = asyncio.Event()
-        self.recv_credit = proto.INITIAL_WINDOW  # DATA bytes the agent may still send us
+        self.recv_credit = window  # DATA bytes the agent may still send us
         self._ungranted = 0
         self.streams = {stream: StreamBuffer() for stream in streams}
 
@@ -204,7 +204,7 @@ class Channel:
     def consumed(self, amount: int) -> None:
         """The reader took amount bytes: the agent may send that much more (batched)."""
         self._ungranted += amount
-        if self._ungranted >= GRANT_BATCH and not self.finished:
+        if self._ungranted >= self.grant_batch and not self.finished:
             self.conn._write(proto.encode_window(self.id, self._ungranted))
             self.recv_credit += self._ungranted
             self._ungranted = 0

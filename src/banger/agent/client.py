@@ -35,7 +35,7 @@ from banger.guest.agent import protocol as proto
 
 __all__ = ["EXPORT_CAP", "OUTPUT_CAP", "AgentClient", "connect_stream", "connect_unix"]
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 1024 * 1024
 HELLO_RESEND_SECONDS = 1.0  # the agent may still be booting when we first say hello
 EXPORT_CAP = 1024 * 1024 * 1024  # get(): one tar stream out of the guest
 MAX_UNCLOSED = 1024  # ended channels waiting for the agent's CLOSE; past it the agent is broken
@@ -58,6 +58,7 @@ class AgentClient:
         self._hello: tuple[str, asyncio.Future[HelloAck]] | None = None
         self._ready = False
         self._lost: BangerError | None = None
+        self.window = proto.INITIAL_WINDOW  # per channel; HELLO may agree on a larger one
 
     @property
     def connected(self) -> bool:
@@ -80,7 +81,8 @@ class AgentClient:
         deadline = loop.time() + timeout
         while not answered.done():
             self._write(proto.encode_json(proto.HELLO, proto.SESSION_CHANNEL,
-                                          {"version": proto.PROTOCOL_VERSION, "nonce": nonce}))
+                                          {"version": proto.PROTOCOL_VERSION, "nonce": nonce,
+                                           "window": proto.LARGE_WINDOW}))
             await self._drain()
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -233,7 +235,7 @@ class AgentClient:
         if not self._ready:
             self._raise_if_lost()
             raise Unavailable("the agent session is not established; call hello() first")
-        channel = Channel(self, self._next_id, streams)
+        channel = Channel(self, self._next_id, streams, self.window)
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         self._channels[channel.id] = channel
         self._write(proto.encode_json(proto.OPEN, channel.id, {"op": op, "params": params}))
@@ -336,6 +338,7 @@ class AgentClient:
             hello[1].set_exception(e)
             return
         self._ready = True
+        self.window = min(ack.window, proto.LARGE_WINDOW)  # never more than we asked for
         hello[1].set_result(ack)
 
     def _connection_lost(self, error: BangerError) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 
 from banger.errors import OperationFailed
+from banger.guest.agent import protocol as proto
 from banger.textsafe import one_line
 
 PID_MAX = 4_194_304  # the kernel's largest pid_max
@@ -42,6 +43,9 @@ class HelloAck(msgspec.Struct, frozen=True):
     nonce: Short
     agent_version: Short
     pid1: bool
+    # The per-channel window the agent agreed to; an older agent sends none (the default).
+    window: Annotated[int, msgspec.Meta(ge=proto.INITIAL_WINDOW, le=proto.MAX_WINDOW)] = \
+        proto.INITIAL_WINDOW
 
 
 class AgentError(msgspec.Struct, frozen=True):

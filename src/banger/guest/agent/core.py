@@ -15,7 +15,7 @@ from .children import Reaper
 AGENT_VERSION = "0.1.0"
 
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 1024 * 1024  # one read of the transport; frames span reads anyway
 
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

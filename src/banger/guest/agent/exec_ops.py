@@ -126,6 +126,9 @@ def run_with_pipes(channel: Channel, argv: list[str], env: dict[str, str], cwd: 
     stdin = subprocess.PIPE if want_stdin else subprocess.DEVNULL
     proc = spawn(argv, env, cwd, user, False, stdin=stdin, stdout=subprocess.PIPE,
                  stderr=subprocess.PIPE)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            widen_pipe(pipe.fileno())
     waiter = started(channel, proc, None)
     pumps = [start_thread(pump_output, channel, proc.stdout.fileno(), proto.STDOUT),
              start_thread(pump_output, channel, proc.stderr.fileno(), proto.STDERR)]
@@ -204,6 +207,19 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
     import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+F_SETPIPE_SZ = 1031  # Linux; fcntl names it only from Python 3.10
+PIPE_SIZE = 1024 * 1024  # the default 64 KiB pipe means a read, a frame and a wake-up per 64 KiB
+
+
+def widen_pipe(fd: int) -> None:
+    """Best effort: a bigger pipe lets one read take a whole frame (EPERM past pipe-max-size)."""
+    import contextlib
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def read_some(channel: Channel, fd: int) -> bytes | None:

@@ -29,8 +29,19 @@ HEADER_SIZE = _HEADER.size
 _WINDOW = struct.Struct(">I")
 
 MAX_PAYLOAD = 1024 * 1024  # larger frames are refused: the channel gets ERROR
-DATA_CHUNK = 64 * 1024  # senders split data frames at this size
-INITIAL_WINDOW = 256 * 1024  # per channel, per direction
+DATA_CHUNK = 256 * 1024  # senders split data frames at this size (any size <= MAX_PAYLOAD is valid)
+INITIAL_WINDOW = 256 * 1024  # per channel, per direction, unless HELLO agreed on another
+# A host may ask for a larger window in HELLO ("window"); an agent that knows it answers with the
+# window both sides then use (an older agent says nothing: INITIAL_WINDOW stays).
+LARGE_WINDOW = 4 * 1024 * 1024
+MAX_WINDOW = 16 * 1024 * 1024
+
+
+def agreed_window(asked: object) -> int:
+    """The window for a HELLO's "window" value: in range, else the default."""
+    if type(asked) is int and INITIAL_WINDOW <= asked <= MAX_WINDOW:
+        return asked
+    return INITIAL_WINDOW
 
 SESSION_CHANNEL = 0  # HELLO / HELLO_ACK travel here; requests use ids >= 1
 
@@ -165,9 +176,26 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame | OversizedFrame]:
-        buf = self._buf
-        buf += data
+        if self._buf:
+            self._buf += data
+            buf: bytes | bytearray = self._buf
+        else:
+            buf = data  # the usual case: parse the read itself, keep only an incomplete tail
         out: list[Frame | OversizedFrame] = []
+        view = memoryview(buf)
+        try:
+            pos = self._parse(buf, view, out)
+        finally:
+            view.release()  # a bytearray with a live view cannot be resized
+        if buf is self._buf:
+            del self._buf[:pos]
+        else:
+            self._buf = bytearray(buf[pos:])
+        return out
+
+    def _parse(self, buf: bytes | bytearray, view: memoryview,
+               out: list[Frame | OversizedFrame]) -> int:
+        """Frames from buf into out; how many bytes were used up."""
         pos = 0
         while True:
             if self._skip:
@@ -181,7 +209,7 @@ class FrameDecoder:
             if buf[pos : pos + 4] != MAGIC:
                 pos = self._scan(buf, pos)
                 continue
-            header = bytes(buf[pos : pos + HEADER_SIZE])
+            header = bytes(view[pos : pos + HEADER_SIZE])
             _, ftype, stream, channel, length, crc = _HEADER.unpack(header)
             if zlib.crc32(header[:_CRC_SPAN]) != crc:
                 self.discarded += 1
@@ -195,12 +223,11 @@ class FrameDecoder:
             end = pos + HEADER_SIZE + length
             if end > len(buf):
                 break
-            out.append(Frame(ftype, channel, bytes(buf[pos + HEADER_SIZE : end]), stream))
+            out.append(Frame(ftype, channel, bytes(view[pos + HEADER_SIZE : end]), stream))
             pos = end
-        del buf[:pos]
-        return out
+        return pos
 
-    def _scan(self, buf: bytearray, pos: int) -> int:
+    def _scan(self, buf: bytes | bytearray, pos: int) -> int:
         """Position of the next possible magic after pos (keeps a partial magic at the end)."""
         found = buf.find(MAGIC, pos + 1)
         if found < 0:

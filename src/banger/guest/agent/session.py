@@ -100,8 +100,8 @@ class Channel:
     def __init__(self, session: Session, channel_id: int) -> None:
         self.session = session
         self.id = channel_id
-        self.credit = Credit(proto.INITIAL_WINDOW)
-        self.inbox = Inbox(proto.INITIAL_WINDOW)
+        self.credit = Credit(session.window)
+        self.inbox = Inbox(session.window)
         self.input_stream = -1  # the stream this op accepts DATA on, if any
         self.closed = False
         self.on_control: Callable[[dict[str, Any]], None] | None = None
@@ -182,6 +182,7 @@ class Session:
         self._lock = threading.Lock()  # one frame at a time on the wire
         self.channels: dict[int, Channel] = {}
         self.alive = True
+        self.window = proto.INITIAL_WINDOW  # per channel, per direction; HELLO may raise it
 
     def send(self, frame: bytes, channel: Channel | None = None, last: bool = False) -> bool:
         with self._lock:
@@ -255,11 +256,13 @@ class Session:
     def _on_hello(self, frame: proto.Frame) -> None:
         hello = frame.json()
         self.reset()
+        self.window = proto.agreed_window(hello.get("window"))
         self.send(proto.encode_json(proto.HELLO_ACK, proto.SESSION_CHANNEL, {
             "version": proto.PROTOCOL_VERSION,
             "nonce": hello.get("nonce"),
             "agent_version": AGENT_VERSION,
             "pid1": self.agent.pid1,
+            "window": self.window,
         }))
 
     def _on_open(self, frame: proto.Frame) -> None:
