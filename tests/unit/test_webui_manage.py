@@ -9,6 +9,7 @@ import html
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -18,6 +19,7 @@ from banger.daemon.operations_repo import OperationRepo
 from banger.daemon.state import Daemon
 from banger.webui.auth import Auth
 from banger.webui.jobs import JobContext, Jobs
+from banger.webui.terminal import MAX_INPUT, _from_browser
 from tests.fakes.daemon import FakeDaemon
 from tests.unit.test_webui_app import BASE, ORIGIN, login, ui
 
@@ -144,3 +146,38 @@ def test_a_running_job_is_cancelled(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert BASE
+
+
+class _Proc:
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+        self.written: list[bytes] = []
+
+    def resize(self, rows: int, cols: int) -> None:
+        self.sizes.append((rows, cols))
+
+    async def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class _Socket:
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = [*messages, {"type": "websocket.disconnect"}]
+
+    async def receive(self) -> dict[str, Any]:
+        return self.messages.pop(0)
+
+
+def test_terminal_input_is_bounded_and_controls_checked() -> None:
+    """What a page sends: keystrokes pass; bad, huge or out-of-range controls are ignored."""
+    proc = _Proc()
+    frames = [{"type": "websocket.receive", "bytes": b"ls\r"},
+              {"type": "websocket.receive", "bytes": b"x" * (MAX_INPUT + 1)},
+              {"type": "websocket.receive", "text": '{"type": "resize", "rows": 40, "cols": 120}'},
+              {"type": "websocket.receive", "text": '{"type": "resize", "rows": -1, "cols": "9e9"}'},
+              {"type": "websocket.receive", "text": "not json"},
+              {"type": "websocket.receive", "text": "[1, 2]"},
+              {"type": "websocket.receive", "text": " " * 300 + "{}"}]
+    asyncio.run(_from_browser(_Socket(frames), proc))  # type: ignore[arg-type]
+    assert proc.written == [b"ls\r"]
+    assert proc.sizes == [(40, 120), (24, 80)]
