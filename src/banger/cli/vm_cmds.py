@@ -92,6 +92,7 @@ def vm_list(as_json: bool, show_all: bool) -> None:
 
 @click.group(cls=LazyGroup, lazy={
     "exec": "banger.cli.vm_exec:vm_exec",
+    "cp": "banger.cli.cp_cmds:vm_cp",
     "shell": "banger.cli.vm_exec:vm_shell",
     "run": "banger.cli.vm_exec:vm_run",
     "workspace": "banger.cli.workspace_cmds:workspace",

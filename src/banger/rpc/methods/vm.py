@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from banger.rpc.methods import Method, VmRef
@@ -154,3 +156,27 @@ VM_PORTS = Method("vm.ports", PortsParams, "list[PortRow]",
                   "Listening sockets in running VMs and how the host reaches them.")
 VM_FORWARD = Method("vm.forward", ForwardParams, "ForwardResult",
                     "Publish a guest port on 127.0.0.1 now and on every later start.")
+
+
+CpPath = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class CpParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`vm cp`: the CLI and the daemon share a host and a user, so host paths pass as paths."""
+
+    vm: str
+    src: CpPath  # absolute; a host path when to_guest, else a guest path
+    dst: CpPath  # absolute; the other side's
+    to_guest: bool
+
+
+class CpResult(msgspec.Struct):
+    vm: str
+    src: str
+    dst: str
+    bytes: int  # tar bytes that crossed
+
+
+VM_CP = Method("vm.cp", CpParams, "CpResult",
+               "Copy a file or directory tree into a guest or out of it (as a tar stream).",
+               long=True)

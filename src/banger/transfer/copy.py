@@ -1,0 +1,174 @@
+"""The daemon's side of `vm cp`: a host tar into the guest's `put`, the guest's `get` tar out
+through the one safe extractor. The CLI and the daemon share a host and a user, so host paths
+pass as absolute paths and the daemon reads and writes them itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO
+
+from banger.agent.client import AgentClient
+from banger.archive import Limits
+from banger.archive.extract import Extractor
+from banger.errors import InvalidArgument, NotFound, OperationFailed
+from banger.textsafe import one_line
+from banger.transfer.pipe import Closed, Pipe, PipeReader, PipeWriter
+
+Progress = Callable[[int, int | None], None]  # bytes so far, total when known
+LIMITS = Limits()  # the extractor's default caps: 1M members, 8 GiB a file, 32 GiB in all
+PROBE_CAP = 512  # bytes of a probe's answer we read
+
+# The guest answers one word (and a size); its text is parsed, never shown raw.
+_PROBE_DST = ('if [ -d "$1" ]; then echo dir; elif [ -d "$(dirname -- "$1")" ]; '
+              'then echo parent; else echo none; fi')
+_PROBE_SRC = ('if [ -e "$1" ] || [ -L "$1" ]; then echo "exists $(du -sbP -- "$1" 2>/dev/null '
+              '| cut -f1)"; else echo none; fi')
+
+
+async def _probe(agent: AgentClient, script: str, path: str) -> list[str]:
+    proc = await agent.exec(["sh", "-c", script, "sh", path])
+    out, _, _ = await proc.communicate(max_output=PROBE_CAP)
+    return out.decode(errors="replace").split()
+
+
+def _shown(path: str) -> str:
+    return one_line(path, 300)
+
+
+def host_size(path: Path) -> int:
+    """Bytes of regular files under path, links not followed (for progress)."""
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progress) -> int:
+    """Host src -> guest dst (into it when it is a directory); returns the tar bytes sent."""
+    source = Path(src)
+    if not os.path.lexists(source):
+        raise NotFound(f"{_shown(src)} does not exist on the host")
+    answer = await _probe(agent, _PROBE_DST, dst)
+    where = answer[0] if answer else "none"
+    if where == "dir":
+        dest_dir, arcname = dst, source.name or "."
+    elif where == "parent":
+        dest_dir, arcname = os.path.dirname(dst) or "/", os.path.basename(dst)
+    else:
+        raise NotFound(f"{vm}:{_shown(os.path.dirname(dst))} is not a directory in the guest")
+    total = host_size(source)
+    pipe = Pipe()
+
+    def produce() -> None:
+        try:
+            writer = PipeWriter(pipe)
+            with tarfile.open(fileobj=writer, mode="w|",  # type: ignore[call-overload]
+                              format=tarfile.PAX_FORMAT) as archive:
+                archive.add(str(source), arcname=arcname)  # links stored, never followed
+            writer.flush()
+            pipe.put(None)
+        except Closed:
+            return
+        except OSError as exc:
+            pipe.put(InvalidArgument(f"cannot read {_shown(exc.filename or src)} on the host: "
+                                     f"{exc.strerror}"))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        sent = 0
+        while (chunk := await asyncio.to_thread(pipe.get)) is not None:
+            sent += len(chunk)
+            progress(sent, total)
+            yield chunk
+
+    producer = asyncio.create_task(asyncio.to_thread(produce))
+    try:
+        await agent.put(dest_dir, chunks(), timeout=600)
+    finally:
+        pipe.closed.set()
+        await producer
+    return total
+
+
+async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progress) -> int:
+    """Guest src -> host dst (into it when it is a directory); returns the tar bytes read."""
+    target = Path(dst)
+    into = target.is_dir()
+    if not into and not target.parent.is_dir():
+        raise NotFound(f"{_shown(str(target.parent))} is not a directory on the host")
+    answer = await _probe(agent, _PROBE_SRC, src)
+    if not answer or answer[0] != "exists":
+        raise NotFound(f"{vm}:{_shown(src)} does not exist in the guest")
+    total = int(answer[1]) if len(answer) > 1 and answer[1].isdigit() and \
+        len(answer[1]) < 16 else None
+    name = os.path.basename(src)
+    workdir = target if into else Path(tempfile.mkdtemp(prefix=".banger-cp-", dir=target.parent))
+    try:
+        read = await _extract(agent, vm, src, name, workdir, progress, total)
+        if not into:
+            _move_into_place(workdir / name, target)
+    finally:
+        if not into:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return read
+
+
+def _move_into_place(made: Path, target: Path) -> None:
+    if not os.path.lexists(made):
+        raise OperationFailed("the guest's tar held nothing under the copied name")
+    if target.is_dir() and not target.is_symlink():
+        raise InvalidArgument(f"{_shown(str(target))} appeared as a directory during the copy")
+    os.replace(made, target)  # a file or link at target is replaced, never written through
+
+
+async def _extract(agent: AgentClient, vm: str, src: str, name: str, workdir: Path,
+                   progress: Progress, total: int | None) -> int:
+    pipe = Pipe()
+    origin = f"the tar {vm} sent for {_shown(src)}"
+
+    def select(member: str, _m: tarfile.TarInfo) -> str | None:
+        # Only the copied entry and what is under it; anything else the guest adds is skipped.
+        return member if member == name or member.startswith(name + "/") else None
+
+    def extract() -> None:
+        try:
+            with Extractor(workdir, origin, LIMITS) as ex:
+                reader: IO[bytes] = PipeReader(pipe)  # type: ignore[assignment]  # read() is all it uses
+                ex.apply(reader, select=select, decompress=False)
+        except OSError as exc:
+            raise OperationFailed(f"cannot write {_shown(exc.filename or str(workdir))} on "
+                                  f"the host: {exc.strerror}") from None
+        finally:
+            pipe.closed.set()  # the loop stops feeding (early end or failure)
+
+    job = asyncio.create_task(asyncio.to_thread(extract))
+    job.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen, even if not awaited
+    read = 0
+    try:
+        async for chunk in agent.get(src, max_bytes=LIMITS.stream_bytes):
+            read += len(chunk)
+            progress(read, total)
+            try:
+                await asyncio.to_thread(pipe.put, chunk)
+            except Closed:
+                break  # the extractor ended: its outcome is below
+        else:
+            with contextlib.suppress(Closed):
+                await asyncio.to_thread(pipe.put, None)
+    except BaseException:
+        pipe.closed.set()  # the extractor thread sees it and ends
+        raise
+    await job
+    return read

@@ -1,0 +1,168 @@
+"""`vm cp`: argument parsing, and the host side of a copy out of a hostile guest (the real
+extractor fed crafted tar streams by a fake agent)."""
+
+from __future__ import annotations
+
+import asyncio
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from banger.errors import BangerError, InvalidArgument, NotFound
+from banger.transfer import copy
+from banger.transfer.spec import plan, split
+from tests.unit.archive_craft import dirent, reg, special, sym, tar_of
+
+# ---- arguments
+
+
+@pytest.mark.parametrize(("arg", "want"), [
+    ("web:/root/x", ("web", "/root/x")),
+    ("web-1.a_b:/", ("web-1.a_b", "/")),
+    ("./a:b", (None, "./a:b")),
+    ("/tmp/a:b", (None, "/tmp/a:b")),
+    ("plain", (None, "plain")),
+    (":/x", (None, ":/x")),
+    ("web:rel", ("web", "rel")),
+])
+def test_split(arg: str, want: tuple[str | None, str]) -> None:
+    assert split(arg) == want
+
+
+def test_plan_directions_and_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    into = plan("f.txt", "web:/root/../root/")
+    assert (into.vm, into.src, into.dst, into.to_guest) == ("web", str(tmp_path / "f.txt"),
+                                                            "/root", True)
+    out = plan("web:/etc/hostname", ".")
+    assert (out.vm, out.src, out.dst, out.to_guest) == ("web", "/etc/hostname", str(tmp_path),
+                                                        False)
+
+
+@pytest.mark.parametrize(("src", "dst", "message"), [
+    ("a", "b", "exactly one side"),
+    ("web:/a", "db:/b", "exactly one side"),
+    ("a", "web:relative", "must be absolute"),
+    ("web:/", "out", "below /"),
+    ("web:/a\0b", "out", "NUL"),
+])
+def test_plan_refusals_are_one_line(src: str, dst: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message) as info:
+        plan(src, dst)
+    assert "\n" not in info.value.message
+
+
+# ---- a hostile guest's tar, through copy.pull
+
+
+class FakeProc:
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+
+    async def communicate(self, *, max_output: int) -> tuple[bytes, bytes, None]:
+        return self.answer[:max_output], b"", None
+
+
+class FakeAgent:
+    """Answers the probe and streams a prepared tar for `get`, in uneven chunks."""
+
+    def __init__(self, tar: bytes, probe: bytes = b"exists 1234\n") -> None:
+        self.tar, self.probe = tar, probe
+
+    async def exec(self, argv: list[str]) -> FakeProc:
+        return FakeProc(self.probe)
+
+    async def get(self, path: str, *, max_bytes: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(self.tar), 70_001):
+            yield self.tar[i:i + 70_001]
+
+
+def pull(agent: Any, src: str, dst: Path) -> list[tuple[int, int | None]]:
+    seen: list[tuple[int, int | None]] = []
+    asyncio.run(copy.pull(agent, "vm1", src, str(dst), lambda d, t: seen.append((d, t))))
+    return seen
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Path:
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "dst").mkdir()
+    return tmp_path
+
+
+def outside(box: Path) -> list[str]:
+    """Everything in the box that is not under dst (the victim dir itself aside)."""
+    return sorted(str(p.relative_to(box)) for p in box.rglob("*")
+                  if p != box / "victim" and p != box / "dst"
+                  and (box / "dst") not in p.parents)
+
+
+HOSTILE: dict[str, list[Any]] = {
+    "absolute member": [dirent("evil"), reg("/evil/x")],
+    "dot-dot member": [dirent("evil"), reg("evil/../../victim/x")],
+    "absolute symlink, then a file through it": [dirent("evil"), sym("evil/a", "VICTIM"),
+                                                 reg("evil/a/x")],
+    "climbing symlink": [dirent("evil"), sym("evil/a", "../../victim"), reg("evil/a/x")],
+    "device file": [dirent("evil"), special("evil/dev", tarfile.CHRTYPE)],
+    "fifo": [dirent("evil"), special("evil/fifo", tarfile.FIFOTYPE)],
+    "hard link out": [dirent("evil"), special("evil/h", tarfile.LNKTYPE, "/etc/passwd")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+@pytest.mark.parametrize("rename", [False, True])
+def test_a_hostile_tar_writes_nothing_outside_dst(box: Path, case: str, rename: bool) -> None:
+    entries = []
+    for e in HOSTILE[case]:
+        info = e[0] if isinstance(e, tuple) else e
+        if info.linkname == "VICTIM":
+            info.linkname = str(box / "victim")
+        entries.append(e)
+    dst = box / "dst" / "renamed" if rename else box / "dst"
+    with pytest.raises(BangerError) as info:
+        pull(FakeAgent(tar_of(entries)), "/root/evil", dst)
+    assert "\n" not in info.value.message and len(info.value.message) < 600
+    assert list((box / "victim").iterdir()) == [] and outside(box) == []
+    if rename:  # the scratch dir next to DST is gone too
+        assert list((box / "dst").iterdir()) == []
+
+
+def test_only_the_copied_name_is_extracted(box: Path) -> None:
+    tar = tar_of([dirent("evil"), reg("evil/ok", b"fine"), reg("other", b"x"),
+                  dirent("more"), reg("more/y")])
+    pull(FakeAgent(tar), "/root/evil", box / "dst")
+    assert sorted(p.name for p in (box / "dst").rglob("*")) == ["evil", "ok"]
+
+
+def test_a_file_out_takes_the_new_name_and_progress_counts_up(box: Path) -> None:
+    data = bytes(range(256)) * 4096
+    seen = pull(FakeAgent(tar_of([reg("f.bin", data, 0o640)])), "/root/f.bin",
+                box / "dst" / "g.bin")
+    assert (box / "dst" / "g.bin").read_bytes() == data
+    assert (box / "dst" / "g.bin").stat().st_mode & 0o777 == 0o640
+    assert [t for _, t in seen] == [1234] * len(seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_missing_source_and_missing_host_parent(box: Path) -> None:
+    with pytest.raises(NotFound, match="does not exist in the guest"):
+        pull(FakeAgent(b"", probe=b"none\n"), "/root/x", box / "dst")
+    with pytest.raises(NotFound, match="is not a directory on the host"):
+        pull(FakeAgent(b""), "/root/x", box / "no" / "x")
+
+
+def test_a_truncated_tar_is_an_error_and_leaves_no_scratch(box: Path) -> None:
+    tar = tar_of([reg("f", b"y" * 100_000)])[:20_000]
+    with pytest.raises(BangerError):
+        pull(FakeAgent(tar), "/root/f", box / "dst" / "f")
+    assert list((box / "dst").iterdir()) == []
+
+
+def test_a_hostile_probe_answer_is_only_parsed(box: Path) -> None:
+    tar = tar_of([reg("f", b"z")])
+    seen = pull(FakeAgent(tar, probe=b"exists \x1b[31m99999999999999999999\n"), "/root/f",
+                box / "dst")
+    assert (box / "dst" / "f").read_bytes() == b"z" and {t for _, t in seen} == {None}
