@@ -16,7 +16,7 @@ from banger.ssh import proxy
 
 def test_block_proxies_through_banger_quoted() -> None:
     block = sshcfg.host_block(Path("/k"), Path("/kh"), ["/opt/my banger/bin/banger"])
-    assert "    ProxyCommand '/opt/my banger/bin/banger' vm ssh-proxy %h\n" in block
+    assert "    ProxyCommand '/opt/my banger/bin/banger' vm ssh-proxy '%h'\n" in block
     assert sshcfg.host_block(Path("/k"), Path("/kh"), ["/x%y"]).count("/x%%y") == 1
 
 

@@ -3,8 +3,11 @@ and uninstall removing only files still as written."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from banger.roothelper import dns_unit, resolver
 from banger.roothelper.written import Written, digest, remove_unchanged, write
@@ -81,3 +84,14 @@ def test_install_leaves_someone_elses_file_alone(tmp_path: Path) -> None:
     write(files, mine, "v1\n", "tmpfiles")
     assert write(files, mine, "v2\n", "tmpfiles") == f"wrote {mine}"
     assert [w.sha256 for w in files] == [digest(b"v2\n")]
+
+
+def test_a_users_process_named_dnsmasq_is_not_a_resolver(tmp_path: Path) -> None:
+    """Any user can call a process `dnsmasq`; install must not wire (and restart) one for it."""
+    if os.geteuid() != 0:
+        pytest.skip("making a process entry owned by another uid needs root")
+    for pid, uid, comm in (("10", 1002, "dnsmasq"), ("11", 0, "sshd"), ("12", 101, "resolvd")):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "comm").write_text(comm + "\n")
+        os.chown(tmp_path / pid, uid, uid)
+    assert resolver.running_programs(tmp_path) == {"sshd", "resolvd"}

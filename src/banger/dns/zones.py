@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import re
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ ZONE_DIR = Path("/run/banger/zone")  # made by `sudo banger system install` (roo
 ZONE_DIR_ENV = "BANGER_ZONE_DIR"  # another directory (tests)
 MAX_FILE = 1024 * 1024
 MAX_ENTRIES = 4096  # VMs in one user's file
-MAX_FILES = 1024  # files in the directory looked at (it is writable by group banger)
+MAX_FILES = 1024  # users' zone files read (the directory is writable by group banger)
+ZONE_NAME = re.compile(r"[0-9]{1,10}\.json")  # `<uid>.json`; writers' temp files start with "."
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -96,6 +98,13 @@ def user_label(uid: int) -> str:
     return name if is_vm_name(name) else f"u{uid}"
 
 
+def _owned_as_named(dirent: os.DirEntry[str]) -> bool:
+    try:
+        return dirent.stat(follow_symlinks=False).st_uid == int(dirent.name.split(".")[0])
+    except OSError:
+        return False  # gone meanwhile
+
+
 @dataclass
 class _Seen:
     """One directory entry as last read: its identity and what it held (None: ignored)."""
@@ -129,19 +138,28 @@ class Zones:
             self._seen, self.by_user = {}, {}
             return
         try:
-            for count, name in enumerate(sorted(os.listdir(dfd))):
-                if count >= MAX_FILES:
-                    log.warning("zone dir %s: over %d files, the rest ignored", self.directory,
-                                MAX_FILES)
-                    break
-                if not name.startswith("."):  # dot files are writers' temp files
-                    entry = self._read(dfd, name)
-                    if entry is not None:
-                        seen[name] = entry
+            self._scan(dfd, seen)
         finally:
             os.close(dfd)
         self._seen = seen
         self.by_user = self._users(seen)
+
+    def _scan(self, dfd: int, seen: dict[str, _Seen]) -> None:
+        """Only `<uid>.json` owned by that uid counts toward MAX_FILES: another group member's
+        files (any number, any name) can neither crowd real ones out nor pose as them."""
+        counted = 0
+        with os.scandir(dfd) as entries:
+            for dirent in entries:
+                if not ZONE_NAME.fullmatch(dirent.name) or not _owned_as_named(dirent):
+                    continue
+                if counted >= MAX_FILES:
+                    log.warning("zone dir %s: over %d users' files, the rest ignored",
+                                self.directory, MAX_FILES)
+                    return
+                entry = self._read(dfd, dirent.name)
+                if entry is not None:
+                    seen[dirent.name] = entry
+                    counted += 1
 
     def _read(self, dfd: int, name: str) -> _Seen | None:
         shown = one_line(name, 80)

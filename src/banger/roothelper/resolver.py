@@ -43,13 +43,18 @@ def manual_hint(listen: str = DNS_LISTEN) -> str:
             "(docs/dns.md); `banger ssh-config --install` makes ssh work without DNS")
 
 
+SYSTEM_UID_MAX = 999  # Debian's SYS_UID_MAX: resolvers run as root or a system account
+
+
 def running_programs(proc: Path = Path("/proc")) -> set[str]:
-    """The command names (comm) of every process we can see."""
+    """The command names (comm) of processes run by system accounts: any user can name a
+    process `dnsmasq`, and install must not act on that."""
     names = set()
     for entry in proc.iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                names.add((entry / "comm").read_text().strip())
+                if entry.stat().st_uid <= SYSTEM_UID_MAX:
+                    names.add((entry / "comm").read_text().strip())
     return names
 
 

@@ -15,7 +15,7 @@ def host_block(key: Path, known_hosts: Path, banger: Sequence[str]) -> str:
     proxy = shlex.join([*banger, "vm", "ssh-proxy"])
     return (f"Host *.vm\n"
             f"    User root\n"
-            f"    ProxyCommand {_escape_percent(proxy)} %h\n"
+            f"    ProxyCommand {_escape_percent(proxy)} '%h'\n"  # quoted: old ssh passes %h raw
             f"    IdentityFile {key}\n"
             f"    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {known_hosts}\n"
