@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import os
+from pathlib import Path
 
 import click
 
@@ -28,4 +30,15 @@ def ui(url_only: bool) -> None:
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
         import webbrowser
 
-        webbrowser.open(url)
+        # The browser gets a private file, not the URL: argv is world-readable in /proc.
+        webbrowser.open(login_page(url).as_uri())
+
+
+def login_page(url: str) -> Path:
+    """A page only this user can read (0600 in the 0700 runtime dir) that goes to url."""
+    page = session.paths().runtime_dir / "ui-login.html"
+    fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'<!doctype html><meta http-equiv="refresh" content="0;url={html.escape(url)}">'
+                f'<a href="{html.escape(url)}">banger UI</a>\n')
+    return page
