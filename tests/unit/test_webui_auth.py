@@ -102,3 +102,15 @@ def test_ui_listen_refuses_the_rest_in_one_line(tmp_path: Path, listen: str) -> 
     with pytest.raises(ConfigError) as caught:
         load_config(paths)
     assert "ui_listen" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_default_ui_address_is_this_users_own_and_answers_only_to_it() -> None:
+    """No guest forward ever binds a block's .1 and published ports bind 127.0.0.1: a guest's
+    server is never reachable under the UI's host name, so it never receives the UI's cookie."""
+    from banger.net.plan import allocate_loopback, own_loopback
+    from banger.webui.auth import allowed_hosts
+
+    assert own_loopback(0) == "127.77.0.1" and own_loopback(1000) == "127.81.232.1"
+    assert allocate_loopback(set(), 1000) != own_loopback(1000)
+    assert allowed_hosts("127.81.232.1", 7777) == {"127.81.232.1:7777"}
+    assert allowed_hosts("127.0.0.1", 7777) == {"127.0.0.1:7777", "localhost:7777"}

@@ -52,7 +52,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     bridge_cidr: str = "10.77.0.0/24"
     netns: str = ""
     dns_listen: str = "127.0.0.1:42069"
-    ui_listen: str = "127.0.0.1:7777"  # the web UI: a loopback address only
+    ui_listen: str = ""  # the web UI, loopback only; "": this user's own address, port 7777
     log_level: LogLevel = "info"
     ssh_key_path: str = ""
     debian_mirror: str = ""
@@ -134,7 +134,8 @@ def _check_values(file: Path, raw: RawConfig) -> None:
     if not hostpart or not port.isdigit() or not 0 < int(port) < 65536:
         raise bad("dns_listen", f"{raw.dns_listen!r} is not HOST:PORT such as 127.0.0.1:42069")
     try:
-        ui_address(raw.ui_listen)
+        if raw.ui_listen:
+            ui_address(raw.ui_listen)
     except ValueError as exc:
         raise bad("ui_listen", str(exc)) from None
     if raw.debian_mirror and not re.match(r"^(https?|file)://", raw.debian_mirror):

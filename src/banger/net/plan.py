@@ -108,6 +108,12 @@ def loopback_pool(uid: int | None = None) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(f"127.{78 + block // 256}.{block % 256}.0/24")
 
 
+def own_loopback(uid: int | None = None) -> str:
+    """The first address of this uid's block: never a VM's, so a page there shares no cookie
+    host with a guest's server (the web UI listens on it)."""
+    return str(loopback_pool(uid).network_address + 1)
+
+
 def allocate_loopback(taken: set[str], uid: int | None = None) -> str:
     for addr in loopback_pool(uid).hosts():
         if addr.packed[-1] in (0, 1, 255) or str(addr) in taken:

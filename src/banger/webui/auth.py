@@ -80,9 +80,11 @@ def csrf_ok(session: Session, sent: str | None) -> bool:
 
 
 def allowed_hosts(address: str, port: int) -> frozenset[str]:
-    """Host header values this server answers to: its own address, or localhost, and its port."""
+    """Host header values this server answers to: its own address and port (and localhost when
+    that address is 127.0.0.1). Cookies ignore ports: any other name would share them."""
     shown = f"[{address}]" if ":" in address else address
-    return frozenset({f"{shown}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
+    extra = {f"localhost:{port}"} if address == "127.0.0.1" else set()
+    return frozenset({f"{shown}:{port}", *extra})
 
 
 def host_ok(host: str | None, allowed: frozenset[str]) -> bool:

@@ -14,10 +14,12 @@ import uvicorn
 from banger.config.model import ui_address
 from banger.daemon.state import Daemon
 from banger.errors import Unavailable
+from banger.net.plan import own_loopback
 from banger.webui.app import build_app
 from banger.webui.auth import TOKEN_TTL, Auth, allowed_hosts
 
 log = logging.getLogger("banger.webui")
+PORT = 7777  # the default port, on this user's own loopback address (net.plan.own_loopback)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
@@ -32,7 +34,7 @@ class _InLoopServer(uvicorn.Server):
 
 class UiServer:
     def __init__(self, daemon: Daemon) -> None:
-        self.address, self.port = ui_address(daemon.config.ui_listen)
+        self.address, self.port = ui_address(daemon.config.ui_listen or f"{own_loopback()}:{PORT}")
         self.auth = Auth()
         self.closing = asyncio.Event()
         self.app = build_app(daemon, self.auth, allowed_hosts(self.address, self.port),
