@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from banger.vms import monitor
@@ -78,13 +80,15 @@ def test_the_pool_fills_to_its_size_one_clone_at_a_time(daemon: FakeDaemon) -> N
 
 def test_refill_waits_for_user_starts() -> None:
     async def scenario() -> None:
-        busy = Busy()
+        busy = Busy(quiet=0.2)
         with busy():
             waiter = asyncio.create_task(busy.wait_idle())
             for _ in range(5):
                 await asyncio.sleep(0)
             assert not waiter.done()
-        await asyncio.wait_for(waiter, 1.0)
+        ended = time.monotonic()
+        await asyncio.wait_for(waiter, 2.0)
+        assert time.monotonic() - ended >= 0.2  # and a quiet spell after the last start
 
     asyncio.run(scenario())
 
@@ -119,9 +123,28 @@ def test_another_shape_does_not_take_the_clone(daemon: FakeDaemon) -> None:
         await vms.pool.fill_one(s)
         vm = await daemon.create("big", vcpu=2)
         assert daemon.events(vm)[0].startswith("started from template")
+        bigger = await daemon.create("bigdisk", disk_mib=2048)
+        assert not any("pool" in e for e in daemon.events(bigger))
         cold = await daemon.create("cold", cold=True)
         assert not any("pool" in e for e in daemon.events(cold))
         assert ready(vms, s) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_clone_of_a_changed_image_is_discarded_not_handed_out(daemon: FakeDaemon) -> None:
+    async def scenario() -> None:
+        vms = daemon.vms
+        s = shape(vms)
+        await vms.pool.set(s, 1)
+        entry = await vms.pool.fill_one(s)
+        assert entry is not None
+        entry.key = msgspec.structs.replace(entry.key, image_sha256="0" * 64)  # image re-pulled
+        vm = await daemon.create("web")
+        assert vm.id != entry.id
+        assert daemon.events(vm)[0].startswith("started from template")
+        await until(lambda: not process_runs(entry.handles.pid), "the stale clone killed")
+        await until(lambda: not vms.paths.vm_dir(entry.id).exists(), "its dir removed")
 
     asyncio.run(scenario())
 

@@ -107,6 +107,8 @@ async def serve(daemon: Daemon) -> None:
         server.close()
         watcher.cancel()
         pool.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pool  # a refill under way undoes itself first
         await daemon.vms.pool.shutdown()  # pooled clones go with the daemon
         stop_dns()
         await stop_ui()

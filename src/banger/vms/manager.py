@@ -156,7 +156,8 @@ class VmManager:
                      kernel_digest: str) -> PoolEntry | None:
         """A paused clone of exactly this VM's shape when the pool has one (never waits)."""
         if (not req.start or req.cold or req.kernel or vm.publish or vm.nat
-                or vm.net_mode not in ("user", None) or not self.pool.ready):
+                or vm.net_mode not in ("user", None) or not self.pool.ready
+                or vm.disk_mib != self.config.sizes.disk_mib.value):
             return None
         shape = Shape(vm.image, vm.vcpu, vm.memory_mib, vm.net_mode or "")
         return self.pool.take(shape, image_sha256, kernel_digest, vm.disk_mib)

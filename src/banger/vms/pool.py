@@ -67,10 +67,13 @@ class PoolEntry:
 
 
 class Busy:
-    """User creates and starts under way: the pool refills only when there are none."""
+    """User creates and starts under way: the pool refills only when there are none, and have
+    been none for `quiet` seconds (a started VM's first command runs right after its start)."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: float = 1.0) -> None:
         self.count = 0
+        self.quiet = quiet
+        self._ended = 0.0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -82,12 +85,17 @@ class Busy:
             yield
         finally:
             self.count -= 1
+            self._ended = time.monotonic()
             if self.count == 0:
                 self._idle.set()
 
     async def wait_idle(self) -> None:
-        while self.count:
+        while True:
             await self._idle.wait()
+            left = self._ended + self.quiet - time.monotonic()
+            if left <= 0 and not self.count:
+                return
+            await asyncio.sleep(max(left, 0.0))
 
 
 def available_mib() -> int:
@@ -150,7 +158,8 @@ class Pool:
             raise InvalidArgument(f"the warm pool holds user-mode VMs only; this shape's network "
                                   f"is {shape.net_mode} (set network_mode = \"user\" or pass "
                                   "--net user to vm create)")
-        self.mgr.artifacts.check_known(image=shape.image, kernel=None)
+        if size:
+            self.mgr.artifacts.check_known(image=shape.image, kernel=None)
         others = sum(n for s, n in self.repo.sizes().items() if s != shape)
         if others + size > MAX_TOTAL:
             raise InvalidArgument(f"the pool holds at most {MAX_TOTAL} clones in all; "
@@ -181,16 +190,23 @@ class Pool:
         for entry in list(entries):
             if not self.mgr.backend.is_alive(entry.handles):
                 entries.remove(entry)  # died while waiting: the refill replaces it
-                self._tasks.add(asyncio.get_running_loop().create_task(self.discard(entry)))
+                self._discard_later(entry)
                 continue
             key = entry.key
+            entries.remove(entry)
+            self._wake.set()
             if (key.image_sha256, key.kernel_digest, key.disk_mib) == (image_sha256,
                                                                        kernel_digest, disk_mib):
-                entries.remove(entry)
-                self._wake.set()
                 log.info("handing pooled clone %s to a new VM", entry.id)
                 return entry
+            # made from an image or kernel that has changed since: never handed out
+            self._discard_later(entry)
         return None
+
+    def _discard_later(self, entry: PoolEntry) -> None:
+        task = asyncio.get_running_loop().create_task(self.discard(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def adopt(self, entry: PoolEntry, spec: VmSpec, setup: dict[str, object]) -> Started | None:
         """Unpause a taken clone and give it the VM's identity, network and keys; None (after

@@ -14,7 +14,9 @@ from banger.vmm.qemu.slirp import namespace_argv
 __all__ = ["QEMU", "kernel_cmdline", "qemu_argv"]
 
 QEMU = "qemu-system-x86_64"
-TCG_TB_MIB = 0  # set from measurements (docs/fast-start.md); 0: QEMU's default
+# 0: QEMU's default. Measured (bench/pool.py, docs/fast-start.md): an idle clone's cache holds
+# ~22 MiB; capping it at 16 MiB saved 6 MiB of PSS but made starts 1.5-2.5x slower (flushes).
+TCG_TB_MIB = 0
 
 
 def net_args(net: NetworkAttachment | None) -> list[str]:
