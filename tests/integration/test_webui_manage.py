@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -107,11 +108,27 @@ def _alive(b: Banger, pid: str) -> bool:
     return res.returncode == 0
 
 
+def _repo(root: Path) -> Path:
+    """A small git repo on the host, with one uncommitted change (it ships too)."""
+    repo = root / "host-repo"
+    repo.mkdir()
+    subprocess.run(["sh", "-c", "git init -q -b main && git config user.email dev@example.com && "
+                    "git config user.name Dev && echo from-the-host > marker.txt && "
+                    "git add -A && git commit -qm first && echo local-change >> marker.txt"],
+                   cwd=repo, check=True)
+    return repo
+
+
 def test_create_from_the_form_then_type_in_its_terminal(ub: tuple[Banger, str],
-                                                        browser: Browser) -> None:
+                                                        browser: Browser, work: Path) -> None:
     b, listen = ub
     page = _logged_in(b, browser, listen)
     page.goto(f"http://{listen}/create")
+    page.fill('input[name="repo"]', str(work))  # not a git repo: refused before anything is made
+    page.click('#create-form button[type="submit"]')
+    expect(page.locator(".error")).to_contain_text("git")
+    assert b.run("vm", "show", VM).returncode == 1
+    page.fill('input[name="repo"]', str(_repo(work)))
     page.fill('input[name="name"]', VM)
     page.select_option('select[name="image"]', SLIM)
     page.fill('input[name="vcpu"]', "1")
@@ -134,6 +151,8 @@ def test_create_from_the_form_then_type_in_its_terminal(ub: tuple[Banger, str],
     page.locator(".xterm-helper-textarea").focus()
     page.keyboard.type("echo hi\n")
     _terminal_line(page, r"^hi\s*$")
+    page.keyboard.type("cat /root/repo/marker.txt\n")  # the repo from the form was shipped
+    _terminal_line(page, r"^local-change\s*$")
     shot(page, "terminal")
     # Resize: the pty follows the page (stty size reports the fitted rows and columns).
     page.keyboard.type("stty size\n")
