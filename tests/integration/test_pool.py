@@ -4,6 +4,8 @@ the pool VM is never listed, and `--size 0` leaves no QEMU behind."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -106,3 +108,29 @@ def test_pool_hands_a_paused_clone_to_vm_run(pb: Banger) -> None:
     while qemus_under(pb.home):
         assert time.monotonic() < deadline, "a pooled QEMU outlived --size 0"
         time.sleep(0.1)
+
+
+def wait_no_qemu(home: Path) -> None:
+    deadline = time.monotonic() + 30
+    while qemus_under(home):
+        assert time.monotonic() < deadline, f"QEMU left behind: {qemus_under(home)}"
+        time.sleep(0.1)
+
+
+def test_pool_goes_with_the_daemon_and_comes_back(pb: Banger) -> None:
+    pb.run("vm", "pool", "set", "--size", "1", check=True, timeout=300)
+    wait_ready(pb, 1)
+    pb.run("daemon", "stop", check=True, timeout=60)
+    wait_no_qemu(pb.home)  # a clean stop takes its clones with it
+    first = wait_ready(pb, 1)  # the next command starts a daemon, which refills from the store
+    assert first["size"] == 1
+    [orphan] = qemus_under(pb.home)
+    pid = pb.daemon_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # a crash leaves the clone running ...
+    assert orphan in qemus_under(pb.home)
+    wait_ready(pb, 1)  # ... and the next daemon reaps it before refilling
+    assert orphan not in qemus_under(pb.home)
+    assert json.loads(pb.run("vm", "list", "--json", check=True).stdout) == []
+    pb.run("vm", "pool", "set", "--size", "0", check=True)
+    wait_no_qemu(pb.home)
