@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -17,59 +14,22 @@ from starlette.staticfiles import StaticFiles
 
 from banger.daemon.state import Daemon
 from banger.errors import BangerError
-from banger.textsafe import clean
 from banger.webui.actions import ACTIONS, run_action
-from banger.webui.auth import COOKIE, SESSION_IDLE, Auth, Session
+from banger.webui.auth import COOKIE, SESSION_IDLE, Auth
 from banger.webui.guard import Guard
 from banger.webui.manage import Manage
-from banger.webui.views import Views
+from banger.webui.render import ASSET_FILES, ASSETS, HERE, Renderer
 
-HERE = Path(__file__).parent
-ASSETS = HERE / "assets" / "node_modules"
-# The browser files served from the npm packages `make install` puts here (nothing else is).
-ASSET_FILES = {
-    "htmx.min.js": "htmx.org/dist/htmx.min.js",
-    "xterm.js": "@xterm/xterm/lib/xterm.js",
-    "xterm.css": "@xterm/xterm/css/xterm.css",
-    "addon-fit.js": "@xterm/addon-fit/lib/addon-fit.js",
-}
 POLL_S = 0.5  # how often /events looks at the VM table
 KEEPALIVE_S = 15.0
 STATUS = {"not_found": 404, "conflict": 409, "not_running": 409, "invalid_argument": 400}
 
 
-def _finalize(value: Any) -> Any:
-    """Every string a template prints loses terminal controls (autoescape does the HTML)."""
-    return clean(value) if isinstance(value, str) else value
-
-
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             finalize=_finalize, undefined=jinja2.StrictUndefined)
-    env.globals["actions"] = ACTIONS
-    return env
-
-
-def assets_installed() -> bool:
-    return (ASSETS / ASSET_FILES["htmx.min.js"]).is_file()
-
-
-class Pages:
+class Pages(Renderer):
     def __init__(self, daemon: Daemon, auth: Auth, closing: asyncio.Event) -> None:
-        self.daemon = daemon
+        super().__init__(daemon, closing)
         self.auth = auth
-        self.closing = closing  # set when the server stops: event streams end at once
-        self.env = environment()
-        self.views = Views.of(daemon)
-        self.htmx = assets_installed()
         self.manage = Manage(self)
-
-    def render(self, template: str, request: Request | None, status: int = 200,
-               **values: Any) -> HTMLResponse:
-        session: Session | None = request.scope.get("banger_session") if request else None
-        html = self.env.get_template(template).render(csrf=session.csrf if session else "",
-                                                  htmx=self.htmx, **values)
-        return HTMLResponse(html, status_code=status)
 
     def login_page(self, message: str = "") -> bytes:
         return self.env.get_template("login.html").render(csrf="", htmx=False,

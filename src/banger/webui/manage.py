@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -23,10 +22,8 @@ from banger.kernels.manifest import list_kernels
 from banger.webui import forms
 from banger.webui.guard import CSP
 from banger.webui.jobs import Job, Jobs
+from banger.webui.render import Renderer
 from banger.webui.terminal import serve_terminal
-
-if TYPE_CHECKING:
-    from banger.webui.app import Pages
 
 HISTORY_ROWS = 100
 PROGRESS_POLL_S = 0.25
@@ -34,7 +31,7 @@ KINDS = ("image", "kernel")
 
 
 class Manage:
-    def __init__(self, pages: Pages) -> None:
+    def __init__(self, pages: Renderer) -> None:
         self.pages = pages
         self.daemon = pages.daemon
         self.jobs = Jobs(pages.daemon)
