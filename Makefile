@@ -10,7 +10,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static mmdebstrap u
 	dnsmasq-base chromium
 # npm fetches the web UI's browser assets (pinned in its package-lock.json); chromium runs its tests.
 APT_PACKAGES += $(if $(shell command -v npm),,npm)
-ASSETS := src/banger/webui/assets
+ASSETS := src/banger/daemon/webui/assets
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint hooks bench fuzz clean

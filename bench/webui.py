@@ -29,10 +29,10 @@ import uvicorn  # noqa: E402
 from tests.fakes.daemon import FakeDaemon  # noqa: E402
 
 from banger.daemon.state import Daemon  # noqa: E402
+from banger.daemon.webui.app import build_app  # noqa: E402
+from banger.daemon.webui.auth import COOKIE, Auth, allowed_hosts  # noqa: E402
 from banger.store.db import utcnow  # noqa: E402
 from banger.vms.model import VmRecord, VmState  # noqa: E402
-from banger.webui.app import build_app  # noqa: E402
-from banger.webui.auth import COOKIE, Auth, allowed_hosts  # noqa: E402
 
 VMS = 50
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,11 +11,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from banger.daemon.state import Daemon
+from banger.daemon.webui.app import build_app
+from banger.daemon.webui.auth import COOKIE, Auth, allowed_hosts
 from banger.store.db import utcnow
 from banger.vms import events
 from banger.vms.model import VmRecord, VmState
-from banger.webui.app import build_app
-from banger.webui.auth import COOKIE, Auth, allowed_hosts
 from tests.fakes.daemon import FakeDaemon
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx`")

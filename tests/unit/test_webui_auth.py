@@ -8,9 +8,7 @@ import pytest
 
 from banger.config import load_config
 from banger.config.model import ui_address
-from banger.errors import ConfigError
-from banger.paths import resolve_paths
-from banger.webui.auth import (
+from banger.daemon.webui.auth import (
     MAX_SESSIONS,
     SESSION_IDLE,
     TOKEN_TTL,
@@ -20,6 +18,8 @@ from banger.webui.auth import (
     host_ok,
     origin_ok,
 )
+from banger.errors import ConfigError
+from banger.paths import resolve_paths
 
 
 class Clock:
@@ -107,8 +107,8 @@ def test_ui_listen_refuses_the_rest_in_one_line(tmp_path: Path, listen: str) -> 
 def test_the_default_ui_address_is_this_users_own_and_answers_only_to_it() -> None:
     """No guest forward ever binds a block's .1 and published ports bind 127.0.0.1: a guest's
     server is never reachable under the UI's host name, so it never receives the UI's cookie."""
+    from banger.daemon.webui.auth import allowed_hosts
     from banger.net.plan import allocate_loopback, own_loopback
-    from banger.webui.auth import allowed_hosts
 
     assert own_loopback(0) == "127.77.0.1" and own_loopback(1000) == "127.81.232.1"
     assert allocate_loopback(set(), 1000) != own_loopback(1000)

@@ -17,9 +17,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from banger.daemon.operations_repo import OperationRepo
 from banger.daemon.state import Daemon
-from banger.webui.auth import Auth
-from banger.webui.jobs import JobContext, Jobs
-from banger.webui.terminal import MAX_INPUT, _from_browser
+from banger.daemon.webui.auth import Auth
+from banger.daemon.webui.jobs import JobContext, Jobs
+from banger.daemon.webui.terminal import MAX_INPUT, _from_browser
 from tests.fakes.daemon import FakeDaemon
 from tests.unit.test_webui_app import BASE, ORIGIN, login, ui
 

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from banger.daemon.state import Daemon
+from banger.daemon.webui.server import UiServer
 from banger.errors import Unavailable
-from banger.webui.server import UiServer
 from tests.fakes.daemon import FakeDaemon
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from banger.webui.stats import DiskUse, ProcSampler, host_memory, tree_bytes
+from banger.daemon.webui.stats import DiskUse, ProcSampler, host_memory, tree_bytes
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -10,7 +10,7 @@ from banger.rpc.methods import NoParams
 from banger.rpc.methods.ui import UI_OPEN, UiOpenResult
 
 if TYPE_CHECKING:
-    from banger.webui.server import UiServer
+    from banger.daemon.webui.server import UiServer
 
 _server: UiServer | None = None  # one daemon per process: its UI server, once started
 
@@ -18,7 +18,7 @@ _server: UiServer | None = None  # one daemon per process: its UI server, once s
 @method(UI_OPEN)
 async def ui_open(ctx: Context, _: NoParams) -> UiOpenResult:
     global _server
-    from banger.webui.server import TOKEN_TTL, UiServer  # starlette and uvicorn: only when used
+    from banger.daemon.webui.server import TOKEN_TTL, UiServer  # starlette and uvicorn: only when used
 
     if _server is None:
         _server = UiServer(ctx.daemon)

@@ -14,16 +14,16 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from banger.daemon.operations_repo import OperationRepo
+from banger.daemon.webui import forms
+from banger.daemon.webui.guard import CSP
+from banger.daemon.webui.jobs import Job, Jobs
+from banger.daemon.webui.render import Renderer
+from banger.daemon.webui.terminal import serve_terminal
 from banger.errors import BangerError
 from banger.images import catalog as image_catalog
 from banger.images.manifest import list_images
 from banger.kernels import catalog as kernel_catalog
 from banger.kernels.manifest import list_kernels
-from banger.webui import forms
-from banger.webui.guard import CSP
-from banger.webui.jobs import Job, Jobs
-from banger.webui.render import Renderer
-from banger.webui.terminal import serve_terminal
 
 HISTORY_ROWS = 100
 PROGRESS_POLL_S = 0.25

@@ -12,7 +12,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-from banger.webui.auth import COOKIE, Auth, Session, csrf_ok, host_ok, origin_ok
+from banger.daemon.webui.auth import COOKIE, Auth, Session, csrf_ok, host_ok, origin_ok
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -13,12 +13,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from banger.daemon.state import Daemon
+from banger.daemon.webui.actions import ACTIONS, run_action
+from banger.daemon.webui.auth import COOKIE, SESSION_IDLE, Auth
+from banger.daemon.webui.guard import Guard
+from banger.daemon.webui.manage import Manage
+from banger.daemon.webui.render import ASSET_FILES, ASSETS, HERE, Renderer
 from banger.errors import BangerError
-from banger.webui.actions import ACTIONS, run_action
-from banger.webui.auth import COOKIE, SESSION_IDLE, Auth
-from banger.webui.guard import Guard
-from banger.webui.manage import Manage
-from banger.webui.render import ASSET_FILES, ASSETS, HERE, Renderer
 
 POLL_S = 0.5  # how often /events looks at the VM table
 KEEPALIVE_S = 15.0

@@ -16,6 +16,7 @@ from banger.config import host as host_facts
 from banger.config.sizes import format_size_mib
 from banger.daemon.operations_repo import OperationRecord, OperationRepo
 from banger.daemon.state import Daemon
+from banger.daemon.webui.stats import DiskUse, ProcSampler, ProcStats, host_memory
 from banger.errors import BangerError
 from banger.images.manifest import list_images
 from banger.kernels.manifest import list_kernels
@@ -26,7 +27,6 @@ from banger.vmm.base import VmHandles
 from banger.vms import events
 from banger.vms.model import VmRecord, VmState
 from banger.vms.restore import saved_state
-from banger.webui.stats import DiskUse, ProcSampler, ProcStats, host_memory
 
 CONSOLE_LINES = 100
 CONSOLE_BYTES = 64 * 1024

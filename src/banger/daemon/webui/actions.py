@@ -15,7 +15,7 @@ from banger.progress import no_progress
 from banger.rpc import wire
 from banger.vms.model import VmRecord
 
-log = logging.getLogger("banger.webui")
+log = logging.getLogger("banger.daemon.webui")
 
 # action -> (the RPC method it stands for, whether it needs a confirmation, button label)
 ACTIONS: dict[str, tuple[str, bool, str]] = {

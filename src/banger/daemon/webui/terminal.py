@@ -17,7 +17,7 @@ from banger.daemon.state import Daemon
 from banger.errors import BangerError
 from banger.textsafe import one_line
 
-log = logging.getLogger("banger.webui")
+log = logging.getLogger("banger.daemon.webui")
 # The same login shell `banger vm shell` starts.
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
 MAX_ROWS, MAX_COLS = 500, 1000

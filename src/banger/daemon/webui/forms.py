@@ -13,13 +13,13 @@ from banger.daemon.handlers.images import image_delete, image_pull
 from banger.daemon.handlers.kernels import kernel_delete, kernel_pull
 from banger.daemon.handlers.vms import vm_create
 from banger.daemon.handlers.workspace import workspace_prepare
+from banger.daemon.webui.jobs import JobContext, Work
 from banger.errors import InvalidArgument
 from banger.rpc.methods import NameParams
 from banger.rpc.methods.image import ImagePullParams
 from banger.rpc.methods.kernel import KernelPullParams
 from banger.rpc.methods.vm import CreateRequest
 from banger.rpc.methods.workspace import PrepareParams
-from banger.webui.jobs import JobContext, Work
 
 NET_MODES = ("auto", "tap", "user")
 MAX_FIELD = 1000  # a path or a reference; forms are small

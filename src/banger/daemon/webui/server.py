@@ -13,12 +13,12 @@ import uvicorn
 
 from banger.config.model import ui_address
 from banger.daemon.state import Daemon
+from banger.daemon.webui.app import build_app
+from banger.daemon.webui.auth import TOKEN_TTL, Auth, allowed_hosts
 from banger.errors import Unavailable
 from banger.net.plan import own_loopback
-from banger.webui.app import build_app
-from banger.webui.auth import TOKEN_TTL, Auth, allowed_hosts
 
-log = logging.getLogger("banger.webui")
+log = logging.getLogger("banger.daemon.webui")
 PORT = 7777  # the default port, on this user's own loopback address (net.plan.own_loopback)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0

@@ -19,7 +19,7 @@ from banger.errors import BangerError, Cancelled, InternalError
 from banger.rpc import wire
 from banger.textsafe import one_line
 
-log = logging.getLogger("banger.webui")
+log = logging.getLogger("banger.daemon.webui")
 MAX_STAGES = 200  # a download's fractions replace one line; this bounds the rest
 KEEP_FINISHED = 50  # finished jobs kept for their pages; older ones are in the history only
 

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from banger.daemon.state import Daemon
+from banger.daemon.webui.actions import ACTIONS
+from banger.daemon.webui.auth import Session
+from banger.daemon.webui.views import Views
 from banger.textsafe import clean
-from banger.webui.actions import ACTIONS
-from banger.webui.auth import Session
-from banger.webui.views import Views
 
 HERE = Path(__file__).parent
 ASSETS = HERE / "assets" / "node_modules"
