@@ -22,16 +22,21 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
 from banger.agent.client import AgentClient
+from banger.artifacts import Artifacts, ImageFiles, KernelFiles
+from banger.config import Config
 from banger.errors import BangerError, InvalidArgument
 from banger.net import plan
+from banger.paths import Paths
 from banger.rpc.methods.pool import PoolShapeInfo
+from banger.rpc.methods.vm import CreateRequest
 from banger.textsafe import one_line
 from banger.vmm.base import (
+    Backend,
     NetworkAttachment,
     Pauser,
     PortForwarder,
@@ -40,13 +45,29 @@ from banger.vmm.base import (
     VmSpec,
 )
 from banger.vms import events
+from banger.vms.model import VmRecord
+from banger.vms.owner import Owner
 from banger.vms.pool_repo import PoolRepo, Shape
+from banger.vms.repo import VmRepo
 from banger.vms.restore import personalise_clone, restore
 from banger.vms.start import Started, has_sshd, template_key
-from banger.vms.templates import TemplateKey
+from banger.vms.templates import TemplateKey, Templates
 
-if TYPE_CHECKING:
-    from banger.vms.manager import VmManager
+
+class PoolHost(Protocol):
+    """What the pool needs of the VM manager (which holds the pool: no import back)."""
+
+    paths: Paths
+    config: Config
+    repo: VmRepo
+    artifacts: Artifacts
+    backend: Backend
+    templates: Templates
+
+    def new_record(self, req: CreateRequest, owner: Owner | None = None) -> VmRecord: ...
+
+    async def pool_spec(self, shape: Shape,
+                        vm_id: str) -> tuple[VmSpec, ImageFiles, KernelFiles]: ...
 
 log = logging.getLogger("banger.vms.pool")
 MARKER = "pool.json"  # in a VM dir: a pooled clone, not a VM (reaped at daemon start)
@@ -122,7 +143,7 @@ def pss_mib(pid: int) -> float:
 
 
 class Pool:
-    def __init__(self, mgr: VmManager, repo: PoolRepo) -> None:
+    def __init__(self, mgr: PoolHost, repo: PoolRepo) -> None:
         self.mgr = mgr
         self.repo = repo
         self.ready: dict[Shape, list[PoolEntry]] = {}
@@ -142,8 +163,6 @@ class Pool:
     # ---- configuration
 
     def shape_for(self, image: str | None, vcpu: int | None, memory_mib: int | None) -> Shape:
-        from banger.rpc.methods.vm import CreateRequest
-
         vm = self.mgr.new_record(CreateRequest(image=image, vcpu=vcpu, memory_mib=memory_mib,
                                                start=False))
         return Shape(vm.image, vm.vcpu, vm.memory_mib, vm.net_mode or "")
