@@ -287,16 +287,18 @@ class InboxReader:
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
-        self._pending = b""
+        self._pending = memoryview(b"")  # a view: tarfile's 10 KiB reads must not copy the rest
 
     def read(self, size: int = -1) -> bytes:
         if not self._pending:
-            self._pending = self._channel.inbox.get()
-            if self._pending:
-                self._channel.consumed(len(self._pending))
-        if size < 0:
-            size = len(self._pending)
-        data, self._pending = self._pending[:size], self._pending[size:]
+            chunk = self._channel.inbox.get()
+            if chunk:
+                self._channel.consumed(len(chunk))
+            self._pending = memoryview(chunk)
+        if size < 0 or size >= len(self._pending):
+            data, self._pending = bytes(self._pending), memoryview(b"")
+        else:
+            data, self._pending = bytes(self._pending[:size]), self._pending[size:]
         return data
 
     def drain(self) -> None:

@@ -24,7 +24,6 @@ from .core import (
     Agent,
     log,
     read_text,
-    write_all,
 )
 from .exec_ops import (
     op_exec,
@@ -112,6 +111,43 @@ def find_virtio_port(name: str) -> str:
     raise FileNotFoundError(f"no virtio-serial port named {name!r}")
 
 
+PORT_BUFFER = 4096  # the guest's virtio-console receive buffers are one page each
+
+
+class PortIO:
+    """A virtio-serial port, non-blocking: one read() returns at most one 4 KiB receive buffer,
+    so a readv over 4 KiB slices takes every buffer that is ready in one system call (a 1 MiB
+    frame was 256 reads and decoder passes under TCG). Writes wait for room with select."""
+
+    def __init__(self, fd: int) -> None:
+        import select
+
+        self.fd = fd
+        self._select = select.select
+        self._buffer = bytearray(READ_SIZE)
+        self._whole = memoryview(self._buffer)
+        self._slices = [self._whole[i:i + PORT_BUFFER] for i in range(0, READ_SIZE, PORT_BUFFER)]
+
+    def read(self) -> bytes:
+        while True:
+            try:
+                self._select([self.fd], [], [])
+                got = os.readv(self.fd, self._slices)
+            except BlockingIOError:
+                continue  # woken with nothing to read (another reader, or a spurious wake-up)
+            except OSError:
+                return b""
+            return bytes(self._whole[:got])
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                self._select([], [self.fd], [])
+
+
 def serve_virtio_port(agent: Agent, name: str) -> None:
     warned = False
     while True:
@@ -123,18 +159,13 @@ def serve_virtio_port(agent: Agent, name: str) -> None:
                 log(f"{e}; waiting for it")
                 warned = True
             time.sleep(PORT_RETRY_SECONDS)
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     log(f"serving on {path} ({name})")
-
-    def read() -> bytes:
-        try:
-            return os.read(fd, READ_SIZE)
-        except OSError:
-            return b""
+    port = PortIO(fd)
 
     gone_since = time.monotonic()
     while True:
-        if serve_stream(agent, read, lambda data: write_all(fd, data)):
+        if serve_stream(agent, port.read, port.write):
             log("host disconnected; waiting for it to come back")
             gone_since = time.monotonic()
         # Poll fast just after a disconnect: a restored snapshot's new host connects at once.
