@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
 
+from banger.agent.channel import OutputStream
 from banger.agent.client import AgentClient
 from banger.archive import Limits
 from banger.archive.extract import Extractor
@@ -28,9 +29,17 @@ PROBE_CAP = 512  # bytes of a probe's answer we read
 
 # The guest answers one word (and a size); its text is parsed, never shown raw.
 _PROBE_DST = ('if [ -d "$1" ]; then echo dir; elif [ -d "$(dirname -- "$1")" ]; '
-              'then echo parent; else echo none; fi')
+              'then echo parent; else echo none; fi; command -v tar >/dev/null && echo tar')
+# The guest's own tar extracts a copy in (native code: faster than the agent's Python tarfile
+# under TCG); a host-made tar is trusted, and the guest's tar can only harm the guest.
+# 256 KiB records (-B: whole records from a pipe): with 10 KiB ones it was 1.6x slower.
+_GUEST_TAR = ["tar", "--numeric-owner", "-b", "512", "-B", "-xpf", "-", "-C"]
+ERROR_KEEP = 4096  # bytes of the guest tar's stderr kept for the error line
 _PROBE_SRC = ('if [ -e "$1" ] || [ -L "$1" ]; then echo "exists $(du -sbP -- "$1" 2>/dev/null '
-              '| cut -f1)"; else echo none; fi')
+              '| cut -f1)"; else echo none; fi; command -v tar >/dev/null && echo tar')
+# Out of the guest, its own tar writes the stream (parsed on the host by the safe extractor,
+# like the agent's `get`, which images without tar still use).
+_GUEST_TAR_OUT = ["tar", "-b", "512", "-cf", "-", "-C"]
 
 
 async def _probe(agent: AgentClient, script: str, path: str) -> list[str]:
@@ -95,11 +104,32 @@ async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
 
     producer = asyncio.create_task(asyncio.to_thread(produce))
     try:
-        await agent.put(dest_dir, chunks(), timeout=600)
+        if "tar" in answer[1:]:
+            await _guest_tar(agent, dest_dir, chunks())
+        else:  # no tar in the image: the agent's own extractor
+            await agent.put(dest_dir, chunks(), timeout=600)
     finally:
         pipe.closed.set()
         await producer
     return total
+
+
+async def _guest_tar(agent: AgentClient, dest_dir: str, chunks: AsyncIterator[bytes]) -> None:
+    proc = await agent.exec([*_GUEST_TAR, dest_dir], stdin=True)
+    readers = asyncio.gather(_keep(proc.stdout), _keep(proc.stderr))
+    try:
+        async for chunk in chunks:
+            await proc.write(chunk)
+        await proc.close_stdin()
+        _, err = await readers
+    except BaseException:
+        proc.kill()
+        readers.cancel()
+        raise
+    status = await proc.wait()
+    if status.code != 0:
+        detail = one_line(err.decode(errors="replace"), 300) or f"exit status {status.code}"
+        raise OperationFailed(f"tar in the guest failed: {detail}")
 
 
 async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progress) -> int:
@@ -116,7 +146,9 @@ async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
     name = os.path.basename(src)
     workdir = target if into else Path(tempfile.mkdtemp(prefix=".banger-cp-", dir=target.parent))
     try:
-        read = await _extract(agent, vm, src, name, workdir, progress, total)
+        source = _tar_out(agent, src) if "tar" in answer[1:] else \
+            agent.get(src, max_bytes=LIMITS.stream_bytes)
+        read = await _extract(source, vm, src, name, workdir, progress, total)
         if not into:
             _move_into_place(workdir / name, target)
     finally:
@@ -133,7 +165,38 @@ def _move_into_place(made: Path, target: Path) -> None:
     os.replace(made, target)  # a file or link at target is replaced, never written through
 
 
-async def _extract(agent: AgentClient, vm: str, src: str, name: str, workdir: Path,
+async def _keep(stream: OutputStream) -> bytes:
+    """A stream read to its end; the first ERROR_KEEP bytes kept (for an error line)."""
+    kept = b""
+    while chunk := await stream.read():
+        kept = (kept + chunk)[:ERROR_KEEP]
+    return kept
+
+
+async def _tar_out(agent: AgentClient, src: str) -> AsyncIterator[bytes]:
+    parent, name = os.path.split(src)
+    proc = await agent.exec([*_GUEST_TAR_OUT, parent or "/", "--", name])
+    errors = asyncio.create_task(_keep(proc.stderr))
+    read, done = 0, False
+    try:
+        while chunk := await proc.stdout.read():
+            read += len(chunk)
+            if read > LIMITS.stream_bytes:
+                raise OperationFailed(f"the guest's tar of {_shown(src)} is over the "
+                                      f"{LIMITS.stream_bytes >> 30} GiB cap")
+            yield chunk
+        status, err = await proc.wait(), await errors
+        done = True
+        if status.code != 0:
+            detail = one_line(err.decode(errors="replace"), 300) or f"exit status {status.code}"
+            raise OperationFailed(f"tar in the guest failed: {detail}")
+    finally:
+        if not done:
+            proc.kill()
+            errors.cancel()
+
+
+async def _extract(chunks: AsyncIterator[bytes], vm: str, src: str, name: str, workdir: Path,
                    progress: Progress, total: int | None) -> int:
     pipe = Pipe()
     origin = f"the tar {vm} sent for {_shown(src)}"
@@ -157,7 +220,7 @@ async def _extract(agent: AgentClient, vm: str, src: str, name: str, workdir: Pa
     job.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen, even if not awaited
     read = 0
     try:
-        async for chunk in agent.get(src, max_bytes=LIMITS.stream_bytes):
+        async for chunk in chunks:
             read += len(chunk)
             progress(read, total)
             try:
