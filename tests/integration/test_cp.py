@@ -120,3 +120,35 @@ def test_errors_are_one_line(vb: Banger, tmp_path: Path) -> None:
     vb.run("vm", "create", "--name", "cpstopped", "--no-start", timeout=120, check=True)
     one_line_error(vb.run("vm", "cp", str(tmp_path / "f"), "cpstopped:/root/"), "cpstopped",
                    "vm start")
+
+
+def test_a_replaced_guest_tar_cannot_write_outside_dst(vb: Banger, tmp_path: Path) -> None:
+    """The guest's tar (which `vm cp` out runs) swapped for one that sends crafted streams:
+    absolute names, '..', a link out then a file through it. Nothing lands outside DST."""
+    from tests.unit.archive_craft import dirent, reg, sym, tar_of
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    streams = [
+        tar_of([reg(str(victim / "abs"), b"pwned")]),
+        tar_of([dirent("evil"), reg("evil/../../victim/dotdot", b"pwned")]),
+        tar_of([dirent("evil"), sym("evil/a", str(victim)), reg("evil/a/through", b"pwned")]),
+        tar_of([dirent("evil"), sym("evil/a", "../../victim"), reg("evil/a/through", b"p")]),
+    ]
+    guest(vb, "mkdir -p /root/evil && mv /usr/bin/tar /usr/bin/tar.real && "
+              "printf '#!/bin/sh\\ncat /root/hostile.tar\\n' > /usr/bin/tar && "
+              "chmod 755 /usr/bin/tar")
+    try:
+        for stream in streams:
+            vb.run("vm", "exec", "-i", VM, "--", "sh", "-c", "cat > /root/hostile.tar",
+                   input=stream.decode("latin-1"), timeout=60, check=True)
+            assert guest(vb, "wc -c < /root/hostile.tar").strip() == str(len(stream))
+            proc = vb.run("vm", "cp", f"{VM}:/root/evil", str(dst), timeout=120)
+            one_line_error(proc, "refusing member")
+            assert list(victim.iterdir()) == []
+            assert all(p.is_relative_to(dst) for p in tmp_path.rglob("*")
+                       if p not in (victim, dst))
+    finally:
+        guest(vb, "mv /usr/bin/tar.real /usr/bin/tar")
