@@ -7,7 +7,6 @@ as `vm exec` writes it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import os
@@ -212,8 +211,15 @@ def session_send(vm: str, name: str, text: str | None, path: Any, no_newline: bo
     else:
         source: BinaryIO = sys.stdin.buffer if path is None else path
         data = source.read()
-    params = rpc.SessionSendParams(vm, name, base64.b64encode(data).decode(), eof=eof)
-    session.call(rpc.SESSION_SEND, params)
+    call = session.client().start(rpc.SESSION_SEND, rpc.SessionSendParams(vm, name, eof=eof))
+    try:
+        with contextlib.suppress(OSError):  # a daemon that answered early: its error follows
+            call.send_data(data)
+            call.send({"type": "stdin_eof"})
+        for _ in call.events():
+            pass
+    finally:
+        call.close()
 
 
 def _pump_keys(call: Any, detached: threading.Event, lock: threading.Lock) -> None:

@@ -4,8 +4,6 @@ so a daemon restart (or kill -9) loses no session and no output."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 from typing import Any
@@ -152,14 +150,25 @@ async def session_rm(ctx: Context, p: SessionRmParams) -> SessionRow:
 
 @method(SESSION_SEND)
 async def session_send(ctx: Context, p: SessionSendParams) -> SessionSendResult:
-    try:
-        data = base64.b64decode(p.data, validate=True)
-    except binascii.Error:
-        raise InvalidArgument("session.send data must be base64") from None
-    if len(data) > MAX_SEND:
-        raise InvalidArgument(f"send at most {MAX_SEND >> 20} MiB at once")
+    data = await _input(ctx)  # all of it first: an error then never meets a client mid-send
     _, agent = await ctx.daemon.vms.agent_for(p.vm)
     return SessionSendResult(await Sessions(agent).write(p.name, data, close=p.eof))
+
+
+async def _input(ctx: Context) -> bytes:
+    """The stdin frames the client sends after its request, up to stdin_eof (MAX_SEND)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        msg: dict[str, Any] = await ctx.inbox.get()
+        data = msg.get("data")
+        if msg.get("type") == "stdin_eof":
+            return b"".join(parts)
+        if msg.get("type") == "stdin" and isinstance(data, bytes):
+            size += len(data)
+            if size > MAX_SEND:
+                raise InvalidArgument(f"send at most {MAX_SEND >> 20} MiB at once")
+            parts.append(data)
 
 
 async def _relay(ctx: Context, stream: SessionStream) -> None:

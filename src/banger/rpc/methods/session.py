@@ -57,8 +57,8 @@ class SessionRmParams(msgspec.Struct, forbid_unknown_fields=True):
 class SessionSendParams(msgspec.Struct, forbid_unknown_fields=True):
     vm: str
     name: str
-    data: str  # base64
     eof: bool = False  # then close the session's stdin (^D on a terminal)
+    # The bytes follow the request as binary stdin frames, then a stdin_eof line.
 
 
 class SessionAttachParams(msgspec.Struct, forbid_unknown_fields=True):
