@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from banger.config import host as host_facts
+from banger.net.plan import own_loopback
 from tests.conftest import BIN, Banger
 from tests.polling import wait_until
 from tests.vmtest import SLIM, vm_home, vm_lock
@@ -42,7 +43,8 @@ def vb() -> Iterator[tuple[Banger, str]]:
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: `make install` installs it")
     with vm_lock(), vm_home(SLIM) as b:
-        listen = f"127.0.0.1:{_free_port()}"
+        # This user's own address, as by default; another port: a real UI may hold 7777.
+        listen = f"{own_loopback()}:{_free_port()}"
         config = b.home / "config" / "config.toml"
         config.write_text(f'ui_listen = "{listen}"\n' + config.read_text())
         yield b, listen
@@ -66,7 +68,7 @@ def _answers(url: str) -> bool:
 
 def login_url(b: Banger) -> str:
     out = b.run("ui", "--url", check=True).stdout.strip()
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/login\?token=[A-Za-z0-9_-]{43}", out), out
+    assert re.fullmatch(r"http://127(\.\d{1,3}){3}:\d+/login\?token=[A-Za-z0-9_-]{43}", out), out
     return out
 
 
@@ -122,8 +124,11 @@ def test_the_web_ui_end_to_end(vb: tuple[Banger, str], browser: Browser) -> None
     b.run("vm", "exec", VM, "--", "sh", "-c", "mkdir -p /tmp/www && echo hello-from-guest > "
           "/tmp/www/index.html && cd /tmp/www && (python3 -m http.server 8000 >/dev/null 2>&1 &)",
           check=True)
+    b.run("vm", "session", "start", VM, "--name", "ticker", "--", "sleep", "600", check=True)
     page.reload()
-    # Named localhost, not 127.0.0.1 like the UI: the guest's server must not get the cookie.
+    expect(page.locator("body")).to_contain_text("sleep 600")  # the VM's sessions
+    expect(page.locator("code", has_text="ticker")).to_be_visible()
+    # Named localhost, not the UI's own address: the guest's server must not get the cookie.
     link = page.locator(f'a[href="http://localhost:{port}/"]')
     wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), "the guest's http.server", 60, 0.2)
     with context.expect_page() as opened:

@@ -58,6 +58,7 @@ class Pages(Renderer):
             return self.render("missing.html", request, 404, page="vms",
                                name=request.path_params["name"])
         return self.render("vm.html", request, page="vms", error=None,
+                           sessions=await self.views.sessions(vm),
                            **self.views.detail(vm, request.headers["host"]))
 
     async def vm_console(self, request: Request) -> Response:
@@ -92,6 +93,7 @@ class Pages(Renderer):
             if current is None:
                 return self.render("missing.html", request, 404, page="vms", name=vm.name)
             return self.render("vm.html", request, status, page="vms", error=str(exc),
+                               sessions=await self.views.sessions(current),
                                **self.views.detail(current, request.headers["host"]))
         return RedirectResponse("/vms" if action == "delete" else f"/vms/{vm.name}",
                                 status_code=303)

@@ -14,6 +14,7 @@ from typing import Any
 from banger import __version__
 from banger.config import host as host_facts
 from banger.config.sizes import format_size_mib
+from banger.daemon.handlers.sessions import sessions_of
 from banger.daemon.operations_repo import OperationRecord, OperationRepo
 from banger.daemon.state import Daemon
 from banger.daemon.webui.stats import DiskUse, ProcSampler, ProcStats, host_memory
@@ -106,6 +107,12 @@ class Views:
             "stats": self.vmm_stats(vm),
             "console": self.console(vm),
         }
+
+    async def sessions(self, vm: VmRecord) -> list[dict[str, Any]]:
+        """A running VM's guest sessions, as `vm show` lists them ([] when it cannot tell)."""
+        if vm.state != VmState.RUNNING:
+            return []
+        return await sessions_of(self.daemon, vm.name)
 
     def ports(self, vm: VmRecord, ui_host: str) -> list[Port]:
         """Published ports (HOST:GUEST on 127.0.0.1) and sshd, as the host reaches them.
