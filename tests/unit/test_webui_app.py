@@ -37,8 +37,11 @@ def ui(tmp_path: Path) -> Iterator[tuple[TestClient, Auth, Daemon]]:
         b"booting\n\x1b[2J\x1b[1;31mkernel panic? no\x1b[0m\n<b>bold</b>\n")
     auth = Auth()
     app = build_app(daemon, auth, allowed_hosts("127.0.0.1", 7777))
-    with TestClient(app, base_url=BASE, follow_redirects=False) as client:
-        yield client, auth, daemon
+    try:
+        with TestClient(app, base_url=BASE, follow_redirects=False) as client:
+            yield client, auth, daemon
+    finally:
+        fake.close()  # a VM the test made must not outlive it (its fake guest process)
 
 
 def login(client: TestClient, auth: Auth) -> str:
