@@ -242,5 +242,17 @@ def test_cancel_a_running_operation(ub: tuple[Banger, str], browser: Browser,
     expect(page.locator(f'tr[data-op="{op_id}"] .state')).to_have_text("cancelled")
     ops = b.run("daemon", "ops", check=True).stdout
     assert op_id in ops and "cancelled" in ops
+    # A pull a CLI started is cancelled from the page too, as its Ctrl-C would.
+    cli = b.popen("image", "pull", f"{stall}/never/answers:v2")
+    row = page.locator("#ops tbody tr").filter(has_text="image.pull").filter(has_text="running")
+
+    def listed() -> bool:
+        page.goto(f"http://{listen}/ops")  # the page is not live: look again until it is there
+        return row.count() == 1
+
+    wait_until(listed, "the CLI's pull on the operations page", 30, 0.5)
+    row.locator('button:has-text("Cancel")').click()
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 1 and "cancelled" in err, err
     page.context.close()
     _ = _free_port  # shared helper (keeps the import used when tests are deselected)

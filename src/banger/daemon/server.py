@@ -132,6 +132,7 @@ async def _run(daemon: Daemon, ctx: Context, entry: Registered, params: Any,
                reader: asyncio.StreamReader) -> Any:
     task: asyncio.Task[Any] = asyncio.ensure_future(entry.handler(ctx, params))
     pump = asyncio.create_task(_pump_client(reader, ctx, task))
+    daemon.running[ctx.op_id] = task
     try:
         return await task
     except asyncio.CancelledError as exc:
@@ -143,6 +144,8 @@ async def _run(daemon: Daemon, ctx: Context, entry: Registered, params: Any,
             raise Cancelled("operation cancelled: the daemon is shutting down") from exc
         raise
     finally:
+        if daemon.running.get(ctx.op_id) is task:
+            del daemon.running[ctx.op_id]
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump

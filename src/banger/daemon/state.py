@@ -25,3 +25,13 @@ class Daemon:
     pid: int = field(default_factory=os.getpid)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Every RPC operation running now, by op id: the web UI cancels CLI-started ones through it.
+    running: dict[str, asyncio.Task[object]] = field(default_factory=dict)
+
+    def cancel_op(self, op_id: str, why: str) -> bool:
+        """Cancel a running RPC operation as its client's Ctrl-C would; False when none runs."""
+        task = self.running.get(op_id)
+        if task is None or task.done():
+            return False
+        task.cancel(why)
+        return True

@@ -132,7 +132,7 @@ class Manage:
     async def operations(self, request: Request) -> Response:
         rows = OperationRepo(self.daemon.store).recent(HISTORY_ROWS)
         return self.pages.render("ops.html", request, page="ops", rows=rows,
-                                 jobs=self.jobs.jobs)
+                                 jobs=self.jobs.jobs, running=set(self.daemon.running))
 
     def _job(self, request: Request) -> Job | None:
         return self.jobs.get(request.path_params["op_id"])
@@ -173,7 +173,11 @@ class Manage:
         job = self.jobs.get(op_id)
         if self.jobs.cancel(op_id) and job is not None and job.task is not None:
             await asyncio.wait({job.task}, timeout=10)
-        return RedirectResponse(f"/ops/{op_id}", status_code=303)
+            return RedirectResponse(f"/ops/{op_id}", status_code=303)
+        task = self.daemon.running.get(op_id)  # started by a CLI: cancelled as its Ctrl-C would
+        if task is not None and self.daemon.cancel_op(op_id, "cancelled from the web UI"):
+            await asyncio.wait({task}, timeout=10)
+        return RedirectResponse("/ops", status_code=303)
 
     # ---- terminal
 
