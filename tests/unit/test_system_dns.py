@@ -90,8 +90,9 @@ def test_a_users_process_named_dnsmasq_is_not_a_resolver(tmp_path: Path) -> None
     """Any user can call a process `dnsmasq`; install must not wire (and restart) one for it."""
     if os.geteuid() != 0:
         pytest.skip("making a process entry owned by another uid needs root")
-    for pid, uid, comm in (("10", 1002, "dnsmasq"), ("11", 0, "sshd"), ("12", 101, "resolvd")):
+    for pid, uid, comm in (("10", 1002, "dnsmasq"), ("11", 0, "sshd"), ("12", 101, "resolvd"),
+                           ("13", 65534, "nobodyd")):
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "comm").write_text(comm + "\n")
         os.chown(tmp_path / pid, uid, uid)
-    assert resolver.running_programs(tmp_path) == {"sshd", "resolvd"}
+    assert resolver.running_programs(tmp_path) == {"sshd", "resolvd", "nobodyd"}

@@ -43,17 +43,17 @@ def manual_hint(listen: str = DNS_LISTEN) -> str:
             "(docs/dns.md); `banger ssh-config --install` makes ssh work without DNS")
 
 
-SYSTEM_UID_MAX = 999  # Debian's SYS_UID_MAX: resolvers run as root or a system account
+USER_UIDS = range(1000, 60001)  # login.defs' UID_MIN..UID_MAX: people, not services (nobody is 65534)
 
 
 def running_programs(proc: Path = Path("/proc")) -> set[str]:
-    """The command names (comm) of processes run by system accounts: any user can name a
-    process `dnsmasq`, and install must not act on that."""
+    """The command names (comm) of processes not run by a person's account (dnsmasq drops to
+    nobody): any user can name a process `dnsmasq`, and install must not act on that."""
     names = set()
     for entry in proc.iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if entry.stat().st_uid <= SYSTEM_UID_MAX:
+                if entry.stat().st_uid not in USER_UIDS:
                     names.add((entry / "comm").read_text().strip())
     return names
 
