@@ -145,8 +145,9 @@ def run_with_pipes(channel: Channel, argv: list[str], env: dict[str, str], cwd: 
     return result
 
 
-def run_with_pty(channel: Channel, argv: list[str], env: dict[str, str], cwd: str,
-                 user: User, tty: dict[str, Any]) -> dict[str, Any]:
+def spawn_on_pty(argv: list[str], env: dict[str, str], cwd: str, user: User,
+                 tty: dict[str, Any]) -> tuple[Any, int]:
+    """argv on a new PTY sized as asked; the process and the PTY's master end."""
     master, slave = os.openpty()
     try:
         set_winsize(master, int(tty.get("rows", 24)), int(tty.get("cols", 80)))
@@ -156,6 +157,12 @@ def run_with_pty(channel: Channel, argv: list[str], env: dict[str, str], cwd: st
         raise
     finally:
         os.close(slave)
+    return proc, master
+
+
+def run_with_pty(channel: Channel, argv: list[str], env: dict[str, str], cwd: str,
+                 user: User, tty: dict[str, Any]) -> dict[str, Any]:
+    proc, master = spawn_on_pty(argv, env, cwd, user, tty)
     waiter = started(channel, proc, master)
     feeder = start_thread(pump_input, channel, master, lambda: write_all(master, b"\x04"))
     pump = start_thread(pump_pty, channel, master, waiter.done)

@@ -204,18 +204,10 @@ class Registry:
 
     def _spawn(self, name: str, directory: str, argv: list[str], env: dict[str, str], cwd: str,
                user: Any, tty: dict[str, Any] | None, cap: int) -> Live:
-        from .exec_ops import set_winsize, spawn
+        from .exec_ops import spawn, spawn_on_pty
 
         if tty is not None:
-            master, slave = os.openpty()
-            try:
-                set_winsize(master, int(tty.get("rows", 24)), int(tty.get("cols", 80)))
-                proc = spawn(argv, env, cwd, user, True, stdin=slave, stdout=slave, stderr=slave)
-            except BaseException:
-                os.close(master)
-                raise
-            finally:
-                os.close(slave)
+            proc, master = spawn_on_pty(argv, env, cwd, user, tty)
             waiter = self.agent.reaper.watch(proc.pid)
             proc.returncode = 0  # the reaper owns its status; Popen must never wait on it
             return Live(name, directory, proc.pid, waiter, master, master, True, cap)
