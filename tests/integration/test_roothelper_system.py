@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +24,6 @@ BANGER = str(Path(sys.executable).parent / "banger")
 USER = ensure_user().pw_name  # the suite's unprivileged user (made when missing)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="system install runs as root")
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    for name in ("passwd", "group", "shadow", "gshadow"):
-        shutil.copy2(Path("/etc") / name, etc / name)
-    yield tmp_path
 
 
 def banger(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -25,15 +25,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="system install runs a
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    for name in ("passwd", "group", "shadow", "gshadow"):
-        shutil.copy2(Path("/etc") / name, etc / name)
-    yield tmp_path
-
-
-@pytest.fixture
 def a_dnsmasq_runs() -> Iterator[None]:
     """A dnsmasq process (serving nothing: port 0) for install to find among the host's."""
     if shutil.which("dnsmasq") is None:
