@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def cpu_count() -> int:
@@ -12,12 +13,23 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def memory_mib() -> int:
+def meminfo_mib(key: str, meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """One /proc/meminfo field (MemTotal, MemAvailable...) in MiB; None when unreadable."""
     try:
-        with open("/proc/meminfo") as f:
+        with meminfo.open() as f:
             for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) // 1024
+                name, _, rest = line.partition(":")
+                fields = rest.split()
+                if name == key and fields and fields[0].isdigit():
+                    return int(fields[0]) // 1024
     except OSError:
         pass
-    return 4096
+    return None
+
+
+def memory_mib() -> int:
+    return meminfo_mib("MemTotal") or 4096
+
+
+def available_mib() -> int:
+    return meminfo_mib("MemAvailable") or 0

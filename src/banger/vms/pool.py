@@ -29,6 +29,7 @@ import msgspec
 from banger.agent.client import AgentClient
 from banger.artifacts import Artifacts, ImageFiles, KernelFiles
 from banger.config import Config
+from banger.config.host import available_mib
 from banger.errors import BangerError, InvalidArgument
 from banger.net import plan
 from banger.paths import Paths
@@ -117,17 +118,6 @@ class Busy:
             if left <= 0 and not self.count:
                 return
             await asyncio.sleep(max(left, 0.0))
-
-
-def available_mib() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def pss_mib(pid: int) -> float:

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from banger.config.host import meminfo_mib
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 DISK_CACHE_S = 10.0  # walking the state dir is cheap but not free: at most every 10 s
 
@@ -28,18 +30,9 @@ class ProcStats:
 
 
 def host_memory(meminfo: Path = Path("/proc/meminfo")) -> HostMemory | None:
-    values: dict[str, int] = {}
-    try:
-        for line in meminfo.read_text().splitlines()[:64]:
-            key, _, rest = line.partition(":")
-            fields = rest.split()
-            if key in ("MemTotal", "MemAvailable") and fields and fields[0].isdigit():
-                values[key] = int(fields[0]) // 1024
-    except OSError:
-        return None
-    if len(values) != 2:
-        return None
-    return HostMemory(values["MemTotal"], values["MemAvailable"])
+    total = meminfo_mib("MemTotal", meminfo)
+    available = meminfo_mib("MemAvailable", meminfo)
+    return None if total is None or available is None else HostMemory(total, available)
 
 
 def tree_bytes(root: Path, limit: int = 200_000) -> int:
