@@ -20,7 +20,7 @@ import msgspec
 import pytest
 
 from banger.agent.client import OUTPUT_CAP, AgentClient
-from banger.daemon.handlers import net as net_handlers
+from banger.daemon.guest_ports import ports_of
 from banger.errors import BangerError, OperationFailed, Unavailable
 from banger.guest.agent import protocol as proto
 
@@ -371,7 +371,7 @@ def test_a_ports_entry_cannot_override_the_vm_name() -> None:
 
         mgr = SimpleNamespace(agent_for=agent_for, net=SimpleNamespace(
             endpoint=lambda vm: SimpleNamespace(host="10.0.2.15", netns="", ssh_port=2222)))
-        rows = await net_handlers._ports_of(mgr, vm)  # type: ignore[arg-type]
+        rows = await ports_of(mgr, vm)  # type: ignore[arg-type]
         assert msgspec.to_builtins(rows) == [
             {"vm": "mine", "proto": "tcp", "address": "127.0.0.1", "port": 22, "pid": 100,
              "process": "]0;ownedsshd", "endpoint": None, "http": False}]

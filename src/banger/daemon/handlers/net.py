@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 
 from banger.daemon.context import Context
+from banger.daemon.guest_ports import ports_of
 from banger.daemon.registry import method
 from banger.errors import BangerError, InvalidArgument, NotRunning, Unavailable
 from banger.images.manifest import get_image
-from banger.net.nsock import answers_http
-from banger.net.plan import VmNet, parse_publish
+from banger.net.plan import parse_publish
 from banger.rpc.methods import VmRef
 from banger.rpc.methods.vm import (
     VM_FORWARD,
@@ -25,7 +24,6 @@ from banger.rpc.methods.vm import (
     SshInfo,
 )
 from banger.ssh.keys import ensure_key, host_alias, known_hosts
-from banger.textsafe import clean
 from banger.vms.manager import VmManager, net_view
 from banger.vms.model import VmRecord, VmState
 
@@ -70,47 +68,11 @@ async def _wait_for_sshd(mgr: VmManager, vm: VmRecord) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _host_port(mgr: VmManager, vm: VmNet, guest_port: int) -> int | None:
-    """The port on the VM's host-reachable address that reaches guest_port, if any."""
-    if vm.mode == "tap":
-        return guest_port
-    if guest_port == 22:
-        return mgr.net.endpoint(vm).ssh_port
-    ok = await mgr.net.ensure_loopback_forward(vm, guest_port)
-    return guest_port if ok else None
-
-
-async def _reach(mgr: VmManager, vm: VmNet, guest_port: int) -> tuple[str, bool] | None:
-    """`<name>.vm:port` reaching guest_port from the host, and whether it answers HTTP."""
-    port = await _host_port(mgr, vm, guest_port)
-    if port is None:
-        return None
-    where = mgr.net.endpoint(vm)
-    return f"{vm.name}.vm:{port}", await answers_http(where.netns, where.host, port)
-
-
-async def _ports_of(mgr: VmManager, vm: VmRecord) -> list[PortRow]:
-    _, agent = await mgr.agent_for(vm.id)
-    rows = []
-    for entry in await agent.ports():
-        # Built from the typed fields only: nothing the guest sends can set a host key.
-        row = PortRow(proto=entry.proto, address=entry.address, port=entry.port, pid=entry.pid,
-                      process=clean(entry.process, limit=120), vm=vm.name, endpoint=None,
-                      http=False)
-        guest_only = ipaddress.ip_address(entry.address).is_loopback
-        if entry.proto.startswith("tcp") and not guest_only:
-            reach = await _reach(mgr, net_view(vm), entry.port)
-            if reach is not None:
-                row.endpoint, row.http = reach
-        rows.append(row)
-    return rows
-
-
 @method(VM_PORTS)
 async def vm_ports(ctx: Context, p: PortsParams) -> list[PortRow]:
     mgr = ctx.daemon.vms
     vms = [_running(mgr, ref) for ref in p.vms]
-    found = await asyncio.gather(*(_ports_of(mgr, vm) for vm in vms))
+    found = await asyncio.gather(*(ports_of(mgr, vm) for vm in vms))
     return [row for rows in found for row in rows]
 
 

@@ -13,7 +13,7 @@ from banger.daemon.state import Daemon
 from banger.errors import BangerError, Cancelled, InternalError
 from banger.progress import no_progress
 from banger.rpc import wire
-from banger.vms.model import VmRecord
+from banger.vms.model import VmRecord, VmState
 
 log = logging.getLogger("banger.daemon.webui")
 
@@ -26,6 +26,16 @@ ACTIONS: dict[str, tuple[str, bool, str]] = {
     "kill": ("vm.kill", True, "Kill"),
     "delete": ("vm.delete", True, "Delete"),
 }
+STARTABLE = (VmState.CREATED, VmState.STOPPED, VmState.ERROR)
+
+
+def shown(action: str, state: str) -> bool:
+    """Which buttons a VM in this state gets: start when it is down, the rest when it runs."""
+    if action == "delete":
+        return True
+    if action == "start":
+        return state in STARTABLE
+    return state == VmState.RUNNING
 
 
 def _call(daemon: Daemon, action: str, vm_id: str) -> Callable[[], Awaitable[VmRecord]]:

@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -19,7 +26,9 @@ from banger.daemon.webui.guard import Guard
 from banger.daemon.webui.manage import Manage
 from banger.daemon.webui.render import ASSET_FILES, ASSETS, HERE, Renderer
 from banger.errors import BangerError
+from banger.vms.model import VmRecord
 
+ASYNC_HEADER = "x-banger-in-page"
 POLL_S = 0.5  # how often /events looks at the VM table
 KEEPALIVE_S = 15.0
 STATUS = {"not_found": 404, "conflict": 409, "not_running": 409, "invalid_argument": 400}
@@ -57,9 +66,27 @@ class Pages(Renderer):
         if vm is None:
             return self.render("missing.html", request, 404, page="vms",
                                name=request.path_params["name"])
-        return self.render("vm.html", request, page="vms", error=None,
-                           sessions=await self.views.sessions(vm),
-                           **self.views.detail(vm, request.headers["host"]))
+        return await self.vm_page(request, vm)
+
+    async def vm_page(self, request: Request, vm: VmRecord, status: int = 200,
+                      error: str | None = None) -> Response:
+        host = request.headers["host"]
+        sessions, listening = await asyncio.gather(self.views.sessions(vm),
+                                                   self.views.listening(vm, host))
+        return self.render("vm.html", request, status, page="vms", error=error,
+                           sessions=sessions, listening=listening,
+                           **self.views.detail(vm, host))
+
+    async def vm_ports(self, request: Request) -> Response:
+        """The VM page's ports, refreshed in place: published ones and what listens in the guest."""
+        vm = self.views.find(request.path_params["name"])
+        if vm is None:
+            return HTMLResponse("")
+        host = request.headers["host"]
+        html = self.env.get_template("_vm_ports.html").render(
+            vm=vm, ports=self.views.published(vm, host),
+            listening=await self.views.listening(vm, host))
+        return HTMLResponse(html)
 
     async def vm_console(self, request: Request) -> Response:
         vm = self.views.find(request.path_params["name"])
@@ -85,16 +112,19 @@ class Pages(Renderer):
         if ACTIONS[action][1] and form.get("confirm") != "yes":
             return self.render("confirm.html", request, 400, page="vms", vm=vm, action=action,
                                error="Tick the box to confirm.")
+        in_page = request.headers.get(ASYNC_HEADER) == "1"  # app.js: the page stays, SSE updates it
         try:
             await run_action(self.daemon, action, vm)
         except BangerError as exc:
             status = STATUS.get(str(exc.code), 500)
+            if in_page:
+                return PlainTextResponse(str(exc), status_code=status)
             current = self.views.find(vm.name)
             if current is None:
                 return self.render("missing.html", request, 404, page="vms", name=vm.name)
-            return self.render("vm.html", request, status, page="vms", error=str(exc),
-                               sessions=await self.views.sessions(current),
-                               **self.views.detail(current, request.headers["host"]))
+            return await self.vm_page(request, current, status, str(exc))
+        if in_page:
+            return Response(status_code=204)
         return RedirectResponse("/vms" if action == "delete" else f"/vms/{vm.name}",
                                 status_code=303)
 
@@ -102,8 +132,11 @@ class Pages(Renderer):
         """Server-sent events: the VM table's rows (and one VM's state) whenever they change."""
         name = request.query_params.get("vm")
         cookie = request.cookies.get(COOKIE)
+        session = self.auth.session(cookie)
+        csrf = session.csrf if session else ""
         rows = self.env.get_template("_vm_rows.html")
         state = self.env.get_template("_vm_state.html")
+        buttons = self.env.get_template("_vm_actions.html")
 
         async def stream() -> AsyncIterator[str]:
             sent: dict[str, str] = {}
@@ -114,6 +147,8 @@ class Pages(Renderer):
                 if name:
                     vm = next((v for v in vms if v.name == name), None)
                     frames["state"] = state.render(vm=vm)
+                    frames["actions"] = buttons.render(vm=vm, csrf=csrf,
+                                                       saved=vm is not None and self.views.saved(vm))
                 changed = {k: v for k, v in frames.items() if sent.get(k) != v}
                 for event, html in changed.items():
                     yield _sse(event, html)
@@ -152,6 +187,7 @@ def build_app(daemon: Daemon, auth: Auth, hosts: frozenset[str],
         Route("/events", pages.events),
         Route("/vms/{name}", pages.vm_detail),
         Route("/vms/{name}/console", pages.vm_console),
+        Route("/vms/{name}/ports", pages.vm_ports),
         Route("/vms/{name}/confirm/{action}", pages.confirm),
         Route("/vms/{name}/{action}", pages.act, methods=["POST"]),
         *pages.manage.routes(),

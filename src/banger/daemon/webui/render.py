@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from banger.daemon.state import Daemon
-from banger.daemon.webui.actions import ACTIONS
+from banger.daemon.webui.actions import ACTIONS, shown
 from banger.daemon.webui.auth import Session
 from banger.daemon.webui.views import Views
 from banger.textsafe import clean
@@ -34,6 +34,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              finalize=_finalize, undefined=jinja2.StrictUndefined)
     env.globals["actions"] = ACTIONS
+    env.globals["shown"] = shown
     return env
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from banger import __version__
 from banger.config import host as host_facts
 from banger.config.sizes import format_size_mib
+from banger.daemon.guest_ports import ports_of
 from banger.daemon.handlers.sessions import sessions_of
 from banger.daemon.operations_repo import OperationRecord, OperationRepo
 from banger.daemon.state import Daemon
@@ -26,10 +28,13 @@ from banger.net.plan import parse_publish
 from banger.textsafe import TerminalFilter, clean
 from banger.vmm.base import VmHandles
 from banger.vms import events
+from banger.vms.manager import net_view
 from banger.vms.model import VmRecord, VmState
 from banger.vms.restore import saved_state
 
+log = logging.getLogger("banger.daemon.webui")
 CONSOLE_LINES = 100
+PORTS_TIMEOUT = 5.0  # a page waits this long for the guest's ports; the search goes on behind
 CONSOLE_BYTES = 64 * 1024
 RECENT_OPS = 10
 ACTIVE = (VmState.RUNNING, VmState.STARTING, VmState.STOPPING)
@@ -39,6 +44,7 @@ ACTIVE = (VmState.RUNNING, VmState.STARTING, VmState.STOPPING)
 class Port:
     label: str
     url: str | None  # a link the host's browser can open
+    process: str = ""  # the listening process, as the guest named it (cleaned)
 
 
 @dataclass
@@ -101,12 +107,15 @@ class Views:
             "spec": f"{vm.vcpu} vCPU · {format_size_mib(vm.memory_mib)} memory · "
                     f"{format_size_mib(vm.disk_mib)} disk",
             "dns": f"{vm.name}.vm",
-            "ports": self.ports(vm, ui_host),
+            "ports": self.published(vm, ui_host),
             "events": list(reversed(events.recent(vm_dir, limit=30))),
-            "saved": saved_state(vm_dir).exists(),
+            "saved": self.saved(vm),
             "stats": self.vmm_stats(vm),
             "console": self.console(vm),
         }
+
+    def saved(self, vm: VmRecord) -> bool:
+        return saved_state(self.daemon.paths.vm_dir(vm.id)).exists()
 
     async def sessions(self, vm: VmRecord) -> list[dict[str, Any]]:
         """A running VM's guest sessions, as `vm show` lists them ([] when it cannot tell)."""
@@ -114,7 +123,7 @@ class Views:
             return []
         return await sessions_of(self.daemon, vm.name)
 
-    def ports(self, vm: VmRecord, ui_host: str) -> list[Port]:
+    def published(self, vm: VmRecord, ui_host: str) -> list[Port]:
         """Published ports (HOST:GUEST on 127.0.0.1) and sshd, as the host reaches them.
 
         Links name the loopback by the other name than the UI's own (localhost vs 127.0.0.1):
@@ -129,6 +138,36 @@ class Views:
                                   f"http://{link_host}:{pub.host_port}/"))
         if vm.state == VmState.RUNNING and vm.ip and vm.net_mode == "tap":
             found.append(Port(f"{vm.ip}:22 (ssh)", None))
+        return found
+
+    async def listening(self, vm: VmRecord, ui_host: str) -> list[Port] | None:
+        """The guest's listening sockets as `banger vm ports` finds them (None: cannot tell now).
+
+        An HTTP endpoint links to the address the host reaches it at (user mode: the VM's own
+        loopback address, never the UI's, so the guest gets no cookie; tap: its IP, unless it is
+        inside a network namespace the browser cannot enter).
+        """
+        if vm.state != VmState.RUNNING or vm.net_mode is None:
+            return []
+        search = asyncio.ensure_future(ports_of(self.daemon.vms, vm))
+        search.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, logged above
+        try:  # shielded: a cancelled search could leave a loopback forward half recorded
+            rows = await asyncio.wait_for(asyncio.shield(search), PORTS_TIMEOUT)
+        except (BangerError, TimeoutError) as exc:
+            log.debug("no ports for %s: %s", vm.name, exc)
+            return None
+        where = self.daemon.vms.net.endpoint(net_view(vm))
+        own = ui_host.rsplit(":", 1)[0]
+        browsable = where.host if where.host and not where.netns and where.host != own else None
+        found: list[Port] = []
+        for row in sorted(rows, key=lambda r: (r.port, r.proto)):
+            if row.endpoint is None:
+                found.append(Port(f"{row.proto} {row.address}:{row.port} (guest only)", None,
+                                  row.process))
+                continue
+            port = row.endpoint.rsplit(":", 1)[1]
+            url = f"http://{browsable}:{port}/" if browsable and row.http else None
+            found.append(Port(f"{row.endpoint}{' (http)' if row.http else ''}", url, row.process))
         return found
 
     def console(self, vm: VmRecord) -> str:
