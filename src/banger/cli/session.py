@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: paths, the daemon client, progress rendering for long operations."""
+"""Shared CLI plumbing: paths, the daemon client (banger.client, the API scripts use too),
+progress rendering for long operations."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from banger.client import Client
 from banger.paths import Paths, resolve_paths
-from banger.rpc.client import Client
 from banger.rpc.methods import Method
 from banger.textsafe import one_line
 
@@ -20,7 +21,7 @@ def paths() -> Paths:
 
 
 def client(*, autostart: bool = True) -> Client:
-    return Client(paths(), autostart=autostart)
+    return Client(paths(), autostart=autostart)  # the one client: the CLI is its first user
 
 
 def call(method: Method[P], params: P) -> Any:
@@ -31,11 +32,11 @@ def call(method: Method[P], params: P) -> Any:
 def call_with_progress(method: Method[P], params: P, *, quiet: bool = False) -> Any:
     """Run a long operation, drawing its stages as a progress display on a terminal."""
     if quiet or not sys.stderr.isatty():
-        return client().call(method, params, on_event=None if quiet else _PlainProgress())
+        return client().call(method, params, on_progress=None if quiet else _PlainProgress())
     from banger.cli.progress_view import ProgressView
 
     with ProgressView() as view:
-        return client().call(method, params, on_event=view.update)
+        return client().call(method, params, on_progress=view.update)
 
 
 class _PlainProgress:
