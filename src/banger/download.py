@@ -44,8 +44,10 @@ def human_bytes(n: int) -> str:
 class _Sink:
     """Writes chunks to the .part file, hashes them and reports progress."""
 
-    def __init__(self, fh: BinaryIO, url: str, total: int | None, progress: Progress | None):
+    def __init__(self, fh: BinaryIO, url: str, total: int | None, progress: Progress | None,
+                 limit: int | None = None):
         self.fh = fh
+        self.limit = limit
         self.url = url
         self.total = total
         self.progress = progress
@@ -59,6 +61,8 @@ class _Sink:
         self.done += len(chunk)
         if self.total is not None and self.done > self.total:
             raise _Fail(f"server sent more than the expected {self.total} bytes")
+        if self.limit is not None and self.done > self.limit:
+            raise _Fail(f"over the {human_bytes(self.limit)} cap")
         now = time.monotonic()
         if self.progress and now - self._last >= REPORT_INTERVAL:
             self._last = now
@@ -152,10 +156,10 @@ def _check(sink: _Sink, sha256: str | None, size: int | None, announced: int | N
 
 
 async def _stream(url: str, part: Path, sha256: str | None, size: int | None,
-                  progress: Progress | None) -> str:
+                  progress: Progress | None, limit: int | None = None) -> str:
     announced: int | None = None
     with os.fdopen(create_fresh(part), "wb") as fh:
-        sink = _Sink(fh, url, size, progress)
+        sink = _Sink(fh, url, size, progress, limit)
         async for total, chunk in _chunks(url, size):
             if announced is None and total is not None:
                 announced = total
@@ -174,12 +178,14 @@ async def download(
     sha256: str | None = None,
     size: int | None = None,
     progress: Progress | None = None,
+    limit: int | None = None,
 ) -> str:
-    """Fetch `url` into `dest` (verified against sha256/size when given); return its sha256."""
+    """Fetch `url` into `dest` (verified against sha256/size when given, at most `limit` bytes);
+    return its sha256."""
     part = part_path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        digest = await _stream(url, part, sha256, size, progress)
+        digest = await _stream(url, part, sha256, size, progress, limit)
         os.replace(part, dest)
         fsync_path(dest.parent)
     except _Fail as exc:

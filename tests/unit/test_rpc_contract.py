@@ -20,6 +20,7 @@ from banger.rpc.client import Client
 from banger.rpc.methods import (
     Method,
     NoParams,
+    agent,
     image,
     kernel,
     pool,
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rpc.md"
 CLI_SOURCES = [*sorted((ROOT / "src/banger/cli").glob("*.py")),
                ROOT / "src/banger/doctor/state_checks.py"]  # `banger doctor` asks the daemon
-AREAS = [system, vm, image, kernel, template, ws, sessions, web, pool, testing]
+AREAS = [system, vm, image, kernel, template, ws, sessions, web, pool, agent, testing]
 HEADER = "| method | params | result | long | what it does |\n|---|---|---|---|---|"
 
 

@@ -11,6 +11,7 @@ from banger.cli.output import error
 from banger.errors import BangerError
 
 SUBCOMMANDS = {
+    "agent": "banger.cli.agent_cmds:agent",
     "daemon": "banger.cli.daemon_cmds:daemon",
     "doctor": "banger.cli.doctor_cmd:doctor",
     "vm": "banger.cli.vm_cmds:vm",

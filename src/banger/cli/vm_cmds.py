@@ -91,6 +91,7 @@ def vm_list(as_json: bool, show_all: bool) -> None:
 
 
 @click.group(cls=LazyGroup, lazy={
+    "acp": "banger.cli.agent_cmds:vm_acp",
     "exec": "banger.cli.vm_exec:vm_exec",
     "cp": "banger.cli.cp_cmds:vm_cp",
     "shell": "banger.cli.vm_exec:vm_shell",

@@ -31,6 +31,7 @@ log = logging.getLogger("banger.daemon")
 def _load_handlers(*, test_methods: bool) -> None:
     """Importing a handler module registers its methods."""
     from banger.daemon.handlers import (  # noqa: F401
+        agents,
         cp,
         exec,
         images,

@@ -6,6 +6,7 @@ from typing import Any
 
 from banger.rpc.methods import (
     Method,
+    agent,
     image,
     kernel,
     pool,
@@ -25,5 +26,5 @@ def _gather(*modules: Any) -> dict[str, Method[Any]]:
 
 
 CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session,
-                                           ui, pool)
+                                           ui, pool, agent)
 TEST_METHODS: dict[str, Method[Any]] = _gather(testing)

@@ -1,0 +1,149 @@
+"""`banger agent list|pull`, `banger vm acp` (an editor's agent server) and the helpers
+`vm run --agent` uses. docs/agents.md."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from typing import Any
+
+import click
+
+from banger.cli import session
+from banger.cli.output import print_json, print_table, say
+from banger.cli.vm_cmds import VM_ARG
+from banger.rpc.methods import NoParams, VmRef
+from banger.rpc.methods import agent as rpc
+from banger.textsafe import one_line
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+PASS_ENV = click.option("--pass-env", "pass_env", multiple=True, metavar="NAME",
+                        help="Forward this host variable to the agent process only (repeatable).")
+
+
+@click.group()
+def agent() -> None:
+    """Coding agents for VMs: fetched from the npm registry npm is set up with, verified, cached."""
+
+
+@agent.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def agent_list(as_json: bool) -> None:
+    """Agents banger can fetch, whether they speak ACP, and the versions cached here."""
+    rows: list[dict[str, Any]] = session.call(rpc.AGENT_LIST, NoParams())
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["NAME", "PACKAGE", "ACP", "CACHED", "DESCRIPTION"],
+                [[r["name"], r["package"], "yes" if r["acp"] else "no",
+                  ", ".join(r["cached"]) or "-", r["description"]] for r in rows])
+
+
+@agent.command("pull")
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("--force", is_flag=True, help="Fetch again even if that version is cached.")
+def agent_pull(ref: str, force: bool) -> None:
+    """Fetch an agent (VERSION: an npm version or dist-tag, default latest) into the cache."""
+    from banger.agents.catalog import parse_ref
+    from banger.agents.registry import configured_registry
+
+    spec, version = parse_ref(ref)
+    registry = configured_registry(spec.package)
+    m = session.call_with_progress(rpc.AGENT_PULL, rpc.AgentPullParams(
+        spec.name, version, registry, force))
+    how = "already cached, not fetched again" if m["cached"] else \
+        f"fetched from {one_line(m['registry'], 200)}"
+    say(f"{m['name']} {m['version']}: {how}; {m['package']}@{m['npm_version']} matched the "
+        f"registry's integrity {m['integrity'][:23]}... ({one_line(m['dir'], 300)})")
+
+
+def passed_env(names: tuple[str, ...]) -> dict[str, str]:
+    """The named host variables, for the agent process only (never stored by banger)."""
+    from banger.errors import InvalidArgument
+
+    env = {}
+    for name in names:
+        if not ENV_NAME.match(name):
+            raise InvalidArgument(f"--pass-env {name[:60]!r}: not an environment variable name")
+        if name not in os.environ:
+            raise InvalidArgument(f"--pass-env {name}: it is not set in this environment")
+        env[name] = os.environ[name]
+    return env
+
+
+def install_agent(vm: str, ref: str) -> dict[str, Any]:
+    """The agent (NAME[@VERSION]) in the running VM; its guest path and how to start it."""
+    from banger.agents.catalog import parse_ref
+    from banger.agents.registry import user_registry
+
+    spec, version = parse_ref(ref)
+    params = rpc.AgentInstallParams(vm, spec.name, version, user_registry(spec.package))
+    result: dict[str, Any] = session.call_with_progress(rpc.AGENT_INSTALL, params)
+    return result
+
+
+def _ready_vm(vm: str, path: str | None) -> str:
+    """The VM running (made, with PATH's repo shipped, when there is none); returns its cwd."""
+    from banger.cli import workspace_cmds as ws
+    from banger.errors import NotFound
+    from banger.rpc.methods import vm as vms
+    from banger.workspace.payload import ShipOptions
+
+    opts = ShipOptions()
+    try:
+        show: dict[str, Any] = session.call(vms.VM_SHOW, VmRef(vm))
+    except NotFound:
+        if path is None:
+            raise NotFound(f"no VM named {vm}; give --path REPO to create it with a repo, "
+                           f"or create it first (`banger vm create --name {vm}`)") from None
+        ws.check_shippable(path, opts)  # bad input is refused before a VM exists
+        session.call_with_progress(vms.VM_CREATE, vms.CreateRequest(name=vm, start=True))
+        return ws.ship_into_new_vm(vm, path, opts)
+    if show["state"] != "running":
+        session.call_with_progress(vms.VM_START, vms.StartParams(vm))
+    cwd, record = ws.workspace_cwd(vm)
+    if record is None and path is not None:
+        return str(ws.ship(vm, path, opts)["cwd"])
+    return cwd or "/root"
+
+
+@click.command("acp")
+@VM_ARG
+@click.option("--agent", "ref", default="opencode", show_default=True, metavar="NAME[@VERSION]",
+              help="The agent; without VERSION the newest cached one (else latest is fetched).")
+@click.option("--path", type=click.Path(), help="With no such VM: create it and ship this repo.")
+@PASS_ENV
+def vm_acp(vm: str, ref: str, path: str | None, pass_env: tuple[str, ...]) -> None:
+    """Serve the Agent Client Protocol on stdio from an agent in VM's workspace (for editors).
+
+    stdout carries nothing but the agent's protocol; progress and errors go to stderr.
+    """
+    from banger.agents.catalog import parse_ref
+    from banger.cli.terminal import stream
+    from banger.errors import InvalidArgument
+    from banger.rpc.methods.vm import VM_EXEC, ExecParams
+
+    spec, _ = parse_ref(ref)
+    if spec.acp is None:
+        raise InvalidArgument(f"{spec.name} has no ACP mode: {spec.no_acp}")
+    env = {"HOME": "/root", **passed_env(pass_env)}
+    with contextlib.redirect_stdout(sys.stderr):  # whatever is printed, never into the protocol
+        cwd = _ready_vm(vm, path)
+        got = install_agent(vm, ref)
+    params = ExecParams(vm, argv=[got["path"], *(got["acp"] or [])], env=env, cwd=cwd, stdin=True)
+    sys.exit(stream(session.client().start(VM_EXEC, params), forward_stdin=True, tty=False))
+
+
+def start_agent_session(vm: str, ref: str, cwd: str, env: dict[str, str]) -> str:
+    """The agent's terminal UI as a guest session (PTY) in cwd; returns the session name."""
+    from banger.cli.terminal import terminal_size
+    from banger.rpc.methods.session import SESSION_START, SessionStartParams
+
+    got = install_agent(vm, ref)
+    rows, cols = terminal_size()
+    params = SessionStartParams(vm, [got["path"], *got["ui"]], cwd=cwd,
+                                env={"HOME": "/root", **env}, tty=True, rows=rows, cols=cols,
+                                term=os.environ.get("TERM", "xterm-256color"))
+    return one_line(session.call(SESSION_START, params)["name"], limit=63)
