@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "completion": "banger.cli.completion:completion",
     "image": "banger.cli.image_cmds:image",
     "kernel": "banger.cli.kernel_cmds:kernel",
+    "mcp": "banger.cli.mcp_cmds:mcp",
     "ssh-config": "banger.cli.net_cmds:ssh_config",
     "system": "banger.cli.system_cmds:system",
     "ui": "banger.cli.ui_cmds:ui",

@@ -1,0 +1,131 @@
+"""`banger mcp --http`: streamable HTTP on a loopback address, behind a bearer token.
+
+The token lives in a 0600 file in the runtime dir (made and printed once). Every request must
+name this listener in Host (a page under another DNS name reaching the port is refused: DNS
+rebinding) and carry `Authorization: Bearer TOKEN`; both are checked before the SDK sees it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+import socket
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+from banger.errors import InvalidArgument
+
+PATH = "/mcp"
+TOKEN_BYTES = 32
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """ADDR:PORT on loopback only ([::1]:PORT for IPv6; localhost means 127.0.0.1)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidArgument(f"--http wants ADDR:PORT such as 127.0.0.1:8765, not {value[:100]!r}")
+    host = host.strip("[]")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise InvalidArgument(f"--http wants a loopback IP address, not {host[:100]!r}") from None
+    if not address.is_loopback:
+        raise InvalidArgument(f"refusing to serve MCP on {address}: it is not a loopback address "
+                              "(anyone who reaches it could run commands in your VMs)")
+    return str(address), int(port_text)
+
+
+def check_private_file(path: Path) -> None:
+    """A token file must be a regular file of ours that nobody else can read."""
+    st = path.lstat()
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        raise InvalidArgument(f"{path} is not a regular file of yours; remove it")
+    if st.st_mode & 0o077:
+        raise InvalidArgument(f"{path} is readable by others (mode {st.st_mode & 0o777:o}); "
+                              f"run `chmod 600 {path}` or remove it")
+
+
+def load_token(path: Path) -> tuple[str, bool]:
+    """The token in path (a 0600 file of ours), made if absent; True when just made."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except FileExistsError:
+        check_private_file(path)
+        token = path.read_text().strip()
+        if len(token) < 32:
+            raise InvalidArgument(f"{path} holds no usable token (32+ characters); remove it "
+                                  "and a new one is made") from None
+        return token, False
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token, True
+
+
+class Gate:
+    """ASGI middleware: Host names this listener and the bearer token matches, or 4xx."""
+
+    def __init__(self, app: Any, token: str, hosts: frozenset[str]) -> None:
+        self.app, self.hosts = app, hosts
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        if host not in self.hosts:
+            await _refuse(send, 421, "wrong Host header: use the address banger mcp printed")
+            return
+        if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+            await _refuse(send, 401, "missing or wrong bearer token (see banger mcp --help)")
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Any, status: int, why: str) -> None:
+    body = why.encode() + b"\n"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"www-authenticate", b"Bearer")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve(listen: str, token_file: Path) -> None:
+    import anyio
+    import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from banger.mcp.server import build
+
+    host, port = parse_listen(listen)
+    token, made = load_token(token_file)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))  # bound here so port 0 works and the real port is printed
+    port = sock.getsockname()[1]
+    netloc = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    hosts = {netloc}
+    if host == "127.0.0.1":
+        hosts.add(f"localhost:{port}")
+    security = TransportSecuritySettings(allowed_hosts=sorted(hosts),
+                                         allowed_origins=[f"http://{h}" for h in sorted(hosts)])
+    app = build().streamable_http_app(streamable_http_path=PATH, transport_security=security,
+                                      host=host)
+    config = uvicorn.Config(Gate(app, token, frozenset(hosts)), log_level="warning",
+                            lifespan="on")
+    if made:
+        print(f"banger mcp: new token (saved in {token_file}): {token}", file=sys.stderr)
+    print(f"banger mcp: serving http://{netloc}{PATH} (token in {token_file})",
+          file=sys.stderr, flush=True)
+    anyio.run(uvicorn.Server(config).serve, [sock])

@@ -1,0 +1,123 @@
+"""VM tools: create, list, exec, delete (and fork once the daemon has it); console logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from pydantic import Field
+
+from banger.client import AsyncClient
+from banger.errors import BangerError
+from banger.mcp.common import (
+    LOG_CAP,
+    MAX_OUTPUT_CAP,
+    MAX_TIMEOUT,
+    OUTPUT_CAP,
+    bounded,
+    one_line_errors,
+    text,
+)
+from banger.textsafe import one_line
+
+VmName = Annotated[str, Field(description="The VM's name", max_length=63)]
+Argv = Annotated[list[Annotated[str, Field(max_length=65536)]],
+                 Field(description="The command as an argv list, e.g. [\"sh\", \"-c\", \"ls\"]",
+                       min_length=1, max_length=4096)]
+
+
+def vm_row(vm: Any) -> dict[str, Any]:
+    return {"name": vm.name, "state": vm.state, "image": vm.image, "vcpu": vm.vcpu,
+            "memory_mib": vm.memory_mib, "disk_mib": vm.disk_mib, "ip": vm.ip,
+            "last_error": vm.last_error}
+
+
+def register(server: MCPServer[Any], api: AsyncClient) -> None:
+    @server.tool()
+    @one_line_errors
+    async def vm_create(
+        name: Annotated[str | None, Field(description="Name (default: generated)")] = None,
+        image: Annotated[str | None, Field(description="Image (default: the configured one)")]
+        = None,
+        vcpu: Annotated[int | None, Field(ge=1, le=64)] = None,
+        memory: Annotated[str | None, Field(description="Memory such as 1G or 512M")] = None,
+    ) -> dict[str, Any]:
+        """Create and boot a sandbox VM; returns it running."""
+        from banger.config.sizes import parse_size_mib
+
+        memory_mib = parse_size_mib(memory, what="memory") if memory else None
+        return vm_row(await api.vm_create(name, image=image, vcpu=vcpu, memory_mib=memory_mib))
+
+    @server.tool()
+    @one_line_errors
+    async def vm_list() -> list[dict[str, Any]]:
+        """Every VM with its state, image and shape."""
+        return [vm_row(vm) for vm in await api.vm_list()]
+
+    @server.tool()
+    @one_line_errors
+    async def vm_exec(
+        name: VmName, command: Argv,
+        cwd: Annotated[str | None, Field(description="Guest working dir (default /root)")]
+        = None,
+        stdin: Annotated[str | None, Field(description="Text fed to the command's stdin",
+                                           max_length=1024 * 1024)] = None,
+        timeout: Annotated[float, Field(description="Seconds, then the command is killed")]
+        = 300.0,
+        max_output: Annotated[int, Field(description="Bytes kept of stdout and of stderr")]
+        = OUTPUT_CAP,
+    ) -> dict[str, Any]:
+        """Run a command in a running VM; returns its exit code, stdout and stderr (each
+        capped; a note at the end says how much was cut)."""
+        cap = bounded(max_output, 1, MAX_OUTPUT_CAP, "max_output")
+        if not 0 < timeout <= MAX_TIMEOUT:
+            timeout = MAX_TIMEOUT
+        got = await api.exec_capture(name, command, limit=cap, cwd=cwd or "/root",
+                                     env={"HOME": "/root"},
+                                     stdin=None if stdin is None else stdin.encode(),
+                                     timeout=timeout)
+        result: dict[str, Any] = {
+            "exit_code": got.code, "stdout": text(got.stdout, got.stdout_dropped, "stdout"),
+            "stderr": text(got.stderr, got.stderr_dropped, "stderr")}
+        if got.signal is not None:
+            result["signal"] = got.signal
+        if got.timed_out:
+            result["note"] = f"killed after the {timeout:g} s timeout"
+        return result
+
+    @server.tool()
+    @one_line_errors
+    async def vm_delete(name: VmName) -> str:
+        """Delete a VM, stopping it first if it runs."""
+        await api.vm_delete(name, force=True)
+        return f"deleted {name}"
+
+    @server.tool()
+    @one_line_errors
+    async def vm_fork(
+        name: VmName,
+        fork_name: Annotated[str | None, Field(description="The fork's name (count > 1: the "
+                                                           "prefix of NAME-1, NAME-2, ...)",
+                                               max_length=60)] = None,
+        count: Annotated[int, Field(ge=1, le=16)] = 1,
+    ) -> list[dict[str, Any]]:
+        """Fork a running VM: new running VMs with its memory and disk (processes keep running
+        in each), each with its own identity; the source keeps running."""
+        return [vm_row(vm) for vm in await api.vm_fork(name, name=fork_name, count=count)]
+
+    @server.resource("banger://vm/{name}/console", mime_type="text/plain",
+                     description="The newest 64 KiB of a VM's console log (terminal controls "
+                                 "removed)")
+    async def console_log(name: str) -> str:
+        from pathlib import Path
+
+        from banger.logfiles import tail_bytes
+        from banger.textsafe import TerminalFilter
+
+        try:
+            where = await api.vm_logs(name)
+        except BangerError as exc:
+            raise ResourceError(one_line(str(exc), 500)) from None
+        raw = tail_bytes(Path(where.path), LOG_CAP)
+        return TerminalFilter().feed(raw, final=True).decode()
