@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from banger.errors import NotFound
 from banger.images import catalog as image_catalog
 from banger.images.manifest import ImageManifest, get_image, image_dir
 from banger.kernels import catalog as kernel_catalog
+from banger.kernels.guest_overlay import current_files, initrd_with_guest
 from banger.kernels.manifest import INITRAMFS, VMLINUX, VMLINUZ, KernelManifest, get_kernel, kernel_dir
 from banger.paths import Paths
 from banger.progress import Progress
@@ -31,7 +33,8 @@ class KernelFiles:
     kernel: Path
     initrd: Path
     vmlinux: Path | None
-    digest: str = ""  # of the manifest's file sha256s: changes when the kernel is pulled again
+    digest: str = ""  # of its files (and of the guest files its initrd brings): changes with either
+    own_initrd: bool = False  # banger built the initramfs, so it takes the guest overlay
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,19 @@ def kernel_files(paths: Paths, m: KernelManifest) -> KernelFiles:
     d = kernel_dir(paths, m.name)
     vmlinux = d / VMLINUX if VMLINUX in m.files else None
     digest = hashlib.sha256(repr(sorted(m.files.items())).encode()).hexdigest()[:16]
-    return KernelFiles(m.name, d / VMLINUZ, d / INITRAMFS, vmlinux, digest)
+    own = bool(m.busybox_version)
+    if own:
+        digest = f"{digest}-{current_files()[1]}"
+    return KernelFiles(m.name, d / VMLINUZ, d / INITRAMFS, vmlinux, digest, own)
+
+
+async def with_guest_files(paths: Paths, kernel: KernelFiles) -> KernelFiles:
+    """The kernel with an initrd that installs banger's current guest files at boot."""
+    if not kernel.own_initrd:
+        return kernel
+    initrd = await asyncio.to_thread(initrd_with_guest, kernel.initrd, kernel.name, kernel.digest,
+                                     paths.cache_dir / "initrd")
+    return dataclasses.replace(kernel, initrd=initrd)
 
 
 def image_files(paths: Paths, m: ImageManifest) -> ImageFiles:
@@ -106,13 +121,14 @@ class Artifacts:
         """The kernel's files; `force` pulls again even when it is present."""
         try:
             if not force:
-                return kernel_files(self.paths, get_kernel(self.paths, name))
+                return await with_guest_files(self.paths,
+                                              kernel_files(self.paths, get_kernel(self.paths, name)))
         except NotFound:
             pass
         entry = kernel_catalog.lookup(name)  # NotFound with suggestions when unknown
         manifest = await self._shared(f"kernel {name}", lambda: self._pull_kernel(entry, progress),
                                       progress)
-        return kernel_files(self.paths, manifest)
+        return await with_guest_files(self.paths, kernel_files(self.paths, manifest))
 
     def _mirror(self) -> Mirror:
         return resolve_mirror(self.config.debian_mirror,

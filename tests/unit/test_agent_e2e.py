@@ -151,7 +151,7 @@ def test_health_and_info(agent: AgentUnderTest) -> None:
 def test_an_op_the_agent_lacks_says_to_rebuild_the_image(agent: AgentUnderTest) -> None:
     """An image built by an older banger has an agent without newer ops (sessions...)."""
     async def scenario(client: AgentClient) -> None:
-        with pytest.raises(OperationFailed, match=r"older than this banger .*image delete"):
+        with pytest.raises(OperationFailed, match=r"older than this banger .*vm restart"):
             await client._request("session.future", {}, 5.0, dict, "test")
         assert (await client.health(timeout=5)).ok  # the connection stays usable
 

@@ -133,9 +133,9 @@ class Channel:
         elif frame.type == proto.ERROR:
             error = decode(frame.payload, AgentError, "error")
             message = one_line(error.message, limit=500)
-            if error.code == proto.E_UNKNOWN_OP:  # an image built by an older banger
+            if error.code == proto.E_UNKNOWN_OP:  # booted (or saved) by an older banger
                 message = (f"the VM's guest agent is older than this banger ({message}); "
-                           "rebuild its image: `banger image delete NAME`, then pull it again")
+                           "a fresh boot installs the current one: `banger vm restart VM`")
             self.fail(OperationFailed(message, agent_code=one_line(error.code, limit=64)))
 
     # ---- ending

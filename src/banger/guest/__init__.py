@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -11,6 +12,8 @@ INIT_PATH = f"{GUEST_LIB}/init"
 AGENT_PACKAGE = "agent"  # its name in the guest, where GUEST_LIB is on sys.path
 AGENT_DIR = f"{GUEST_LIB}/{AGENT_PACKAGE}"
 AGENT_PORT_NAME = "banger.agent"
+# Which guest files a root has (their digest); the initramfs skips the install when it matches.
+GUEST_STAMP = f"{GUEST_LIB}/guest-files.digest"
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,18 @@ def guest_files() -> list[GuestFile]:
     ]
 
 
-def guest_files_digest() -> str:
-    """Changes whenever any injected file changes (templates and images key on it)."""
+def files_digest(files: Sequence[GuestFile]) -> str:
+    """Changes whenever any of these files changes (templates and images key on it)."""
     h = hashlib.sha256()
-    for f in guest_files():
+    for f in files:
         h.update(f.path.encode() + b"\0" + oct(f.mode).encode() + b"\0" + f.data)
     return h.hexdigest()[:16]
+
+
+def guest_files_digest() -> str:
+    return files_digest(guest_files())
+
+
+def stamp_file(digest: str) -> GuestFile:
+    """The stamp the initramfs compares with the guest files it carries."""
+    return GuestFile(GUEST_STAMP, f"{digest}\n".encode(), 0o644)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Sequence
@@ -10,17 +9,9 @@ from pathlib import Path, PurePosixPath
 
 from banger.durable import NEW_FILE
 from banger.errors import InvalidArgument, OperationFailed
-from banger.guest import GuestFile, guest_files
+from banger.guest import GuestFile, files_digest, guest_files, stamp_file
 
 MAX_LINKS = 40
-
-
-def files_digest(files: Sequence[GuestFile]) -> str:
-    """Same digest as guest_files_digest(), for an explicit list of files."""
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.path.encode() + b"\0" + oct(f.mode).encode() + b"\0" + f.data)
-    return h.hexdigest()[:16]
 
 
 def packaged_files() -> tuple[list[GuestFile], str]:
@@ -96,8 +87,8 @@ def inject_file(root: Path, f: GuestFile) -> Path:
 
 
 def inject_files(root: Path, files: Sequence[GuestFile]) -> list[Path]:
-    """Inject every file into the tree at `root`; returns the host paths written."""
-    return [inject_file(root, f) for f in files]
+    """Inject every file and their stamp (the initramfs then skips its own install)."""
+    return [inject_file(root, f) for f in [*files, stamp_file(files_digest(files))]]
 
 
 SSH_HOSTKEYS_DROPIN = """\

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from banger.errors import OperationFailed
+from banger.guest import GUEST_STAMP
 from banger.runner import run, which
 
 # Load order from HOST-NOTES (each module after what it needs), then fuse for virtiofs.
@@ -33,7 +34,7 @@ MODULE_LIST = "etc/banger/modules"
 APPLETS = (
     "sh", "mount", "umount", "insmod", "modprobe", "switch_root", "sleep", "usleep", "cat",
     "echo", "mkdir", "poweroff", "reboot", "grep", "findfs", "setsid", "cttyhack", "ls",
-    "basename", "dmesg", "lsmod", "ps",
+    "basename", "dmesg", "lsmod", "ps", "cp", "cmp", "chmod", "mv", "dirname",
 )
 # depmod writes a dozen index files; these are the ones modprobe/insmod users read.
 KEEP_MODULE_FILES = ("modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin",
@@ -46,6 +47,7 @@ PATH=/bin:/sbin
 export PATH
 DEFAULT_INIT=@DEFAULT_INIT@
 FALLBACK_INIT=@FALLBACK_INIT@
+GUEST_STAMP=@GUEST_STAMP@
 
 say() { echo "banger-initramfs: $*"; }
 
@@ -106,6 +108,31 @@ done
 mount ${fstype:+-t "$fstype"} -o "rw${flags:+,$flags}" "$dev" /newroot \
     || fail "cannot mount $dev (type ${fstype:-auto}) on /newroot"
 
+# The host appends banger's current guest files (agent, init wrapper) to this initramfs: put
+# them into the root unless its stamp says it has them, so an upgraded banger needs no new image.
+install_guest_files() {
+    [ -r /banger-guest/files ] || return 0
+    read -r want < /banger-guest/digest || return 0
+    have=""
+    [ -r "/newroot$GUEST_STAMP" ] && read -r have < "/newroot$GUEST_STAMP"
+    [ "$have" = "$want" ] && return 0
+    say "installing banger's guest files $want"
+    ok=1
+    while read -r mode path; do
+        src="/banger-guest/root$path"
+        dst="/newroot$path"
+        cmp -s "$src" "$dst" 2>/dev/null && continue
+        if ! { mkdir -p "$(dirname "$dst")" && cp "$src" "$dst.banger-new" \
+            && chmod "$mode" "$dst.banger-new" && mv -f "$dst.banger-new" "$dst"; }; then
+            say "could not install $path"
+            ok=0
+        fi
+    done < /banger-guest/files
+    # no stamp after a failure, so the next boot tries again
+    [ "$ok" = 1 ] && echo "$want" > "/newroot$GUEST_STAMP"
+}
+install_guest_files
+
 has_init() { [ -L "/newroot$1" ] || [ -x "/newroot$1" ]; }
 init="${init:-$DEFAULT_INIT}"
 if ! has_init "$init"; then
@@ -132,6 +159,7 @@ def init_script() -> str:
         INIT_SCRIPT.replace("@DEFAULT_INIT@", DEFAULT_INIT)
         .replace("@FALLBACK_INIT@", FALLBACK_INIT)
         .replace("@MODULE_LIST@", MODULE_LIST)
+        .replace("@GUEST_STAMP@", GUEST_STAMP)
     )
 
 
