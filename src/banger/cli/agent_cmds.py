@@ -59,6 +59,17 @@ def agent_pull(ref: str, force: bool) -> None:
         f"registry's integrity {m['integrity'][:23]}... ({one_line(m['dir'], 300)})")
 
 
+@agent.command("install")
+@VM_ARG
+@click.argument("ref", metavar="NAME[@VERSION]")
+def agent_install(vm: str, ref: str) -> None:
+    """Put an agent into a running VM (on its PATH as NAME), fetching it first if needed."""
+    got = install_agent(vm, ref)
+    how = "shipped" if got["shipped"] else "already there"
+    say(f"{got['name']} {got['version']} in {vm} at {one_line(got['path'], 300)} ({how}); "
+        f"on PATH as {got['name']}")
+
+
 def passed_env(names: tuple[str, ...]) -> dict[str, str]:
     """The named host variables, for the agent process only (never stored by banger)."""
     from banger.errors import InvalidArgument
@@ -147,3 +158,16 @@ def start_agent_session(vm: str, ref: str, cwd: str, env: dict[str, str]) -> str
                                 env={"HOME": "/root", **env}, tty=True, rows=rows, cols=cols,
                                 term=os.environ.get("TERM", "xterm-256color"))
     return one_line(session.call(SESSION_START, params)["name"], limit=63)
+
+
+def run_agent(ctx: click.Context, vm: str, ref: str, cwd: str, env: dict[str, str], *,
+              detach: bool) -> None:
+    """`vm run --agent`: the agent's UI as a session, then attached (unless -d)."""
+    from banger.cli.session_cmds import session_attach
+
+    name = start_agent_session(vm, ref, cwd, env)
+    if detach:
+        say(f"{vm} runs the agent as session {name}: `banger vm session attach {vm} {name}` "
+            f"(Ctrl-] detaches); stop the VM with `banger vm stop {vm}`")
+        return
+    ctx.invoke(session_attach, vm=vm, name=name, read_only=False, lines=20)

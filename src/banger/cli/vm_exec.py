@@ -9,7 +9,9 @@ from typing import Any
 import click
 import msgspec
 
+from banger.cli import agent_cmds as agent
 from banger.cli import session
+from banger.cli.agent_cmds import PASS_ENV
 from banger.cli.output import say
 from banger.cli.vm_cmds import VM_ARG, create_options, create_params
 from banger.cli.workspace_cmds import ship_options
@@ -91,13 +93,16 @@ def vm_shell(vm: str) -> None:
 @click.option("-d", "--detach", is_flag=True, help="Leave the VM running and print how to reach it.")
 @click.option("-i", "--interactive/--no-interactive", default=None, help="Forward stdin.")
 @click.option("-t", "--tty/--no-tty", default=None, help="Allocate a PTY in the guest.")
+@click.option("--agent", "agent_ref", metavar="NAME[@VERSION]",
+              help="Run this coding agent's terminal UI as a session (`banger agent list`).")
+@PASS_ENV
 @click.argument("path", required=False, type=click.Path())
 @ship_options
 @click.pass_context
 def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: str | None,
            vcpu: int | None, memory: str | None, disk: str | None, cold: bool, remove: bool,
-           detach: bool, interactive: bool | None, tty: bool | None, path: str | None,
-           dry_run: bool, **ship: Any) -> None:
+           detach: bool, interactive: bool | None, tty: bool | None, agent_ref: str | None,
+           pass_env: tuple[str, ...], path: str | None, dry_run: bool, **ship: Any) -> None:
     """Create and boot a VM, then run a command (exit code passed on) or a shell.
 
     banger vm run [OPTIONS] [PATH] [-- CMD...]: with PATH, the git repo holding it is shipped
@@ -108,6 +113,11 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
     command: list[str] = ctx.meta["guest_command"]
     if detach and remove:
         raise click.UsageError("-d/--detach cannot be combined with --rm")
+    if agent_ref and (command or remove):
+        raise click.UsageError("--agent runs the agent as a session: no -- CMD, no --rm")
+    if pass_env and not agent_ref:
+        raise click.UsageError("--pass-env goes with --agent")
+    agent_env = agent.passed_env(pass_env) if agent_ref else {}
     ship_to = ws.ship_opts(ship) if path else None
     if dry_run:
         if path is None or ship_to is None:
@@ -125,6 +135,9 @@ def vm_run(ctx: click.Context, /, name: str | None, image: str | None, kernel: s
     code = 1
     try:
         cwd = ws.ship_into_new_vm(vm_name, path, ship_to) if path and ship_to else "/root"
+        if agent_ref:
+            agent.run_agent(ctx, vm_name, agent_ref, cwd, agent_env, detach=detach)
+            return
         if detach:
             _detached(vm_name, command, cwd, tty=bool(tty))
             return
