@@ -112,12 +112,15 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
     async def console_log(name: str) -> str:
         from pathlib import Path
 
-        from banger.logfiles import tail_bytes
+        from banger.logfiles import rotated, tail_bytes
         from banger.textsafe import TerminalFilter
 
         try:
             where = await api.vm_logs(name)
         except BangerError as exc:
             raise ResourceError(one_line(str(exc), 500)) from None
-        raw = tail_bytes(Path(where.path), LOG_CAP)
+        path = Path(where.path)
+        raw = tail_bytes(path, LOG_CAP)
+        if len(raw) < LOG_CAP:  # just rotated: the rest of the newest bytes are in the .1 file
+            raw = tail_bytes(rotated(path), LOG_CAP - len(raw)) + raw
         return TerminalFilter().feed(raw, final=True).decode()
