@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,8 @@ GUEST = Path(__file__).with_name("guest.py")
 STATE_MAGIC = "fake-vm-state"
 # Steps of the VMM that fail(step) can break; guest faults are passed to the next VM process.
 VMM_STEPS = ("prepare_disk", "start", "restore", "resume", "save_state", "prepare_disk_on",
-             "request_shutdown", "open_agent", "add_forward", "restore_forwards", "unpause")
+             "request_shutdown", "open_agent", "add_forward", "restore_forwards", "unpause",
+             "checkpoint", "share_memory")
 GUEST_FAULTS = ("panic", "hang", "configure")
 
 
@@ -204,6 +206,35 @@ class FakeBackend:
 
     def state_files(self, dest: Path) -> tuple[Path, ...]:
         return (dest,)
+
+    # ---- Checkpointer
+
+    async def checkpoint(self, handles: VmHandles | None, vm_dir: Path, base: Path,
+                         state: Path | None, *, for_sharing: bool = False) -> None:
+        self._step("checkpoint", handles.extra["name"] if handles else vm_dir.name)
+        if handles is not None:
+            self.machine.signal(handles.pid, signal.SIGSTOP)
+        try:
+            shutil.copyfile(self.disk_path(vm_dir), base)
+            if handles is not None and state is not None:
+                state.write_text(json.dumps({"magic": STATE_MAGIC, "vm": handles.extra["name"],
+                                             "full": for_sharing}))
+        finally:
+            if handles is not None:
+                self.machine.signal(handles.pid, signal.SIGCONT)
+
+    def backing_file(self, disk: Path) -> Path | None:
+        try:
+            base = json.loads(disk.read_text()).get("base")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return Path(base) if base else None
+
+    async def share_memory(self, spec: VmSpec, ram: Path, state: Path) -> None:
+        self._step("share_memory", spec.name)
+        assert spec.incoming is not None and json.loads(spec.incoming.read_text())["full"]
+        ram.write_bytes(b"\0" * 4096)
+        state.write_text(json.dumps({"magic": STATE_MAGIC, "vm": spec.name}))
 
     # ---- Pauser
 

@@ -24,6 +24,7 @@ from banger.rpc.methods import (
     image,
     kernel,
     pool,
+    snapshot,
     system,
     template,
     testing,
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rpc.md"
 CLI_SOURCES = [*sorted((ROOT / "src/banger/cli").glob("*.py")),
                ROOT / "src/banger/doctor/state_checks.py"]  # `banger doctor` asks the daemon
-AREAS = [system, vm, image, kernel, template, ws, sessions, web, pool, agent, testing]
+AREAS = [system, vm, image, kernel, template, ws, sessions, web, pool, agent, snapshot, testing]
 HEADER = "| method | params | result | long | what it does |\n|---|---|---|---|---|"
 
 

@@ -99,6 +99,8 @@ def vm_list(as_json: bool, show_all: bool) -> None:
     "workspace": "banger.cli.workspace_cmds:workspace",
     "template": "banger.cli.template_cmds:template",
     "pool": "banger.cli.pool_cmds:pool",
+    "snapshot": "banger.cli.snapshot_cmds:snapshot",
+    "fork": "banger.cli.snapshot_cmds:vm_fork",
     "session": "banger.cli.session_cmds:session_group",
     "ssh": "banger.cli.net_cmds:vm_ssh",
     "ssh-proxy": "banger.cli.net_cmds:vm_ssh_proxy",

@@ -39,6 +39,7 @@ def _load_handlers(*, test_methods: bool) -> None:
         net,
         pool,
         sessions,
+        snapshots,
         system,
         templates,
         ui,

@@ -179,6 +179,26 @@ class Snapshotter(Protocol):
 
 
 @runtime_checkable
+class Checkpointer(Protocol):
+    """Optional: backends that can checkpoint a VM (a frozen copy of its disk and its memory at
+    one paused instant) and fork it (vms/snapshots.py, vms/fork.py)."""
+
+    async def checkpoint(self, handles: VmHandles | None, vm_dir: Path, base: Path,
+                         state: Path | None, *, for_sharing: bool = False) -> None:
+        """Write a read-only copy of the VM's disk to base (other disks are layered on it);
+        when running (handles), pause first, save memory and device state to state (when
+        given) and resume. for_sharing: state is for share_memory, not for a restore.
+        On failure neither base nor state exists and the VM runs as before."""
+
+    def backing_file(self, disk: Path) -> Path | None:
+        """The disk file this disk is a layer on, if any."""
+
+    async def share_memory(self, spec: VmSpec, ram: Path, state: Path) -> None:
+        """Load spec.incoming (a checkpoint saved for_sharing) into the RAM file ram, and save
+        the device state alone to state: what restores with memory_file=ram map copy-on-write."""
+
+
+@runtime_checkable
 class Pauser(Protocol):
     """Optional: backends that can freeze a running guest's vCPUs and let them run again (the
     warm pool keeps restored clones paused, so they cost memory but no CPU)."""

@@ -38,7 +38,7 @@ from banger.store import Store
 from banger.store.db import utcnow
 from banger.vmm.accel import choose_accel
 from banger.vmm.base import Backend, BootArtifacts, Snapshotter, VmHandles, VmSpec
-from banger.vms import events
+from banger.vms import checkpoints, events
 from banger.vms.agents import AgentPool
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
 from banger.vms.owner import Owner, OwnerWatch
@@ -46,7 +46,7 @@ from banger.vms.pool import Pool, PoolEntry
 from banger.vms.pool_repo import PoolRepo, Shape
 from banger.vms.repo import VmRepo
 from banger.vms.restore import drop_saved_state, saved_state
-from banger.vms.start import StartPath
+from banger.vms.start import Clone, StartPath
 from banger.vms.templates import TemplateInfo, Templates
 from banger.workspace.filesync import git_identity_setup, sync_home
 
@@ -84,11 +84,8 @@ class VmManager:
         self.pool = Pool(self, PoolRepo(store))
 
     def base_disks_in_use(self) -> set[Path]:
-        """Template disks that VMs' own disks are layered on: never deleted while so."""
-        if not isinstance(self.backend, Snapshotter) or not self.paths.vms_dir.is_dir():
-            return set()
-        bases = (self.backend.disk_base(d) for d in self.paths.vms_dir.iterdir() if d.is_dir())
-        return {base for base in bases if base is not None}
+        """Frozen disks VMs' own disks and checkpoints are layered on: never deleted while so."""
+        return checkpoints.disks_in_use(self.paths.vms_dir, self.templates.disks, self.backend)
 
     def lock(self, vm_id: str) -> asyncio.Lock:
         return self._locks.setdefault(vm_id, asyncio.Lock())
@@ -187,15 +184,16 @@ class VmManager:
         return spec, image, kernel
 
     async def start(self, ref: str, progress: Progress, *, cold: bool = False,
-                    pooled: PoolEntry | None = None) -> VmRecord:
+                    pooled: PoolEntry | None = None, clone: Clone | None = None) -> VmRecord:
+        """clone: restore this saved state as the VM's first start (a fork)."""
         vm = self.repo.find(ref)
         if pooled is not None:  # its agent closes with the VM's whatever happens next
             self.agents.adopt(vm.id, pooled.agent)
         with self.pool.busy():
-            return await self._start(vm, progress, cold, pooled)
+            return await self._start(vm, progress, cold, pooled, clone)
 
     async def _start(self, vm: VmRecord, progress: Progress, cold: bool,
-                     pooled: PoolEntry | None) -> VmRecord:
+                     pooled: PoolEntry | None, clone: Clone | None = None) -> VmRecord:
         async with self.lock(vm.id):
             vm = self.repo.find(vm.id)
             if vm.state == VmState.RUNNING:
@@ -211,7 +209,7 @@ class VmManager:
                          "identity_ready": True}
                 adopted = await self.pool.adopt(pooled, spec, setup) if pooled else None
                 handles, agent = adopted or await self.start_path.launch(
-                    spec, image, kernel, progress, cold=cold, setup=setup)
+                    spec, image, kernel, progress, cold=cold, setup=setup, clone=clone)
                 self.agents.adopt(vm.id, agent)
                 await self.net.activate(net_view(vm))
                 await sync_home(agent, self.config.file_sync,

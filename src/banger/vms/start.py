@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from banger.agent.client import AgentClient
@@ -20,6 +21,17 @@ from banger.vms.templates import TemplateKey, Templates
 log = logging.getLogger("banger.vms.start")
 Started = tuple[VmHandles, AgentClient]
 Setup = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Clone:
+    """Saved state new VMs restore and re-personalise: a template's, or a running VM's (a fork)."""
+
+    disk: Path  # the frozen base disk each clone's disk is a layer on
+    memory: Path  # device state, and memory unless ram
+    ram: Path | None  # guest RAM, mapped copy-on-write by every clone
+    disk_mib: int  # the base disk's size: a larger VM grows its root online
+    origin: str  # for the VM's events: "template ID", "a fork of VM"
 
 
 def template_key(spec: VmSpec, image: ImageFiles, kernel: KernelFiles, backend: Backend) -> TemplateKey:
@@ -42,8 +54,14 @@ class StartPath:
         self.fast_start = fast_start and isinstance(backend, Snapshotter)
 
     async def launch(self, spec: VmSpec, image: ImageFiles, kernel: KernelFiles,
-                     progress: Progress, *, cold: bool, setup: Setup) -> Started:
-        """Start the VM and apply setup (agent `configure` arguments) in the first call."""
+                     progress: Progress, *, cold: bool, setup: Setup,
+                     clone: Clone | None = None) -> Started:
+        """Start the VM and apply setup (agent `configure` arguments) in the first call.
+        clone: restore this saved state as a new machine (a fork); no fallback."""
+        if clone is not None:
+            forked = await self._restore_clone(spec, clone, progress)
+            await self._personalise(spec, image, clone, forked, setup)
+            return forked
         if cold:
             drop_saved_state(self.backend, spec.vm_dir)  # --cold: the user chose the disk
         if saved_state(spec.vm_dir).exists():
@@ -88,33 +106,48 @@ class StartPath:
         except BangerError as exc:
             events.record(spec.vm_dir, f"building a template failed ({exc.message}); booting cold")
             return None
+        clone = Clone(self.templates.disk(info), self.templates.memory(info),
+                      self.templates.ram(info), info.disk_mib, f"template {info.id}")
         try:
-            spec.vm_dir.mkdir(parents=True, exist_ok=True)
-            await self.backend.prepare_disk_on(spec, self.templates.disk(info), None)
-            incoming = dataclasses.replace(spec, incoming=self.templates.memory(info),
-                                           memory_file=self.templates.ram(info))
-            handles, agent = await restore(self.backend, incoming, progress)
+            started = await self._restore_clone(spec, clone, progress)
         except BangerError as exc:
-            self._forget(spec)
             # Unusable (corrupt, foreign QEMU): rebuild next time; a racing start may have already.
             self.templates.remove(info.id, missing_ok=True)
             events.record(spec.vm_dir, f"restoring template {info.id} failed ({exc.message}); "
                                        "booting cold")
             progress("boot", None, "template unusable; booting cold")
             return None
+        await self._personalise(spec, image, clone, started, setup)
+        return started
+
+    async def _restore_clone(self, spec: VmSpec, clone: Clone, progress: Progress) -> Started:
+        """The VM's disk as a new layer on the clone's, then its saved state restored."""
+        assert isinstance(self.backend, Snapshotter)
+        try:
+            spec.vm_dir.mkdir(parents=True, exist_ok=True)
+            await self.backend.prepare_disk_on(spec, clone.disk, None)
+            incoming = dataclasses.replace(spec, incoming=clone.memory, memory_file=clone.ram)
+            return await restore(self.backend, incoming, progress)
+        except BaseException:
+            self._forget(spec)
+            raise
+
+    async def _personalise(self, spec: VmSpec, image: ImageFiles, clone: Clone, started: Started,
+                           setup: Setup) -> None:
+        """A restored clone gets its own identity before anything else runs."""
+        handles, agent = started
         try:
             t0 = time.monotonic()
             await personalise_clone(agent, spec.name, setup, has_sshd=has_sshd(image))
             t1 = time.monotonic()
-            if spec.disk_mib > info.disk_mib:
+            if spec.disk_mib > clone.disk_mib:
                 await grow_root(self.backend, agent, handles, spec.disk_mib)
             log.debug("clone: personalise %.3fs, grow %.3fs", t1 - t0, time.monotonic() - t1)
         except BaseException:
             await _undo(self.backend, spec, handles, agent)
             self._forget(spec)
             raise
-        events.record(spec.vm_dir, f"started from template {info.id}")
-        return handles, agent
+        events.record(spec.vm_dir, f"started from {clone.origin}")
 
     def _forget(self, spec: VmSpec) -> None:
         """Drop a disk layered on a template, so the next start can boot cold from the image."""

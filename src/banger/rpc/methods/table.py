@@ -11,6 +11,7 @@ from banger.rpc.methods import (
     kernel,
     pool,
     session,
+    snapshot,
     system,
     template,
     testing,
@@ -26,5 +27,5 @@ def _gather(*modules: Any) -> dict[str, Method[Any]]:
 
 
 CONTRACT: dict[str, Method[Any]] = _gather(system, vm, image, kernel, template, workspace, session,
-                                           ui, pool, agent)
+                                           ui, pool, agent, snapshot)
 TEST_METHODS: dict[str, Method[Any]] = _gather(testing)

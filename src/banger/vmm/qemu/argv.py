@@ -41,13 +41,14 @@ def namespace_prefix(spec: VmSpec) -> list[str]:
     return ["ip", "netns", "exec", net.netns] if net.netns else []
 
 
-def memory_args(spec: VmSpec) -> list[str]:
-    """RAM is always the backend object mem0, so saved states load whatever backs it."""
+def memory_args(spec: VmSpec, share_ram: bool = False) -> list[str]:
+    """RAM is always the backend object mem0, so saved states load whatever backs it.
+    share_ram: a restore that writes the loaded RAM into memory_file (a fork's shared RAM)."""
     size = f"size={spec.memory_mib}M"
     if spec.memory_file is None:
         backend = f"memory-backend-ram,id=mem0,{size}"
     else:  # a template's RAM: shared while it boots, a private copy-on-write map in each clone
-        share = "off" if spec.incoming else "on"
+        share = "off" if spec.incoming and not share_ram else "on"
         backend = f"memory-backend-file,id=mem0,{size},mem-path={spec.memory_file},share={share}"
     return ["-object", backend]
 
@@ -61,7 +62,8 @@ def tcg_accel() -> str:
     return f"tcg,thread=multi{size}"
 
 
-def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list[str]:
+def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path, *,
+              share_ram: bool = False) -> list[str]:
     accel = "kvm" if spec.accel == "kvm" else tcg_accel()
     return [
         *namespace_prefix(spec),
@@ -72,7 +74,7 @@ def qemu_argv(spec: VmSpec, disk: Path, qmp_socket: Path, pidfile: Path) -> list
         "-cpu", "host" if spec.accel == "kvm" else "max",
         "-smp", str(spec.vcpu),
         "-m", f"{spec.memory_mib}M",
-        *memory_args(spec),
+        *memory_args(spec, share_ram),
         "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
         "-no-reboot",
         # append=on opens it O_APPEND: after the daemon truncates it (rotation) writes go to

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -13,7 +14,7 @@ from banger.errors import OperationFailed, Unavailable
 from banger.runner import arun
 from banger.vmm.base import HostForward, VmHandles, VmSpec
 from banger.vmm.process import kill_pid, pid_alive, wait_gone
-from banger.vmm.qemu import forward, qcow2, slirp, snapshot
+from banger.vmm.qemu import checkpoint, forward, qcow2, slirp, snapshot
 from banger.vmm.qemu.argv import qemu_argv
 
 log = logging.getLogger("banger.vmm.qemu")
@@ -99,11 +100,36 @@ class QemuBackend:
         await arun(["qemu-img", "resize", "-q", self.disk_path(spec.vm_dir), f"{spec.disk_mib}M"],
                    what="qemu-img resize")
 
+    async def checkpoint(self, handles: VmHandles | None, vm_dir: Path, base: Path,
+                         state: Path | None, *, for_sharing: bool = False) -> None:
+        disk = self.disk_path(vm_dir)
+        if handles is None:
+            await checkpoint.copy_layer(disk, base)
+        else:
+            await checkpoint.live(handles.control_socket, disk, base, state,
+                                  for_sharing=for_sharing)
+
+    def backing_file(self, disk: Path) -> Path | None:
+        return qcow2.backing_file(disk)
+
+    async def share_memory(self, spec: VmSpec, ram: Path, state: Path) -> None:
+        assert spec.incoming is not None
+        handles = await self._launch(dataclasses.replace(spec, memory_file=ram), share_ram=True)
+        try:
+            await checkpoint.share(handles.control_socket, spec.incoming, state,
+                                   lambda: self.is_alive(handles))
+        finally:
+            await self.kill(handles)
+
     async def start(self, spec: VmSpec) -> VmHandles:
+        return await self._launch(spec)
+
+    async def _launch(self, spec: VmSpec, *, share_ram: bool = False) -> VmHandles:
         pidfile = spec.vm_dir / "qemu.pid"
         for stale in (qmp_path(spec), spec.agent_socket, pidfile):
             stale.unlink(missing_ok=True)
-        argv = qemu_argv(spec, self.disk_path(spec.vm_dir), qmp_path(spec), pidfile)
+        argv = qemu_argv(spec, self.disk_path(spec.vm_dir), qmp_path(spec), pidfile,
+                         share_ram=share_ram)
         (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
         isolated = spec.network is not None and spec.network.isolated
         if isolated:

@@ -18,6 +18,8 @@ MIGRATE_TIMEOUT = 120.0
 # Shared (template) RAM stays in its file instead of the stream; set on both sides, always,
 # because QEMU refuses a stream whose x-ignore-shared differs from the loader's.
 CAPABILITIES = [{"capability": "x-ignore-shared", "state": True}]
+# A full stream meant to be loaded into shared RAM (a fork's): the loader must not ignore it.
+FULL_CAPABILITIES = [{"capability": "x-ignore-shared", "state": False}]
 
 
 @functools.cache
@@ -101,9 +103,10 @@ async def _cancel_and_continue(client: Any) -> None:
     await client.execute("cont")
 
 
-async def resume(socket: str, incoming: Path, timeout: float, alive: Callable[[], bool]) -> None:
+async def resume(socket: str, incoming: Path, timeout: float, alive: Callable[[], bool], *,
+                 run: bool = True, capabilities: list[dict[str, Any]] = CAPABILITIES) -> None:
     """Stream the saved state into a QEMU started with `-incoming defer`, wait until it is
-    loaded (status paused), then continue the guest."""
+    loaded (status paused), then continue the guest (unless run is False)."""
     deadline = time.monotonic() + timeout
     client = None
     while client is None:
@@ -117,12 +120,13 @@ async def resume(socket: str, incoming: Path, timeout: float, alive: Callable[[]
                 raise OperationFailed(f"restored QEMU never answered: {exc.message}") from exc
             await asyncio.sleep(0.01)
     try:
-        await _execute(client, "migrate-set-capabilities", {"capabilities": CAPABILITIES})
+        await _execute(client, "migrate-set-capabilities", {"capabilities": capabilities})
         await _execute(client, "migrate-incoming", {"uri": incoming_uri(incoming)})
         while True:
             status = (await _execute(client, "query-status")).get("status")
             if status in ("paused", "postmigrate", "prelaunch"):
-                await _execute(client, "cont")
+                if run:
+                    await _execute(client, "cont")
                 return
             if status == "running":
                 return

@@ -1,0 +1,132 @@
+"""Live forks: new running VMs from a running VM's memory and disk (docs/snapshots.md).
+
+The source is checkpointed for an instant (its disk copied into a frozen base, its memory saved)
+and runs on. A short-lived VMM loads that memory into a RAM file; each fork then restores the
+way a template clone does — its disk a layer on the base, its RAM a copy-on-write map of the
+file, its identity new (StartPath's clone path) — so forks share the source's memory pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import shutil
+from pathlib import Path
+
+import msgspec
+
+from banger.errors import BangerError, Conflict, InvalidArgument, NotRunning
+from banger.progress import Progress
+from banger.store.db import utcnow
+from banger.vmm.base import Checkpointer, NetworkAttachment, Snapshotter, VmHandles
+from banger.vms import events
+from banger.vms.manager import VmManager, net_view
+from banger.vms.model import VmRecord, VmState, validate_name
+from banger.vms.snapshots import AGENT_SETTLE, require_checkpointer
+from banger.vms.start import Clone
+
+log = logging.getLogger("banger.vms.fork")
+MAX_FORKS = 16
+
+
+def fork_names(source: str, name: str | None, count: int, taken: set[str]) -> list[str]:
+    """NAME (one fork), NAME-1..NAME-K, or SOURCE-fork-N for the first free N."""
+    if not 1 <= count <= MAX_FORKS:
+        raise InvalidArgument(f"invalid fork count {count}: use 1..{MAX_FORKS}")
+    if name:
+        names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+    else:
+        free = (f"{source}-fork-{i}" for i in range(1, 10_000))
+        names = [n for n in free if n not in taken][:count]
+    for n in names:
+        validate_name(n)
+        if n in taken:
+            raise Conflict(f"a VM named {n!r} already exists; pick another --name")
+    return names
+
+
+async def fork(mgr: VmManager, ref: str, name: str | None, count: int,
+               progress: Progress) -> list[VmRecord]:
+    backend = require_checkpointer(mgr)
+    source = mgr.repo.find(ref)
+    names = fork_names(source.name, name, count, set(mgr.repo.names()))
+    if source.state != VmState.RUNNING:
+        raise NotRunning(f"VM {source.name} is {source.state}; only a running VM forks "
+                         f"(`banger vm start {source.name}`)")
+    work = mgr.paths.state_dir / "forks" / f"{source.id}-{secrets.token_hex(4)}"
+    work.mkdir(parents=True)
+    try:
+        clone = await _capture(mgr, backend, source, work, progress)
+        try:
+            forks = await _make(mgr, source, names, clone, progress)
+        except BaseException:
+            clone.disk.unlink(missing_ok=True)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # running forks keep their map of the RAM file
+    events.record(mgr.paths.vm_dir(source.id), f"forked into {', '.join(names)}")
+    return forks
+
+
+async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work: Path,
+                   progress: Progress) -> Clone:
+    """The source's disk as a frozen base, its memory as a RAM file plus device state."""
+    vm_dir = mgr.paths.vm_dir(source.id)
+    mgr.templates.disks.mkdir(parents=True, exist_ok=True)
+    suffix = mgr.backend.disk_path(vm_dir).suffix
+    base = mgr.templates.disks / f"fork-{source.id}-{work.name[-8:]}{suffix}"
+    full = work / "full.snap"
+    async with mgr.lock(source.id):
+        source = mgr.repo.find(source.id)
+        if source.state != VmState.RUNNING:
+            raise NotRunning(f"VM {source.name} is {source.state}; only a running VM forks")
+        handles = VmHandles.require(vm_dir, source.name)
+        progress("fork", None, f"checkpointing {source.name}: memory and disk")
+        await mgr.agents.drop(source.id)
+        await asyncio.sleep(AGENT_SETTLE)
+        await backend.checkpoint(handles, vm_dir, base, full, for_sharing=True)
+    try:
+        spec = (await mgr.boot_inputs(source, progress))[0]
+        nic = NetworkAttachment("user", mac=source.mac or "") if source.net_mode else None
+        loader = dataclasses.replace(spec, vm_id=f"f{work.name[-8:]}", vm_dir=work / "loader",
+                                     network=nic, incoming=full)
+        loader.vm_dir.mkdir()
+        assert isinstance(mgr.backend, Snapshotter)
+        await mgr.backend.prepare_disk_on(loader, base, None)
+        progress("fork", None, "mapping its memory for the forks")
+        ram, state = work / "memory.ram", work / "memory.snap"
+        await backend.share_memory(loader, ram, state)
+        full.unlink()
+    except BaseException:
+        base.unlink(missing_ok=True)
+        raise
+    return Clone(base, state, ram, source.disk_mib, f"a fork of {source.name}")
+
+
+async def _make(mgr: VmManager, source: VmRecord, names: list[str], clone: Clone,
+                progress: Progress) -> list[VmRecord]:
+    """One record and one clone start per name; on any failure every fork made goes too."""
+    made: list[VmRecord] = []
+    try:
+        for name in names:
+            if name in mgr.repo.names():
+                raise Conflict(f"a VM named {name!r} already exists; pick another --name")
+            vm = msgspec.structs.replace(
+                source, id=secrets.token_hex(6), name=name, state=VmState.CREATED,
+                created_at=utcnow(), updated_at=utcnow(), ip=None, mac=None, last_error=None,
+                publish=[], owner_pid=None, owner_start=None)
+            where = mgr.net.allocate(net_view(vm), mgr.repo.addresses())  # no await until insert
+            vm = msgspec.structs.replace(vm, ip=where.ip, mac=where.mac)
+            mgr.repo.insert(vm)
+            made.append(vm)
+            progress("fork", None, f"starting {name}")
+            await mgr.start(vm.id, progress, clone=clone)
+    except BaseException:
+        for vm in made:
+            with contextlib.suppress(BangerError):
+                await mgr.delete(vm.id, force=True, progress=lambda *_: None)
+        raise
+    return [mgr.repo.find(vm.id) for vm in made]

@@ -1,0 +1,177 @@
+"""Checkpoints: take one of a VM (live: it keeps running), list, delete, restore in place.
+
+A restore first checkpoints the state it replaces (`auto-<time>`) unless told to discard it,
+so no restore loses work. The layout on disk is vms/checkpoints.py's; docs/snapshots.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from banger.errors import Conflict, InvalidArgument, NotFound, NotRunning
+from banger.progress import Progress
+from banger.rpc.methods.snapshot import SnapshotInfo, SnapshotRestoreResult
+from banger.store.db import utcnow
+from banger.vmm.base import Checkpointer, Snapshotter, VmHandles
+from banger.vms import checkpoints, events
+from banger.vms.checkpoints import SnapshotMeta
+from banger.vms.manager import VmManager
+from banger.vms.model import VmRecord, VmState
+from banger.vms.restore import drop_saved_state, saved_state
+
+log = logging.getLogger("banger.vms.snapshots")
+AGENT_SETTLE = 0.05  # the guest agent sees the host leave before the pause (as templates do)
+
+
+def info(meta: SnapshotMeta) -> SnapshotInfo:
+    return SnapshotInfo(meta.name, meta.created, meta.size_bytes, meta.memory, meta.auto)
+
+
+def require_checkpointer(mgr: VmManager) -> Checkpointer:
+    if not isinstance(mgr.backend, Checkpointer):
+        raise InvalidArgument(f"the {mgr.backend.name} backend cannot checkpoint or fork VMs; "
+                              "use vmm = qemu")
+    return mgr.backend
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+class Snapshots:
+    def __init__(self, mgr: VmManager) -> None:
+        self.mgr = mgr
+        self.backend = require_checkpointer(mgr)
+
+    def _dir(self, vm: VmRecord) -> Path:
+        return checkpoints.root(self.mgr.paths.vm_dir(vm.id))
+
+    def find(self, vm: VmRecord, name: str) -> SnapshotMeta:
+        meta = checkpoints.read(self._dir(vm) / checkpoints.validate_name(name))
+        if meta is None:
+            raise NotFound(f"VM {vm.name} has no checkpoint {name!r}; "
+                           f"`banger vm snapshot list {vm.name}` shows them")
+        return meta
+
+    def list(self, ref: str) -> list[SnapshotInfo]:
+        vm = self.mgr.repo.find(ref)
+        return [info(m) for m in checkpoints.metas(self.mgr.paths.vm_dir(vm.id))]
+
+    async def create(self, ref: str, name: str | None, progress: Progress) -> SnapshotInfo:
+        vm = self.mgr.repo.find(ref)
+        async with self.mgr.lock(vm.id):
+            vm = self.mgr.repo.find(vm.id)
+            name = f"snap-{_stamp()}" if name is None else name
+            return info(await self._create(vm, name, progress, auto=False))
+
+    async def _create(self, vm: VmRecord, name: str, progress: Progress, *,
+                      auto: bool) -> SnapshotMeta:
+        """Under the VM's lock. A failure leaves no checkpoint and the VM as it was."""
+        checkpoints.validate_name(name)
+        vm_dir = self.mgr.paths.vm_dir(vm.id)
+        if (self._dir(vm) / name).exists():
+            raise Conflict(f"VM {vm.name} already has a checkpoint {name!r}; pick another name")
+        handles = self._handles(vm)
+        disk = self.mgr.backend.disk_path(vm_dir)
+        if not disk.exists():
+            raise NotRunning(f"VM {vm.name} has no disk yet; start it once first")
+        token = secrets.token_hex(4)
+        stage = self._dir(vm) / f".staging-{name}-{token}"
+        stage.mkdir(parents=True)
+        disks = self.mgr.templates.disks
+        disks.mkdir(parents=True, exist_ok=True)
+        base = disks / f"snap-{vm.id}-{token}{disk.suffix}"
+        memory = stage / checkpoints.MEMORY
+        try:
+            if handles is not None:
+                progress("snapshot", None, f"checkpointing {vm.name}: memory and disk")
+                await self.mgr.agents.drop(vm.id)
+                await asyncio.sleep(AGENT_SETTLE)
+                await self.backend.checkpoint(handles, vm_dir, base, memory)
+            else:
+                await self.backend.checkpoint(None, vm_dir, base, None)
+                if saved_state(vm_dir).exists():  # `vm stop --save`: the state goes along
+                    os.link(saved_state(vm_dir), memory)
+            usage = sum(f.stat().st_blocks * 512 for f in (base, memory) if f.exists())
+            meta = SnapshotMeta(name, utcnow(), base.name, memory.exists(), auto, vm.vcpu,
+                                vm.memory_mib, vm.disk_mib, usage, vm.workspace)
+            (stage / checkpoints.META).write_bytes(msgspec.json.encode(meta))
+            os.replace(stage, self._dir(vm) / name)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            base.unlink(missing_ok=True)
+            raise
+        events.record(vm_dir, f"checkpoint {name} taken" + ("" if meta.memory else " (disk only)"))
+        return meta
+
+    def _handles(self, vm: VmRecord) -> VmHandles | None:
+        """The running VM's handles; None when it is stopped; Conflict mid-transition."""
+        if vm.state == VmState.RUNNING:
+            handles = VmHandles.require(self.mgr.paths.vm_dir(vm.id), vm.name)
+            if not self.mgr.backend.is_alive(handles):
+                raise NotRunning(f"VM {vm.name}'s VMM is gone; `banger vm restart {vm.name}`")
+            return handles
+        if vm.state in (VmState.STOPPED, VmState.CREATED, VmState.ERROR):
+            return None
+        raise Conflict(f"VM {vm.name} is {vm.state}; wait for it to finish")
+
+    async def delete(self, ref: str, name: str) -> SnapshotInfo:
+        vm = self.mgr.repo.find(ref)
+        async with self.mgr.lock(vm.id):
+            meta = self.find(vm, name)
+            trash = self._dir(vm) / f".trash-{name}-{secrets.token_hex(4)}"
+            os.replace(self._dir(vm) / name, trash)  # gone at once, deleted at leisure
+            shutil.rmtree(trash, ignore_errors=True)
+        self.mgr.templates.collect_disks()  # its disk, unless something else layers on it
+        events.record(self.mgr.paths.vm_dir(vm.id), f"checkpoint {name} deleted")
+        return info(meta)
+
+    async def restore(self, ref: str, name: str, *, discard: bool,
+                      progress: Progress) -> SnapshotRestoreResult:
+        vm = self.mgr.repo.find(ref)
+        async with self.mgr.lock(vm.id):
+            vm = self.mgr.repo.find(vm.id)
+            meta = self.find(vm, name)
+            if meta.memory and (meta.vcpu, meta.memory_mib) != (vm.vcpu, vm.memory_mib):
+                raise InvalidArgument(f"checkpoint {name} was taken with {meta.vcpu} vcpu and "
+                                      f"{meta.memory_mib} MiB; set VM {vm.name} back to that "
+                                      "with `banger vm set` first")
+            running = self._handles(vm) is not None
+            vm_dir = self.mgr.paths.vm_dir(vm.id)
+            auto = None
+            if not discard and self.mgr.backend.disk_path(vm_dir).exists():
+                auto = (await self._create(vm, f"auto-{_stamp()}-{secrets.token_hex(2)}",
+                                           progress, auto=True)).name
+            progress("restore", None, f"putting {vm.name} back to checkpoint {name}")
+            await self._put_back(vm, meta, running)
+        if running:
+            await self.mgr.start(vm.id, progress)
+        events.record(vm_dir, f"restored checkpoint {name}"
+                              + (f"; the state before is checkpoint {auto}" if auto else ""))
+        return SnapshotRestoreResult(name, auto, self.mgr.repo.find(vm.id).state)
+
+    async def _put_back(self, vm: VmRecord, meta: SnapshotMeta, running: bool) -> None:
+        """Stop the VM and give it a new disk on the checkpoint's, and its memory to resume."""
+        vm_dir = self.mgr.paths.vm_dir(vm.id)
+        spec = (await self.mgr.boot_inputs(vm, lambda *_: None))[0]
+        if running:
+            await self.mgr.cleanup(vm)  # its state is in the automatic checkpoint, if wanted
+            self.mgr.repo.set_state(vm.id, VmState.STOPPED)
+        drop_saved_state(self.mgr.backend, vm_dir)
+        assert isinstance(self.mgr.backend, Snapshotter)  # every Checkpointer is one
+        await self.mgr.backend.prepare_disk_on(spec, self.mgr.templates.disks / meta.disk,
+                                               meta.disk_mib)
+        if meta.memory:  # resumed by the next start, which then drops it (the link)
+            with contextlib.suppress(FileNotFoundError):
+                os.link(self._dir(vm) / meta.name / checkpoints.MEMORY, saved_state(vm_dir))
+        self.mgr.repo.update(vm.id, disk_mib=meta.disk_mib, workspace=meta.workspace)
+        self.mgr.templates.collect_disks()
