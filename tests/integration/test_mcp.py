@@ -76,8 +76,15 @@ def test_an_agent_drives_a_vm_through_every_tool_over_stdio(b: Banger, tmp_path:
                     "workspace_prepare", "workspace_export", "session_start",
                     "session_logs", "vm_fork"} <= names
 
-            created = await ok(c, "vm_create", name=VM)
-            assert created["name"] == VM and created["state"] == "running"
+            stages: list[str] = []
+
+            async def progress(progress: float, total: float | None, message: str | None) -> None:
+                stages.append(message or "")
+
+            res = await c.call_tool("vm_create", {"name": VM}, progress_callback=progress)
+            created = res.structured_content
+            assert not res.is_error and created and created["name"] == VM
+            assert created["state"] == "running" and stages  # the daemon's stages, as progress
             assert [vm["name"] for vm in await ok(c, "vm_list")] == [VM]
 
             hi = await ok(c, "vm_exec", name=VM, command=["echo", "hi"])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import itertools
+import time
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from banger.errors import BangerError
@@ -39,6 +43,27 @@ def one_line_errors(fn: Callable[A, Awaitable[T]]) -> Callable[A, Awaitable[T]]:
             raise ToolError(one_line(f"{type(exc).__name__}: {exc}", 500)) from None
 
     return tool
+
+
+def progress_to(ctx: Context) -> Callable[[dict[str, Any]], None]:
+    """The daemon's progress events as MCP progress notifications (for a client that asked),
+    sent from the client's worker thread; a changed line at once, the same one twice a second."""
+    loop = asyncio.get_running_loop()
+    count = itertools.count(1)  # MCP progress must grow; stages each restart at 0
+    last = ("", 0.0)
+
+    def report(event: dict[str, Any]) -> None:
+        nonlocal last
+        stage = one_line(str(event.get("stage") or ""), 80)
+        message = one_line(str(event.get("message") or ""), 200)
+        line = f"{stage}: {message}" if stage and message else stage or message
+        now = time.monotonic()
+        if line == last[0] and now - last[1] < 0.5:
+            return
+        last = (line, now)
+        asyncio.run_coroutine_threadsafe(ctx.report_progress(next(count), None, line), loop)
+
+    return report
 
 
 def text(data: bytes, dropped: int, what: str, *, newest: bool = False) -> str:

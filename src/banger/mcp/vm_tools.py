@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from pydantic import Field
 
@@ -17,6 +17,7 @@ from banger.mcp.common import (
     OUTPUT_CAP,
     bounded,
     one_line_errors,
+    progress_to,
     text,
 )
 from banger.textsafe import one_line
@@ -42,12 +43,14 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
         = None,
         vcpu: Annotated[int | None, Field(ge=1, le=64)] = None,
         memory: Annotated[str | None, Field(description="Memory such as 1G or 512M")] = None,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Create and boot a sandbox VM; returns it running."""
         from banger.config.sizes import parse_size_mib
 
         memory_mib = parse_size_mib(memory, what="memory") if memory else None
-        return vm_row(await api.vm_create(name, image=image, vcpu=vcpu, memory_mib=memory_mib))
+        return vm_row(await api.vm_create(name, image=image, vcpu=vcpu, memory_mib=memory_mib,
+                                          on_progress=progress_to(ctx) if ctx else None))
 
     @server.tool()
     @one_line_errors
@@ -101,10 +104,12 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
                                                            "prefix of NAME-1, NAME-2, ...)",
                                                max_length=60)] = None,
         count: Annotated[int, Field(ge=1, le=16)] = 1,
+        ctx: Context | None = None,
     ) -> list[dict[str, Any]]:
         """Fork a running VM: new running VMs with its memory and disk (processes keep running
         in each), each with its own identity; the source keeps running."""
-        return [vm_row(vm) for vm in await api.vm_fork(name, name=fork_name, count=count)]
+        return [vm_row(vm) for vm in await api.vm_fork(
+            name, name=fork_name, count=count, on_progress=progress_to(ctx) if ctx else None)]
 
     @server.resource("banger://vm/{name}/console", mime_type="text/plain",
                      description="The newest 64 KiB of a VM's console log (terminal controls "

@@ -6,11 +6,11 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from pydantic import Field
 
 from banger.client import AsyncClient
-from banger.mcp.common import DIFF_CAP, MAX_FILE_CAP, bounded, one_line_errors
+from banger.mcp.common import DIFF_CAP, MAX_FILE_CAP, bounded, one_line_errors, progress_to
 from banger.mcp.vm_tools import VmName
 
 
@@ -39,13 +39,15 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
         = False,
         force: Annotated[bool, Field(description="Replace a guest checkout with unexported "
                                                  "work")] = False,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Ship the host git repo holding `path` into a running VM (at /root/repo); returns
         where it is and the base commit. Commands should then run with cwd set to 'cwd'."""
         from banger.workspace.payload import ShipOptions
 
         opts = ShipOptions(include_untracked=include_untracked)
-        res = await api.workspace_prepare(name, Path(path).expanduser(), opts, force=force)
+        res = await api.workspace_prepare(name, Path(path).expanduser(), opts, force=force,
+                                          on_progress=progress_to(ctx) if ctx else None)
         return {"vm": res.vm, "base": res.base, "guest_path": res.guest_path, "cwd": res.cwd,
                 "tooling": res.tooling}
 
