@@ -6,6 +6,7 @@ Screenshots of every page go to $BANGER_TEST_ARTIFACTS (default /tmp/banger-webu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -20,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from banger.config import host as host_facts
 from banger.net.plan import own_loopback
 from tests.conftest import BIN, Banger
-from tests.polling import wait_until
+from tests.sockettrust import NOBODY, SYSTEM_PYTHON
 from tests.vmtest import SLIM, vm_home, vm_lock
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
@@ -59,13 +60,6 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def login_url(b: Banger) -> str:
     out = b.run("ui", "--url", check=True).stdout.strip()
     assert re.fullmatch(r"http://127(\.\d{1,3}){3}:\d+/login\?token=[A-Za-z0-9_-]{43}", out), out
@@ -80,6 +74,64 @@ def shot(page: Page, name: str) -> None:
 def cli(b: Banger, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([str(BIN / "banger"), *args], env=b.env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def buttons(page: Page) -> list[str]:
+    """The VM page's button row: the actions it offers, in order."""
+    return [str(a) for a in page.locator("#vm-actions > [data-action], #vm-actions > form button")
+            .evaluate_all("els => els.map(e => e.dataset.action || e.value)")]
+
+
+# Run as another local user: no cookie, no token, and the daemon's socket is not theirs.
+OTHER_USER = r"""
+import json, socket, sys, urllib.request, urllib.error
+listen, sock_path = sys.argv[1], sys.argv[2]
+out = {}
+for path in ("/", "/vms", "/vms/%s" % sys.argv[3], "/login?token=" + "A" * 43):
+    try:
+        with urllib.request.urlopen("http://" + listen + path, timeout=10) as r:
+            out[path] = [r.status, r.read().decode()]
+    except urllib.error.HTTPError as e:
+        out[path] = [e.code, e.read().decode()]
+    except OSError as e:
+        out[path] = [0, repr(e)]
+try:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sock_path)
+    s.sendall(b'{"v":2,"method":"ui.open","params":{},"op_id":"op-00000000"}\n')
+    out["socket"] = s.recv(65536).decode(errors="replace")
+except OSError as e:
+    out["socket"] = "refused: " + type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def _other_user_gets_nothing(b: Banger, listen: str) -> None:
+    home_mode = b.home.stat().st_mode
+    b.home.chmod(0o711)  # let them reach the socket's path: only its own checks stand in the way
+    try:
+        res = subprocess.run([str(SYSTEM_PYTHON), "-c", OTHER_USER, listen, str(b.socket), VM],
+                             user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True,
+                             text=True, timeout=60, cwd="/")
+    finally:
+        b.home.chmod(home_mode)
+    assert res.returncode == 0, res.stderr
+    seen = json.loads(res.stdout)
+    for path in ("/", "/vms", f"/vms/{VM}", "/login?token=" + "A" * 43):
+        status, body = seen[path]
+        assert status == 401 and VM not in body and "banger ui" in body, (path, status)
+    assert "token" not in seen["socket"], seen["socket"]
+
+
+def vm_state(page: Page, state: str, timeout: float = BOOT_MS) -> None:
+    """Wait for the VM page's live state, failing at once with the error a button got."""
+    page.wait_for_function(
+        "s => document.querySelector('#vm-state .state').textContent === s"
+        " || document.querySelector('#action-error').textContent !== ''", arg=state,
+        timeout=timeout)
+    assert page.locator("#action-error").text_content() == ""
+    expect(page.locator("#vm-state .state")).to_have_text(state)
 
 
 def row_state(page: Page, state: str) -> None:
@@ -110,39 +162,76 @@ def test_the_web_ui_end_to_end(vb: tuple[Banger, str], browser: Browser) -> None
     assert stop.wait(timeout=120) == 0
     assert page.evaluate("window.noReload") is True
 
-    # The buttons: start, then stop, on the VM's page.
+    # The buttons match the state: a stopped VM offers Start (and Delete), nothing else.
     page.click(f'tr[data-vm="{VM}"] a')
     expect(page.locator("#vm-state .state")).to_have_text("stopped")
+    assert buttons(page) == ["start", "delete"]
+    page.evaluate("window.noReload = true")
     page.click('button[value="start"]')
-    expect(page.locator("#vm-state .state")).to_have_text("running", timeout=BOOT_MS)
+    vm_state(page, "running")
+    expect(page.locator("#open-terminal")).to_be_visible()  # the row was redrawn live
+    assert buttons(page) == ["stop", "save", "restart", "kill", "delete"]
     assert b.show(VM)["state"] == "running"
     expect(page.locator("#console")).not_to_be_empty(timeout=30_000)
-    shot(page, "vm")
-    # A published port is a link the host's browser opens.
+    # What the VM page shows: spec, DNS name and address, events, workspace.
+    shown = b.show(VM)
+    expect(page.locator("body")).to_contain_text("1 vCPU · 1G memory · 4G disk")
+    expect(page.locator("body")).to_contain_text(f"{VM}.vm")
+    expect(page.locator("body")).to_contain_text(str(shown["ip"]))
+    expect(page.locator("ul.events li").first).to_be_visible()
+    expect(page.locator("#workspace")).to_contain_text("banger vm workspace prepare")
+
+    # Ports: a published one, and one the guest listens on, found as `vm ports` finds it.
     port = _free_port()
     b.run("vm", "forward", VM, f"{port}:8000", check=True)
-    b.run("vm", "exec", VM, "--", "sh", "-c", "mkdir -p /tmp/www && echo hello-from-guest > "
-          "/tmp/www/index.html && cd /tmp/www && (python3 -m http.server 8000 >/dev/null 2>&1 &)",
-          check=True)
+    b.run("vm", "session", "start", VM, "--name", "web", "--", "sh", "-c",
+          "mkdir -p /tmp/www && echo hi > /tmp/www/hello-from-guest.txt && cd /tmp/www && "
+          "exec python3 -m http.server 8000", check=True)
     b.run("vm", "session", "start", VM, "--name", "ticker", "--", "sleep", "600", check=True)
     page.reload()
+    page.evaluate("window.noReload = true")
     expect(page.locator("body")).to_contain_text("sleep 600")  # the VM's sessions
     expect(page.locator("code", has_text="ticker")).to_be_visible()
-    # Named localhost, not the UI's own address: the guest's server must not get the cookie.
-    link = page.locator(f'a[href="http://localhost:{port}/"]')
-    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), "the guest's http.server", 60, 0.2)
+    listening = page.locator('a[data-port="8000"]')
+    expect(listening).to_be_visible(timeout=60_000)  # the ports refresh in place
+    href = listening.get_attribute("href")
+    assert href == f"http://{shown['ip']}:8000/", href  # the VM's own address: no UI cookie
+    expect(listening).to_contain_text(f"{VM}.vm:8000")
+    listing = page.request.get(href)
+    assert listing.ok and "Directory listing" in listing.text()
+    assert "hello-from-guest.txt" in listing.text()
+    cli_ports = b.run("vm", "ports", VM, "--json", check=True).stdout
+    assert f'"{VM}.vm:8000"' in cli_ports.replace(" ", "")  # the same finding as the CLI's
+    # Published: named localhost, not the UI's own address (the guest must not get the cookie).
+    published = page.locator(f'a[href="http://localhost:{port}/"]')
     with context.expect_page() as opened:
-        link.click()
-    expect(opened.value.locator("body")).to_contain_text("hello-from-guest")
+        published.click()
+    expect(opened.value.locator("body")).to_contain_text("hello-from-guest.txt")
     opened.value.close()
+    shot(page, "vm")
     page.goto(f"http://{listen}/")  # the dashboard with a running VM and its VMM's use
     expect(page.locator(f'a[href="/vms/{VM}"]')).to_be_visible()
     expect(page.locator("body")).to_contain_text("MiB of 1024 MiB")
+    expect(page.locator("#accel")).to_have_text(re.compile(r"^(KVM|TCG)$"))
+    expect(page.locator("#vmm")).to_contain_text("qemu")
+    expect(page.locator("#vm-count")).to_have_text("1")
+    expect(page.locator("#disk")).to_contain_text("GiB")
+    expect(page.locator("#memory")).to_contain_text("GiB")
     shot(page, "dashboard-running")
+
+    # Stop with its button and confirmation: Start comes back, Stop goes, with no reload.
     page.go_back()
+    page.evaluate("window.noReload = true")
+    page.click('details[data-action="stop"] summary')
+    shot(page, "confirm-stop")
     page.click('button[value="stop"]')
-    expect(page.locator("#vm-state .state")).to_have_text("stopped", timeout=120_000)
+    expect(page.locator('button[value="start"]')).to_be_visible(timeout=120_000)
+    expect(page.locator('details[data-action="stop"]')).to_have_count(0)
+    expect(page.locator("#vm-state .state")).to_have_text("stopped")
+    assert page.evaluate("window.noReload") is True
     assert b.show(VM)["state"] == "stopped"
+
+    _other_user_gets_nothing(b, listen)
 
     # The gate, from outside the browser: the session cookie alone is not enough.
     cookie = next(c["value"] for c in context.cookies() if c["name"] == "banger_session")
@@ -162,7 +251,8 @@ def test_the_web_ui_end_to_end(vb: tuple[Banger, str], browser: Browser) -> None
 
     # Kill and delete need the confirmation box.
     page.click('button[value="start"]')
-    expect(page.locator("#vm-state .state")).to_have_text("running", timeout=BOOT_MS)
+    expect(page.locator("#action-error")).to_be_empty()
+    vm_state(page, "running")
     page.click("text=Kill…")
     shot(page, "confirm-kill")
     page.click('button:has-text("Kill")')
@@ -178,6 +268,9 @@ def test_the_web_ui_end_to_end(vb: tuple[Banger, str], browser: Browser) -> None
     expect(page.locator(f'tr[data-vm="{VM}"]')).to_have_count(0)
     assert b.run("vm", "show", VM).returncode == 1
 
+    page.goto(f"{base}/vms/{VM}")
+    expect(page.locator("main")).to_contain_text(VM)  # a page saying it is gone, not an error
+    shot(page, "missing")
     page.goto(f"{base}/")
     expect(page.locator("table").last).to_contain_text("vm.delete")
     shot(page, "dashboard")

@@ -212,6 +212,7 @@ def test_pull_an_image_with_progress_then_delete_it(ub: tuple[Banger, str], brow
     row.locator("text=Delete…").click()
     page.click('button:has-text("Delete")')
     expect(page.locator(".error")).to_contain_text("Tick the box")
+    shot(page, "confirm-delete-image")
     page.check('input[name="confirm"]')
     page.click('button:has-text("Delete")')
     page.wait_for_url(f"http://{listen}/images")
@@ -238,6 +239,7 @@ def test_cancel_a_running_operation(ub: tuple[Banger, str], browser: Browser,
     page.wait_for_url(f"http://{listen}/ops/{op_id}")
     expect(page.locator("#job-state")).to_have_text("cancelled", timeout=30_000)
     expect(page.locator(".error")).to_contain_text("cancelled from the web UI")
+    shot(page, "op-cancelled")
     page.goto(f"http://{listen}/ops")
     expect(page.locator(f'tr[data-op="{op_id}"] .state')).to_have_text("cancelled")
     ops = b.run("daemon", "ops", check=True).stdout

@@ -18,7 +18,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (details) details.open = false;
     form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
     out.textContent = "";
-    fetch(form.action, {
+    fetch(form.getAttribute("action"), {  // not form.action: the button named "action" shadows it
       method: "POST", credentials: "same-origin", body: new URLSearchParams(new FormData(form)),
       headers: {"X-Banger-In-Page": "1", "X-CSRF-Token": token ? token.content : ""},
     }).then(async (response) => {
