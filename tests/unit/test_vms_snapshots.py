@@ -98,6 +98,30 @@ def test_restore_checkpoints_the_current_state_first(daemon: FakeDaemon) -> None
     asyncio.run(scenario())
 
 
+def test_a_failed_restore_leaves_the_vm_as_it_was(daemon: FakeDaemon) -> None:
+    async def scenario() -> None:
+        vm = await daemon.create("web")
+        snaps = Snapshots(daemon.vms)
+        await snaps.create("web", "one", Progress())
+        disk = daemon.backend.disk_path(daemon.vm_dir(vm)).read_text()
+        daemon.backend.fail("prepare_disk_on")  # before the VM is touched
+        with pytest.raises(OperationFailed):
+            await snaps.restore("web", "one", discard=False, progress=Progress())
+        assert daemon.shown(vm).state == VmState.RUNNING
+        assert daemon.backend.disk_path(daemon.vm_dir(vm)).read_text() == disk
+        assert [s.name for s in snaps.list("web")] == ["one"]  # no stray automatic checkpoint
+        assert not [p for p in checkpoints.root(daemon.vm_dir(vm)).iterdir()
+                    if p.name.startswith(".")]
+        daemon.backend.fail("restore")  # the checkpoint's memory does not load ...
+        daemon.backend.fail("start")  # ... nor does its disk boot: back to the state before
+        with pytest.raises(OperationFailed, match="web is back as it was"):
+            await snaps.restore("web", "one", discard=False, progress=Progress())
+        assert daemon.shown(vm).state == VmState.RUNNING
+        assert daemon.events(vm)[-1].startswith("restored checkpoint auto-")
+
+    asyncio.run(scenario())
+
+
 def test_a_stopped_vm_checkpoints_its_disk_and_restores_stopped(daemon: FakeDaemon) -> None:
     async def scenario() -> None:
         vm = await daemon.create("web")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -17,7 +18,14 @@ from pathlib import Path
 
 import msgspec
 
-from banger.errors import Conflict, InvalidArgument, NotFound, NotRunning
+from banger.errors import (
+    BangerError,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotRunning,
+    OperationFailed,
+)
 from banger.progress import Progress
 from banger.rpc.methods.snapshot import SnapshotInfo, SnapshotRestoreResult
 from banger.store.db import utcnow
@@ -128,15 +136,19 @@ class Snapshots:
         vm = self.mgr.repo.find(ref)
         async with self.mgr.lock(vm.id):
             meta = self.find(vm, name)
-            trash = self._dir(vm) / f".trash-{name}-{secrets.token_hex(4)}"
-            os.replace(self._dir(vm) / name, trash)  # gone at once, deleted at leisure
-            shutil.rmtree(trash, ignore_errors=True)
-        self.mgr.templates.collect_disks()  # its disk, unless something else layers on it
+            self._remove(vm, name)
         events.record(self.mgr.paths.vm_dir(vm.id), f"checkpoint {name} deleted")
         return info(meta)
 
-    async def restore(self, ref: str, name: str, *, discard: bool,
-                      progress: Progress) -> SnapshotRestoreResult:
+    def _remove(self, vm: VmRecord, name: str) -> None:
+        trash = self._dir(vm) / f".trash-{name}-{secrets.token_hex(4)}"
+        os.replace(self._dir(vm) / name, trash)  # gone at once, deleted at leisure
+        shutil.rmtree(trash, ignore_errors=True)
+        self.mgr.templates.collect_disks()  # its disk, unless something else layers on it
+
+    async def restore(self, ref: str, name: str, *, discard: bool, progress: Progress,
+                      run: bool | None = None) -> SnapshotRestoreResult:
+        """run: start the VM afterwards (default: when it is running now)."""
         vm = self.mgr.repo.find(ref)
         async with self.mgr.lock(vm.id):
             vm = self.mgr.repo.find(vm.id)
@@ -146,30 +158,53 @@ class Snapshots:
                                       f"{meta.memory_mib} MiB; set VM {vm.name} back to that "
                                       "with `banger vm set` first")
             running = self._handles(vm) is not None
+            run = running if run is None else run
             vm_dir = self.mgr.paths.vm_dir(vm.id)
             auto = None
             if not discard and self.mgr.backend.disk_path(vm_dir).exists():
                 auto = (await self._create(vm, f"auto-{_stamp()}-{secrets.token_hex(2)}",
                                            progress, auto=True)).name
             progress("restore", None, f"putting {vm.name} back to checkpoint {name}")
-            await self._put_back(vm, meta, running)
-        if running:
-            await self.mgr.start(vm.id, progress)
+            try:
+                await self._put_back(vm, meta, running)
+            except BaseException:
+                if auto is not None:  # the VM was not touched: the current state is current
+                    self._remove(vm, auto)
+                raise
+        if run:
+            try:
+                await self.mgr.start(vm.id, progress)
+            except BangerError as exc:
+                if auto is None:
+                    raise
+                # Back to the state before: what the automatic checkpoint is for.
+                await self.restore(vm.id, auto, discard=True, progress=progress, run=True)
+                raise OperationFailed(f"restoring checkpoint {name} failed ({exc.message}); "
+                                      f"{vm.name} is back as it was (checkpoint {auto})") from exc
         events.record(vm_dir, f"restored checkpoint {name}"
                               + (f"; the state before is checkpoint {auto}" if auto else ""))
         return SnapshotRestoreResult(name, auto, self.mgr.repo.find(vm.id).state)
 
     async def _put_back(self, vm: VmRecord, meta: SnapshotMeta, running: bool) -> None:
-        """Stop the VM and give it a new disk on the checkpoint's, and its memory to resume."""
+        """Stop the VM and give it a new disk on the checkpoint's, and its memory to resume.
+        The disk is made aside first: if that fails the VM has not been touched."""
         vm_dir = self.mgr.paths.vm_dir(vm.id)
-        spec = (await self.mgr.boot_inputs(vm, lambda *_: None))[0]
-        if running:
-            await self.mgr.cleanup(vm)  # its state is in the automatic checkpoint, if wanted
-            self.mgr.repo.set_state(vm.id, VmState.STOPPED)
-        drop_saved_state(self.mgr.backend, vm_dir)
-        assert isinstance(self.mgr.backend, Snapshotter)  # every Checkpointer is one
-        await self.mgr.backend.prepare_disk_on(spec, self.mgr.templates.disks / meta.disk,
-                                               meta.disk_mib)
+        scratch = self._dir(vm) / f".restore-{secrets.token_hex(4)}"
+        scratch.mkdir()
+        try:
+            spec = dataclasses.replace((await self.mgr.boot_inputs(vm, lambda *_: None))[0],
+                                       vm_dir=scratch)
+            assert isinstance(self.mgr.backend, Snapshotter)  # every Checkpointer is one
+            await self.mgr.backend.prepare_disk_on(spec, self.mgr.templates.disks / meta.disk,
+                                                   meta.disk_mib)
+            if running:
+                await self.mgr.cleanup(vm)  # its state is in the automatic checkpoint, if wanted
+                self.mgr.repo.set_state(vm.id, VmState.STOPPED)
+            drop_saved_state(self.mgr.backend, vm_dir)
+            disk = self.mgr.backend.disk_path(vm_dir)
+            os.replace(self.mgr.backend.disk_path(scratch), disk)  # its backing path is absolute
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         if meta.memory:  # resumed by the next start, which then drops it (the link)
             with contextlib.suppress(FileNotFoundError):
                 os.link(self._dir(vm) / meta.name / checkpoints.MEMORY, saved_state(vm_dir))
