@@ -56,11 +56,15 @@ async def ship(agent: AgentClient, vm: str, m: AgentManifest, progress: Progress
         progress("install", 1.0, f"{m.name} {m.version} is in the guest already")
         return False
     await _sh(agent, 'rm -rf -- "$1" && mkdir -p -- "$1"', INCOMING)
-    total = sum(f.size for f in m.files)
+    total = max(sum(f.size for f in m.files), 1)
+    shown = -1
 
     def report(done: int, _total: int | None) -> None:
-        progress("ship", min(done / total, 0.99) if total else None,
-                 f"{done >> 20}/{total >> 20} MiB of {m.name} {m.version} into {vm}")
+        nonlocal shown
+        if done * 10 // total != shown:  # a tenth at a time: an editor's log keeps ~10 lines
+            shown = done * 10 // total
+            progress("ship", min(done / total, 0.99),
+                     f"{done >> 20}/{total >> 20} MiB of {m.name} {m.version} into {vm}")
 
     await copy.push(agent, vm, m.dir, INCOMING, report)
     name = ship_dir_name(m.name, m.version)

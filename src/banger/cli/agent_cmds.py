@@ -13,7 +13,7 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_json, print_table, say
-from banger.cli.vm_cmds import VM_ARG
+from banger.cli.vm_cmds import NET_OPTIONS, VM_ARG
 from banger.rpc.methods import NoParams, VmRef
 from banger.rpc.methods import agent as rpc
 from banger.textsafe import one_line
@@ -21,6 +21,13 @@ from banger.textsafe import one_line
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 PASS_ENV = click.option("--pass-env", "pass_env", multiple=True, metavar="NAME",
                         help="Forward this host variable to the agent process only (repeatable).")
+
+
+def net_options(fn: Any) -> Any:
+    """--net/--nat/-p for a VM `vm acp --path` creates (the agent reaches its model over --nat)."""
+    for option in reversed(NET_OPTIONS):
+        fn = option(fn)
+    return fn
 
 
 @click.group()
@@ -95,7 +102,7 @@ def install_agent(vm: str, ref: str) -> dict[str, Any]:
     return result
 
 
-def _ready_vm(vm: str, path: str | None) -> str:
+def _ready_vm(vm: str, path: str | None, image: str | None) -> str:
     """The VM running (made, with PATH's repo shipped, when there is none); returns its cwd."""
     from banger.cli import workspace_cmds as ws
     from banger.errors import NotFound
@@ -110,7 +117,10 @@ def _ready_vm(vm: str, path: str | None) -> str:
             raise NotFound(f"no VM named {vm}; give --path REPO to create it with a repo, "
                            f"or create it first (`banger vm create --name {vm}`)") from None
         ws.check_shippable(path, opts)  # bad input is refused before a VM exists
-        session.call_with_progress(vms.VM_CREATE, vms.CreateRequest(name=vm, start=True))
+        net = click.get_current_context().meta.get("net_params", {})
+        session.call_with_progress(vms.VM_CREATE, vms.CreateRequest(
+            name=vm, image=image, start=True, net=net.get("net"), nat=bool(net.get("nat")),
+            publish=list(net.get("publish") or [])))
         return ws.ship_into_new_vm(vm, path, opts)
     if show["state"] != "running":
         session.call_with_progress(vms.VM_START, vms.StartParams(vm))
@@ -125,8 +135,11 @@ def _ready_vm(vm: str, path: str | None) -> str:
 @click.option("--agent", "ref", default="opencode", show_default=True, metavar="NAME[@VERSION]",
               help="The agent; without VERSION the newest cached one (else latest is fetched).")
 @click.option("--path", type=click.Path(), help="With no such VM: create it and ship this repo.")
+@click.option("--image", help="The image of a VM --path creates (default: config default_image).")
+@net_options
 @PASS_ENV
-def vm_acp(vm: str, ref: str, path: str | None, pass_env: tuple[str, ...]) -> None:
+def vm_acp(vm: str, ref: str, path: str | None, image: str | None,
+           pass_env: tuple[str, ...]) -> None:
     """Serve the Agent Client Protocol on stdio from an agent in VM's workspace (for editors).
 
     stdout carries nothing but the agent's protocol; progress and errors go to stderr.
@@ -141,7 +154,7 @@ def vm_acp(vm: str, ref: str, path: str | None, pass_env: tuple[str, ...]) -> No
         raise InvalidArgument(f"{spec.name} has no ACP mode: {spec.no_acp}")
     env = {"HOME": "/root", **passed_env(pass_env)}
     with contextlib.redirect_stdout(sys.stderr):  # whatever is printed, never into the protocol
-        cwd = _ready_vm(vm, path)
+        cwd = _ready_vm(vm, path, image)
         got = install_agent(vm, ref)
     params = ExecParams(vm, argv=[got["path"], *(got["acp"] or [])], env=env, cwd=cwd, stdin=True)
     sys.exit(stream(session.client().start(VM_EXEC, params), forward_stdin=True, tty=False))
