@@ -222,3 +222,18 @@ def test_checkpoint_meta_files_ignore_half_made_dirs(tmp_path: Path) -> None:
     (tmp_path / "snapshots" / "y").mkdir()
     (tmp_path / "snapshots" / "y" / checkpoints.META).write_text("{not json")
     assert checkpoints.metas(tmp_path) == []
+
+
+def test_a_backend_without_checkpoints_is_refused_in_one_line(daemon: FakeDaemon) -> None:
+    class Bare:  # a Backend that cannot checkpoint, as Firecracker's is
+        name = "firecracker"
+
+    daemon.vms.backend = Bare()  # type: ignore[assignment]
+    with pytest.raises(InvalidArgument, match="the firecracker backend cannot checkpoint or fork"):
+        Snapshots(daemon.vms)
+
+    async def scenario() -> None:
+        with pytest.raises(InvalidArgument, match="firecracker backend"):
+            await fork(daemon.vms, "web", None, 1, Progress())
+
+    asyncio.run(scenario())
