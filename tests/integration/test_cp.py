@@ -137,9 +137,12 @@ def test_a_replaced_guest_tar_cannot_write_outside_dst(vb: Banger, tmp_path: Pat
         tar_of([dirent("evil"), sym("evil/a", str(victim)), reg("evil/a/through", b"pwned")]),
         tar_of([dirent("evil"), sym("evil/a", "../../victim"), reg("evil/a/through", b"p")]),
     ]
-    guest(vb, "mkdir -p /root/evil && mv /usr/bin/tar /usr/bin/tar.real && "
-              "printf '#!/bin/sh\\ncat /root/hostile.tar\\n' > /usr/bin/tar && "
-              "chmod 755 /usr/bin/tar")
+    # It writes where -f points: the payload disk (or stdout, on the stream path).
+    fake = ('#!/bin/sh\nout=-\nwhile [ $# -gt 0 ]; do [ "$1" = -cf ] && out=$2; shift; done\n'
+            'if [ "$out" = - ]; then cat /root/hostile.tar; else cat /root/hostile.tar > "$out"; fi\n')
+    guest(vb, "mkdir -p /root/evil && mv /usr/bin/tar /usr/bin/tar.real")
+    vb.run("vm", "exec", "-i", VM, "--", "sh", "-c", "cat > /usr/bin/tar && chmod 755 /usr/bin/tar",
+           input=fake, timeout=60, check=True)
     try:
         for stream in streams:
             vb.run("vm", "exec", "-i", VM, "--", "sh", "-c", "cat > /root/hostile.tar",
@@ -152,3 +155,20 @@ def test_a_replaced_guest_tar_cannot_write_outside_dst(vb: Banger, tmp_path: Pat
                        if p not in (victim, dst))
     finally:
         guest(vb, "mv /usr/bin/tar.real /usr/bin/tar")
+
+
+def test_copies_go_through_the_payload_disk(vb: Banger, tmp_path: Path) -> None:
+    """Root stays /dev/vda; the payload disk is there, and empty again after a copy."""
+    assert guest(vb, "cat /sys/block/vdb/serial; echo; findmnt -no SOURCE /") == \
+        "banger-payload\n/dev/vda\n"
+    def sectors_read() -> int:  # /sys/block/*/stat: the third field counts 512-byte sectors
+        return int(guest(vb, "cat /sys/block/vdb/stat").split()[2])
+
+    f = tmp_path / "f.bin"
+    f.write_bytes(os.urandom(3 << 20))
+    before = sectors_read()
+    vb.run("vm", "cp", str(f), f"{VM}:/root/", timeout=120, check=True)
+    assert guest(vb, "sha256sum /root/f.bin").split()[0] == sha(f)
+    assert sectors_read() - before >= (3 << 20) // 512
+    disk = next((vb.home / "state" / "vms").glob("*/payload.img"))
+    assert disk.stat().st_blocks == 0  # the host's copy of the tar is gone

@@ -66,24 +66,56 @@ class FakeProc:
         return self.answer[:max_output], b"", None
 
 
+class Ended:
+    async def read(self) -> bytes:
+        return b""
+
+
+class FakeTarToDisk:
+    """The guest's `tar -cf /dev/vdX` as a fake: the prepared tar lands on the payload disk."""
+
+    stdout = stderr = Ended()
+
+    def __init__(self, tar: bytes, disk: Path) -> None:
+        with open(disk, "r+b") as f:
+            f.write(tar)
+
+    async def wait(self) -> Any:
+        return type("Status", (), {"code": 0})()
+
+
 class FakeAgent:
-    """Answers the probe and streams a prepared tar for `get`, in uneven chunks."""
+    """Answers the probe and streams a prepared tar for `get`, in uneven chunks; with a payload
+    disk, the probe names it and the guest's tar writes the prepared tar onto it."""
 
-    def __init__(self, tar: bytes, probe: bytes = b"exists 1234\n") -> None:
-        self.tar, self.probe = tar, probe
+    def __init__(self, tar: bytes, probe: bytes = b"exists 1234\n",
+                 disk: Path | None = None) -> None:
+        self.tar, self.disk = tar, disk
+        self.probe = probe + (b"tar\npayload vdb\n" if disk else b"")
 
-    async def exec(self, argv: list[str]) -> FakeProc:
+    async def exec(self, argv: list[str]) -> FakeProc | FakeTarToDisk:
+        if self.disk and "/dev/$1" in argv[2] and argv[4] == "vdb":
+            return FakeTarToDisk(self.tar, self.disk)  # a tar, or one file's bytes
         return FakeProc(self.probe)
 
     async def get(self, path: str, *, max_bytes: int) -> AsyncIterator[bytes]:
+        assert self.disk is None, "the stream was used although the payload disk was free"
         for i in range(0, len(self.tar), 70_001):
             yield self.tar[i:i + 70_001]
 
 
 def pull(agent: Any, src: str, dst: Path) -> list[tuple[int, int | None]]:
     seen: list[tuple[int, int | None]] = []
-    asyncio.run(copy.pull(agent, "vm1", src, str(dst), lambda d, t: seen.append((d, t))))
+    asyncio.run(copy.pull(agent, "vm1", src, str(dst), lambda d, t: seen.append((d, t)),
+                          agent.disk))
     return seen
+
+
+def payload_disk(box: Path) -> Path:
+    disk = box / "payload.img"
+    with open(disk, "wb") as f:
+        f.truncate(16 << 20)
+    return disk
 
 
 @pytest.fixture
@@ -114,7 +146,9 @@ HOSTILE: dict[str, list[Any]] = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 @pytest.mark.parametrize("rename", [False, True])
-def test_a_hostile_tar_writes_nothing_outside_dst(box: Path, case: str, rename: bool) -> None:
+@pytest.mark.parametrize("path", ["stream", "payload disk"])
+def test_a_hostile_tar_writes_nothing_outside_dst(box: Path, case: str, rename: bool,
+                                                  path: str) -> None:
     entries = []
     for e in HOSTILE[case]:
         info = e[0] if isinstance(e, tuple) else e
@@ -122,10 +156,12 @@ def test_a_hostile_tar_writes_nothing_outside_dst(box: Path, case: str, rename: 
             info.linkname = str(box / "victim")
         entries.append(e)
     dst = box / "dst" / "renamed" if rename else box / "dst"
+    disk = payload_disk(box) if path == "payload disk" else None
     with pytest.raises(BangerError) as info:
-        pull(FakeAgent(tar_of(entries)), "/root/evil", dst)
+        pull(FakeAgent(tar_of(entries), disk=disk), "/root/evil", dst)
     assert "\n" not in info.value.message and len(info.value.message) < 600
-    assert list((box / "victim").iterdir()) == [] and outside(box) == []
+    assert list((box / "victim").iterdir()) == []
+    assert outside(box) == (["payload.img"] if disk else [])
     if rename:  # the scratch dir next to DST is gone too
         assert list((box / "dst").iterdir()) == []
 
@@ -166,3 +202,51 @@ def test_a_hostile_probe_answer_is_only_parsed(box: Path) -> None:
     seen = pull(FakeAgent(tar, probe=b"exists \x1b[31m99999999999999999999\n"), "/root/f",
                 box / "dst")
     assert (box / "dst" / "f").read_bytes() == b"z" and {t for _, t in seen} == {None}
+
+
+def test_a_copy_out_through_the_payload_disk_then_empties_it(box: Path) -> None:
+    data = bytes(range(256)) * 8192
+    disk = payload_disk(box)
+    pull(FakeAgent(tar_of([reg("f.bin", data, 0o600)]), disk=disk), "/root/f.bin",
+         box / "dst" / "f.bin")
+    assert (box / "dst" / "f.bin").read_bytes() == data
+    assert disk.stat().st_size == 16 << 20 and disk.stat().st_blocks == 0  # host blocks freed
+
+
+def test_a_payload_disk_in_use_or_too_small_means_the_stream(box: Path) -> None:
+    from banger.transfer import payload
+
+    disk = payload_disk(box)
+    with payload.claim(disk, 100) as first:
+        assert first is not None
+        with payload.claim(disk, 100) as second:
+            assert second is None  # a second copy into the same VM meanwhile
+    with payload.claim(disk, 16 << 20) as big:
+        assert big is None
+    assert payload.device(["exists", "5", "tar", "payload", "vdb"]) == "vdb"
+    assert payload.device(["payload", "../sda"]) is None and payload.device(["payload"]) is None
+
+
+def test_one_file_out_skips_tar_and_never_writes_through_a_link(box: Path) -> None:
+    data = b"payload bytes\n" * 1000
+    disk = payload_disk(box)
+    (box / "dst" / "f.txt").symlink_to(box / "victim" / "target")
+    agent = FakeAgent(data, probe=f"exists {len(data)}\n".encode(), disk=disk)
+    agent.probe += f"regular {len(data)} 4755\n".encode()
+    pull(agent, "/root/f.txt", box / "dst")
+    out = box / "dst" / "f.txt"
+    assert not out.is_symlink() and out.read_bytes() == data
+    assert out.stat().st_mode & 0o7777 == 0o755  # no setuid from a guest
+    assert list((box / "victim").iterdir()) == []
+
+
+def test_a_guest_lying_about_a_files_size_gets_at_most_the_disk(box: Path) -> None:
+    disk = payload_disk(box)
+    agent = FakeAgent(b"x" * 100, probe=b"exists 10\n", disk=disk)
+    agent.probe += f"regular {14 << 20} 644\n".encode()  # fits the claim, not the truth
+    pull(agent, "/root/f", box / "dst")
+    assert (box / "dst" / "f").stat().st_size == 14 << 20
+    agent.probe = b"exists 10\ntar\npayload vdb\nregular 99999999999 644\n"
+    with pytest.raises(BangerError, match="not a valid tar"):  # too big for one file: tar
+        pull(agent, "/root/g", box / "dst")
+    assert not (box / "dst" / "g").exists()

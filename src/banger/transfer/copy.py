@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
 
-from banger.agent.channel import OutputStream
 from banger.agent.client import AgentClient
 from banger.archive import Limits
 from banger.archive.extract import Extractor
 from banger.errors import InvalidArgument, NotFound, OperationFailed
 from banger.textsafe import one_line
+from banger.transfer import payload
 from banger.transfer.pipe import Closed, Pipe, PipeReader, PipeWriter
 
 Progress = Callable[[int, int | None], None]  # bytes so far, total when known
@@ -34,7 +34,6 @@ _PROBE_DST = ('if [ -d "$1" ]; then echo dir; elif [ -d "$(dirname -- "$1")" ]; 
 # under TCG); a host-made tar is trusted, and the guest's tar can only harm the guest.
 # 256 KiB records (-B: whole records from a pipe): with 10 KiB ones it was 1.6x slower.
 _GUEST_TAR = ["tar", "--numeric-owner", "-b", "512", "-B", "-xpf", "-", "-C"]
-ERROR_KEEP = 4096  # bytes of the guest tar's stderr kept for the error line
 _PROBE_SRC = ('if [ -e "$1" ] || [ -L "$1" ]; then echo "exists $(du -sbP -- "$1" 2>/dev/null '
               '| cut -f1)"; else echo none; fi; command -v tar >/dev/null && echo tar')
 # Out of the guest, its own tar writes the stream (parsed on the host by the safe extractor,
@@ -65,12 +64,14 @@ def host_size(path: Path) -> int:
     return total
 
 
-async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progress) -> int:
-    """Host src -> guest dst (into it when it is a directory); returns the tar bytes sent."""
+async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progress,
+               disk: Path | None = None) -> int:
+    """Host src -> guest dst (into it when it is a directory); returns the bytes copied.
+    `disk`: the VM's payload disk file, the fast way when the guest can use it."""
     source = Path(src)
     if not os.path.lexists(source):
         raise NotFound(f"{_shown(src)} does not exist on the host")
-    answer = await _probe(agent, _PROBE_DST, dst)
+    answer = await _probe(agent, f"{_PROBE_DST}; {payload.PROBE}", dst)
     where = answer[0] if answer else "none"
     if where == "dir":
         dest_dir, arcname = dst, source.name or "."
@@ -79,6 +80,31 @@ async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
     else:
         raise NotFound(f"{vm}:{_shown(os.path.dirname(dst))} is not a directory in the guest")
     total = host_size(source)
+    dev = payload.device(answer)
+    with payload.claim(disk if dev and "tar" in answer[1:] else None, total) as claimed:
+        if claimed is not None and dev is not None:
+            with contextlib.suppress(payload.TooBig):
+                await _push_payload(agent, claimed, dev, source, dest_dir, arcname, progress,
+                                    total)
+                return total
+    return await _push_stream(agent, source, arcname, dest_dir, answer, total, progress)
+
+
+async def _push_payload(agent: AgentClient, disk: payload.Disk, dev: str, source: Path,
+                        dest_dir: str, arcname: str, progress: Progress, total: int) -> None:
+    st = source.lstat()
+    if stat.S_ISREG(st.st_mode):  # one file: no tar on either side
+        length = await asyncio.to_thread(payload.write_file, disk, source, progress)
+        dest = f"{dest_dir.rstrip('/')}/{arcname}"
+        await payload.guest_place_file(agent, dev, dest, length, st)
+        return
+    length = await asyncio.to_thread(payload.write_tar, disk, source, arcname, progress, total)
+    await payload.guest_read(agent, dev, length, dest_dir)
+
+
+async def _push_stream(agent: AgentClient, source: Path, arcname: str, dest_dir: str,
+                       answer: list[str], total: int, progress: Progress) -> int:
+    src = str(source)
     pipe = Pipe()
 
     def produce() -> None:
@@ -116,7 +142,7 @@ async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
 
 async def _guest_tar(agent: AgentClient, dest_dir: str, chunks: AsyncIterator[bytes]) -> None:
     proc = await agent.exec([*_GUEST_TAR, dest_dir], stdin=True)
-    readers = asyncio.gather(_keep(proc.stdout), _keep(proc.stderr))
+    readers = asyncio.gather(payload.keep(proc.stdout), payload.keep(proc.stderr))
     try:
         async for chunk in chunks:
             await proc.write(chunk)
@@ -132,23 +158,41 @@ async def _guest_tar(agent: AgentClient, dest_dir: str, chunks: AsyncIterator[by
         raise OperationFailed(f"tar in the guest failed: {detail}")
 
 
-async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progress) -> int:
-    """Guest src -> host dst (into it when it is a directory); returns the tar bytes read."""
+async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progress,
+               disk: Path | None = None) -> int:
+    """Guest src -> host dst (into it when it is a directory); returns the tar bytes read.
+    `disk`: the VM's payload disk file, the fast way when the guest can use it."""
     target = Path(dst)
     into = target.is_dir()
     if not into and not target.parent.is_dir():
         raise NotFound(f"{_shown(str(target.parent))} is not a directory on the host")
-    answer = await _probe(agent, _PROBE_SRC, src)
+    answer = await _probe(agent, f"{_PROBE_SRC}; {payload.PROBE}; {payload.PROBE_FILE}", src)
     if not answer or answer[0] != "exists":
         raise NotFound(f"{vm}:{_shown(src)} does not exist in the guest")
     total = int(answer[1]) if len(answer) > 1 and answer[1].isdigit() and \
         len(answer[1]) < 16 else None
     name = os.path.basename(src)
+    dev = payload.device(answer)
+    regular = payload.regular_file(answer)
+    if regular is not None and dev is not None:
+        with payload.claim(disk, regular[0]) as claimed:
+            if claimed is not None:  # one file: no tar on either side
+                await payload.guest_write_file(agent, dev, src)
+                dest = target / name if into else target
+                await asyncio.to_thread(payload.copy_out, claimed, regular[0], dest, regular[1])
+                progress(regular[0], total)
+                return regular[0]
     workdir = target if into else Path(tempfile.mkdtemp(prefix=".banger-cp-", dir=target.parent))
     try:
-        source = _tar_out(agent, src) if "tar" in answer[1:] else \
-            agent.get(src, max_bytes=LIMITS.stream_bytes)
-        read = await _extract(source, vm, src, name, workdir, progress, total)
+        with payload.claim(disk if dev and "tar" in answer[1:] else None, total) as claimed:
+            if claimed is not None and dev is not None:
+                await payload.guest_write(agent, dev, os.path.dirname(src) or "/", name)
+                source = payload.read_chunks(claimed)
+            elif "tar" in answer[1:]:
+                source = _tar_out(agent, src)
+            else:
+                source = agent.get(src, max_bytes=LIMITS.stream_bytes)
+            read = await _extract(source, vm, src, name, workdir, progress, total)
         if not into:
             _move_into_place(workdir / name, target)
     finally:
@@ -165,18 +209,10 @@ def _move_into_place(made: Path, target: Path) -> None:
     os.replace(made, target)  # a file or link at target is replaced, never written through
 
 
-async def _keep(stream: OutputStream) -> bytes:
-    """A stream read to its end; the first ERROR_KEEP bytes kept (for an error line)."""
-    kept = b""
-    while chunk := await stream.read():
-        kept = (kept + chunk)[:ERROR_KEEP]
-    return kept
-
-
 async def _tar_out(agent: AgentClient, src: str) -> AsyncIterator[bytes]:
     parent, name = os.path.split(src)
     proc = await agent.exec([*_GUEST_TAR_OUT, parent or "/", "--", name])
-    errors = asyncio.create_task(_keep(proc.stderr))
+    errors = asyncio.create_task(payload.keep(proc.stderr))
     read, done = 0, False
     try:
         while chunk := await proc.stdout.read():

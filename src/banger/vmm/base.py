@@ -199,6 +199,15 @@ class Checkpointer(Protocol):
 
 
 @runtime_checkable
+class PayloadDisk(Protocol):
+    """Optional: backends that give each VM a second, empty disk for bulk copies, which the
+    host fills or reads as a file while the guest reads or writes it as a block device."""
+
+    def payload_file(self, vm_dir: Path) -> Path | None:
+        """The host file behind the running VM's payload disk (None: it has none)."""
+
+
+@runtime_checkable
 class Pauser(Protocol):
     """Optional: backends that can freeze a running guest's vCPUs and let them run again (the
     warm pool keeps restored clones paused, so they cost memory but no CPU)."""

@@ -37,7 +37,7 @@ from banger.ssh.keys import forget_host
 from banger.store import Store
 from banger.store.db import utcnow
 from banger.vmm.accel import choose_accel
-from banger.vmm.base import Backend, BootArtifacts, Snapshotter, VmHandles, VmSpec
+from banger.vmm.base import Backend, BootArtifacts, PayloadDisk, Snapshotter, VmHandles, VmSpec
 from banger.vms import checkpoints, events
 from banger.vms.agents import AgentPool
 from banger.vms.model import VmRecord, VmState, validate_name, validate_shape
@@ -364,6 +364,12 @@ class VmManager:
                 drop_saved_state(self.backend, self.paths.vm_dir(vm.id))  # other shape now
             self.repo.update(vm.id, vcpu=new.vcpu, memory_mib=new.memory_mib, disk_mib=new.disk_mib)
             return self.repo.find(vm.id)
+
+    def payload_file(self, vm: VmRecord) -> Path | None:
+        """The VM's payload disk (for bulk copies) when its backend gave it one."""
+        if not isinstance(self.backend, PayloadDisk):
+            return None
+        return self.backend.payload_file(self.paths.vm_dir(vm.id))
 
     def template_current(self, info: TemplateInfo) -> bool:
         """Whether the template's image and kernel are still the ones on disk."""

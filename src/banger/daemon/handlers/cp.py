@@ -24,7 +24,8 @@ async def vm_cp(ctx: Context, p: CpParams) -> CpResult:
         fraction = min(done / total, 0.99) if total else None
         ctx.progress("copy", fraction, f"{_mib(done)}/{_mib(total)}" if total else _mib(done))
 
+    disk = ctx.daemon.vms.payload_file(vm)
     move = copy.push if p.to_guest else copy.pull
-    sent = await move(agent, vm.name, p.src, p.dst, progress)
+    sent = await move(agent, vm.name, p.src, p.dst, progress, disk)
     ctx.progress("copy", 1.0, _mib(sent))
     return CpResult(vm.name, p.src, p.dst, sent)

@@ -15,12 +15,13 @@ from banger.runner import arun
 from banger.vmm.base import HostForward, VmHandles, VmSpec
 from banger.vmm.process import kill_pid, pid_alive, wait_gone
 from banger.vmm.qemu import checkpoint, forward, qcow2, slirp, snapshot
-from banger.vmm.qemu.argv import qemu_argv
+from banger.vmm.qemu.argv import PAYLOAD_NAME, qemu_argv
 
 log = logging.getLogger("banger.vmm.qemu")
 
 
 DISK_NAME = "root.qcow2"
+PAYLOAD_BYTES = 4 << 30  # larger copies take the agent's stream
 SLIRP_PID = "slirp4netns_pid"  # in VmHandles.extra: the VM's slirp4netns (isolated --nat)
 
 
@@ -30,6 +31,12 @@ def qmp_path(spec: VmSpec) -> Path:
 
 def _vm_dir(handles: VmHandles) -> Path:
     return Path(handles.control_socket).parent
+
+
+def _make_payload(path: Path) -> None:
+    """An empty sparse payload disk (its size is fixed for the VM's run; it holds no data)."""
+    with open(path, "wb") as f:
+        f.truncate(PAYLOAD_BYTES)
 
 
 def _close(fd: int) -> None:
@@ -85,13 +92,18 @@ class QemuBackend:
         await self.qmp(handles, "block_resize", device="root", size=size_mib * 1024 * 1024)
 
     def state_version(self) -> str:
-        return snapshot.qemu_version()
+        return f"{snapshot.qemu_version()} +payload"  # the device set is part of saved state
 
     def state_files(self, dest: Path) -> tuple[Path, ...]:
         return (dest,)
 
     def disk_path(self, vm_dir: Path) -> Path:
         return vm_dir / DISK_NAME
+
+    def payload_file(self, vm_dir: Path) -> Path | None:
+        """The running VM's payload disk, when it was launched with one."""
+        path = vm_dir / PAYLOAD_NAME
+        return path if path.is_file() else None
 
     def disk_base(self, vm_dir: Path) -> Path | None:
         return qcow2.backing_file(self.disk_path(vm_dir))
@@ -128,6 +140,7 @@ class QemuBackend:
         pidfile = spec.vm_dir / "qemu.pid"
         for stale in (qmp_path(spec), spec.agent_socket, pidfile):
             stale.unlink(missing_ok=True)
+        _make_payload(spec.vm_dir / PAYLOAD_NAME)
         argv = qemu_argv(spec, self.disk_path(spec.vm_dir), qmp_path(spec), pidfile,
                          share_ram=share_ram)
         (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")

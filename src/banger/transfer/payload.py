@@ -1,0 +1,228 @@
+"""`vm cp` at disk speed: the tar goes through the VM's payload disk instead of the agent stream.
+
+The host writes (or reads) the payload disk's file; the guest reads (or writes) the block
+device with its own dd and tar, so the bytes never cross the agent channel. The guest only
+ever gets what the host wrote; what it writes comes back through the same safe extractor as
+the stream path, bounded by the disk's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import tarfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from banger.agent.channel import OutputStream
+from banger.agent.client import AgentClient
+from banger.errors import OperationFailed
+from banger.textsafe import one_line
+
+Progress = Callable[[int, int | None], None]
+CHUNK = 1 << 20
+HEADROOM = 0.9  # of the disk, for tar's headers and records
+DEVICE_RE = re.compile(r"vd[a-z]{1,3}")
+# Appended to a probe: names the payload disk when the guest has one and dd to read it.
+PROBE = ('command -v dd >/dev/null && for d in /sys/block/vd*; do '
+         '[ "$(cat "$d/serial" 2>/dev/null)" = banger-payload ] && echo "payload ${d##*/}"; done')
+# The guest's page cache may hold the device's blocks from an earlier copy: flush them (or
+# read with O_DIRECT where there is no blockdev). tar reading the device itself was 1.2x faster.
+_READ_IN = ('if command -v blockdev >/dev/null; then blockdev --flushbufs "/dev/$1" && '
+            'exec tar --numeric-owner -b 2048 -xpf "/dev/$1" -C "$3"; fi; '
+            'dd if="/dev/$1" bs=1M count="$2" iflag=direct status=none | '
+            'tar --numeric-owner -b 2048 -B -xpf - -C "$3"')
+# One file: straight from the device into it, O_DIRECT both ways — under TCG the guest's own
+# page-cache copies are the slow part (200 MB: 1.3 s direct, 4.5 s through tar). tmpfs has no
+# O_DIRECT, hence the second dd.
+_FILE_IN = ('set -e; t="$2.banger-cp"; n=$(( ($3 + 4194303) / 4194304 )); '
+            'dd if="/dev/$1" of="$t" bs=4M count=$n iflag=direct oflag=direct status=none '
+            '2>/dev/null || dd if="/dev/$1" of="$t" bs=4M count=$n iflag=direct status=none; '
+            'truncate -s "$3" "$t"; chown "$5" "$t"; chmod "$4" "$t"; touch -d "@$6" "$t"; '
+            'mv -fT "$t" "$2"')
+_FILE_OUT = ('dd if="$2" of="/dev/$1" bs=4M iflag=direct oflag=direct status=none 2>/dev/null '
+             '|| dd if="$2" of="/dev/$1" bs=4M conv=fsync status=none')
+# Appended to the source probe: a regular file's size and mode (the single-file fast path).
+PROBE_FILE = ('[ -f "$1" ] && [ ! -L "$1" ] && echo "regular $(stat -c \'%s %a\' -- "$1")"')
+# sync: tar writes through the guest's page cache; the host reads the file behind it.
+_WRITE_OUT = 'tar -b 2048 -cf "/dev/$1" -C "$2" -- "$3" && sync'
+ERROR_KEEP = 4096
+_busy: set[Path] = set()
+
+
+def device(answer: list[str]) -> str | None:
+    """The payload disk's name from a probe's words, when well-formed."""
+    for i, word in enumerate(answer[:-1]):
+        if word == "payload" and DEVICE_RE.fullmatch(answer[i + 1]):
+            return answer[i + 1]
+    return None
+
+
+class TooBig(Exception):
+    """The tar would not fit on the payload disk: the copy takes the stream instead."""
+
+
+@dataclass(frozen=True)
+class Disk:
+    file: Path
+    size: int  # fixed while the VM runs: the guest sees no more
+
+
+@contextlib.contextmanager
+def claim(file: Path | None, need: int | None) -> Iterator[Disk | None]:
+    """The payload disk when it is free and `need` bytes fit; None means: use the stream."""
+    size = file.stat().st_size if file is not None else 0
+    if file is None or file in _busy or need is None or need > size * HEADROOM:
+        yield None
+        return
+    _busy.add(file)
+    try:
+        yield Disk(file, size)
+    finally:
+        _busy.discard(file)
+        _empty(Disk(file, size))
+
+
+def _empty(disk: Disk) -> None:
+    """Give the host's blocks back: the disk keeps its size and reads as zeros."""
+    with open(disk.file, "r+b") as f:
+        f.truncate(0)
+        f.truncate(disk.size)
+
+
+class _Bounded:
+    """The payload file as tarfile's output: counted, and never past the disk's end."""
+
+    def __init__(self, f: BinaryIO, disk: Disk, progress: Progress, total: int) -> None:
+        self.f, self.disk, self.progress, self.total, self.n = f, disk, progress, total, 0
+
+    def write(self, data: bytes) -> int:
+        if self.n + len(data) > self.disk.size:
+            raise TooBig
+        self.n += len(data)
+        self.progress(self.n, self.total)
+        return self.f.write(data)
+
+
+def write_tar(disk: Disk, source: Path, arcname: str, progress: Progress, total: int) -> int:
+    """A tar of source at the start of the payload disk; returns its length."""
+    with open(disk.file, "r+b") as f:
+        out = _Bounded(f, disk, progress, total)
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                          bufsize=CHUNK) as archive:
+            archive.add(str(source), arcname=arcname)  # links stored, never followed
+        return out.n
+
+
+async def guest_read(agent: AgentClient, dev: str, length: int, dest_dir: str) -> None:
+    """The guest extracts the tar the host put on its payload disk."""
+    blocks = -(-length // CHUNK)
+    await _run(agent, ["sh", "-c", _READ_IN, "sh", dev, str(blocks), dest_dir])
+
+
+async def guest_write(agent: AgentClient, dev: str, parent: str, name: str) -> None:
+    """The guest writes a tar of parent/name onto its payload disk."""
+    await _run(agent, ["sh", "-c", _WRITE_OUT, "sh", dev, parent, name])
+
+
+async def keep(stream: OutputStream) -> bytes:
+    """A stream read to its end; the first ERROR_KEEP bytes kept (for an error line)."""
+    kept = b""
+    while chunk := await stream.read():
+        kept = (kept + chunk)[:ERROR_KEEP]
+    return kept
+
+
+def write_file(disk: Disk, source: Path, progress: Progress) -> int:
+    """The file's bytes at the start of the payload disk; returns how many."""
+    with open(source, "rb") as src, open(disk.file, "r+b") as out:
+        total = os.fstat(src.fileno()).st_size
+        if total > disk.size:
+            raise TooBig
+        done = 0
+        while done < total:
+            n = os.copy_file_range(src.fileno(), out.fileno(), min(CHUNK * 8, total - done))
+            if n == 0:
+                break  # the file shrank meanwhile
+            done += n
+            progress(done, total)
+        return done
+
+
+async def guest_place_file(agent: AgentClient, dev: str, dest: str, length: int,
+                           st: os.stat_result) -> None:
+    """The guest writes the payload disk's first `length` bytes to dest, with st's metadata."""
+    await _run(agent, ["sh", "-c", _FILE_IN, "sh", dev, dest, str(length),
+                       f"{st.st_mode & 0o7777:o}", f"{st.st_uid}:{st.st_gid}",
+                       str(int(st.st_mtime))])
+
+
+async def guest_write_file(agent: AgentClient, dev: str, src: str) -> None:
+    """The guest writes its file src at the start of the payload disk."""
+    await _run(agent, ["sh", "-c", _FILE_OUT + " && sync", "sh", dev, src])
+
+
+def regular_file(answer: list[str]) -> tuple[int, int] | None:
+    """(size, mode) from a source probe's `regular SIZE MODE`, when well-formed."""
+    for i, word in enumerate(answer[:-2]):
+        size, mode = answer[i + 1], answer[i + 2]
+        if word == "regular" and size.isdigit() and len(size) < 16 and \
+                re.fullmatch(r"[0-7]{1,4}", mode):
+            return int(size), int(mode, 8) & 0o777
+    return None
+
+
+def copy_out(disk: Disk, length: int, dest: Path, mode: int) -> None:
+    """The payload disk's first `length` bytes as a new file at dest (never through a link)."""
+    tmp = dest.with_name(f".{dest.name}.banger-cp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise OperationFailed(f"cannot write in {one_line(str(dest.parent), 300)} on the host: "
+                              f"{exc.strerror}") from None
+    try:
+        with open(disk.file, "rb") as src, os.fdopen(fd, "wb") as out:
+            left = min(length, disk.size)
+            while left:
+                n = os.copy_file_range(src.fileno(), out.fileno(), min(CHUNK * 8, left))
+                if n == 0:
+                    break
+                left -= n
+            os.fchmod(out.fileno(), mode)
+        os.replace(tmp, dest)  # a link at dest is replaced, never written through
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OperationFailed(f"cannot write {one_line(str(dest), 300)} on the host: "
+                              f"{exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+async def _run(agent: AgentClient, argv: list[str]) -> None:
+    proc = await agent.exec(argv)
+    try:
+        _, err = await asyncio.gather(keep(proc.stdout), keep(proc.stderr))
+        status = await proc.wait()
+    except BaseException:
+        proc.kill()
+        raise
+    if status.code != 0:
+        detail = one_line(err.decode(errors="replace"), 300) or f"exit status {status.code}"
+        raise OperationFailed(f"tar in the guest failed: {detail}")
+
+
+async def read_chunks(disk: Disk) -> AsyncIterator[bytes]:
+    """The payload disk from its start, until its end or until the consumer stops."""
+    with open(disk.file, "rb") as f:
+        while chunk := await asyncio.to_thread(f.read, CHUNK):
+            yield chunk
+
+
+__all__ = ["PROBE", "PROBE_FILE", "Disk", "TooBig", "claim", "copy_out", "device", "guest_place_file",
+           "guest_read", "guest_write", "guest_write_file", "keep", "read_chunks", "regular_file",
+           "write_file", "write_tar"]
