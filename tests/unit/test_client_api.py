@@ -42,7 +42,8 @@ class FakeDaemon:
 
     def _one(self, conn: socket.socket) -> None:
         with conn:
-            request = json.loads(conn.makefile("rb").readline())
+            # unbuffered: what follows the request line (stdin, signals) stays in the socket
+            request = json.loads(conn.makefile("rb", buffering=0).readline())
             self.requests.append(request)
             self.replies[request["method"]](request, conn)
 
@@ -143,3 +144,42 @@ def test_cancelling_an_await_hangs_up_on_the_daemon(daemon: FakeDaemon) -> None:
 
     asyncio.run(main())
     assert hung_up.wait(10)
+
+
+def _read_messages(conn: socket.socket) -> Iterator[dict[str, Any]]:
+    """The client's lines after its request, with each stdin frame's bytes as "data"."""
+    f = conn.makefile("rb")
+    while line := f.readline():
+        msg = json.loads(line)
+        if "len" in msg:
+            msg["data"] = f.read(msg["len"])
+        yield msg
+
+
+def test_stdin_is_fed_then_closed(daemon: FakeDaemon) -> None:
+    def echo(_req: dict[str, Any], conn: socket.socket) -> None:
+        got = b""
+        for msg in _read_messages(conn):
+            if msg["type"] == "stdin":
+                got += msg["data"]
+            elif msg["type"] == "stdin_eof":
+                break
+        result({"exit_code": 0, "signal": None, "code": 0}, data=(("stdout", got),))(_req, conn)
+
+    daemon.replies["vm.exec"] = echo
+    got = Client(autostart=False).exec_capture("web", ["cat"], stdin=b"x" * 3_000_000,
+                                               limit=4_000_000)
+    assert got.stdout == b"x" * 3_000_000 and daemon.requests[0]["params"]["stdin"] is True
+
+
+def test_a_timeout_kills_the_command_and_says_so(daemon: FakeDaemon) -> None:
+    def hang_until_killed(_req: dict[str, Any], conn: socket.socket) -> None:
+        for msg in _read_messages(conn):
+            if msg == {"type": "signal", "signal": 9}:
+                result({"exit_code": None, "signal": 9, "code": 137},
+                       data=(("stdout", b"partial"),))(_req, conn)
+                return
+
+    daemon.replies["vm.exec"] = hang_until_killed
+    got = Client(autostart=False).exec_capture("web", ["sleep", "1000"], timeout=0.2)
+    assert (got.timed_out, got.code, got.stdout) == (True, 137, b"partial")
