@@ -1,8 +1,8 @@
 """`AsyncClient`: the same calls for asyncio code, each run on a worker thread.
 
-Every await uses its own blocking `Client` (its own connection), so cancelling the awaiting task
-cancels that operation in the daemon, as Ctrl-C does for the CLI. Callbacks (progress, output)
-run on the worker thread.
+Every await uses its own blocking `Client` (its own connection) on a thread of the client's own
+pool (up to max_calls at once), so cancelling the awaiting task cancels that operation in the
+daemon, as Ctrl-C does for the CLI. Callbacks (progress, output) run on the worker thread.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
@@ -34,16 +35,20 @@ def _wrap(fn: Callable[Concatenate[Client, A], T]
 
 
 class AsyncClient:
-    def __init__(self, paths: Paths | None = None, *, autostart: bool = True) -> None:
+    def __init__(self, paths: Paths | None = None, *, autostart: bool = True,
+                 max_calls: int = 64) -> None:
         self.paths = paths or resolve_paths()
         self.autostart = autostart
+        # Its own threads: the loop's default pool has cpus + 4, and a few long execs or
+        # session logs would queue every other call behind them.
+        self._pool = ThreadPoolExecutor(max_calls, thread_name_prefix="banger-client")
 
     async def run(self, fn: Callable[Concatenate[Client, A], T], /, *args: A.args,
                   **kwargs: A.kwargs) -> T:
         """fn(a fresh Client, *args, **kwargs) on a worker thread; cancellable."""
         sync = Client(self.paths, autostart=self.autostart)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, functools.partial(fn, sync, *args, **kwargs))
+        future = loop.run_in_executor(self._pool, functools.partial(fn, sync, *args, **kwargs))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
