@@ -44,11 +44,11 @@ def timed(argv: list[str], env: dict[str, str], *, stdin: Path | None = None) ->
     return elapsed
 
 
-def disk_read(b: Banger, mb: int) -> float:
+def disk_read(b: Banger, mb: int, vm: str = VM) -> float:
     """The guest's own cold read rate of a file on its disk, MB/s (dd's own count and time)."""
-    b.run("vm", "exec", VM, "--", "sh", "-c",
+    b.run("vm", "exec", vm, "--", "sh", "-c",
           f"head -c {mb}M /dev/urandom > /root/big && sync", timeout=600, check=True)
-    out = b.run("vm", "exec", VM, "--", "sh", "-c",
+    out = b.run("vm", "exec", vm, "--", "sh", "-c",
                 "echo 3 > /proc/sys/vm/drop_caches && dd if=/root/big of=/dev/null bs=1M",
                 timeout=600, check=True).stderr
     match = _DD.search(out)

@@ -129,9 +129,11 @@ def test_ship_work_export_apply_round_trip(vb: Banger, tmp_path: Path) -> None:
     dry = vb.run("vm", "workspace", "prepare", VM, str(repo), "--dry-run", check=True)
     listed = sorted(dry.stdout.split())
     assert ".env" not in listed and "debug.log" not in listed and "renamed.txt" in listed
+    read_before = int(guest(vb, "cat /sys/block/vdb/stat").split()[2])
     res = vb.run("vm", "workspace", "prepare", VM, str(repo), timeout=180, check=True)
     base = res.stdout.strip()
     assert base == git(repo, "rev-parse", "HEAD")
+    assert int(guest(vb, "cat /sys/block/vdb/stat").split()[2]) > read_before  # payload disk
     assert guest(vb, "pwd").strip() == "/root/repo"  # exec starts in the workspace
     assert guest(vb, LIST_FILES).split() == listed  # --dry-run listed exactly what shipped
     assert guest(vb, describe()) == sh(describe(HOST_ONLY), repo)

@@ -216,6 +216,25 @@ async def _run(agent: AgentClient, argv: list[str]) -> None:
         raise OperationFailed(f"tar in the guest failed: {detail}")
 
 
+async def put_tar(agent: AgentClient, file: Path | None, tar: Path, dest_dir: str) -> bool:
+    """Extract a host tar file into the guest's dest_dir through the payload disk; False when
+    that cannot be done (no disk, busy, too big, no dd or tar in the guest)."""
+    if file is None:
+        return False
+    proc = await agent.exec(["sh", "-c", f"{PROBE}; command -v tar >/dev/null && echo tar"])
+    out, _, _ = await proc.communicate(max_output=512)
+    answer = out.decode(errors="replace").split()
+    dev = device(answer)
+    if dev is None or "tar" not in answer:
+        return False
+    with claim(file, tar.stat().st_size) as disk:
+        if disk is None:
+            return False
+        length = await asyncio.to_thread(write_file, disk, tar, lambda _done, _total: None)
+        await guest_read(agent, dev, length, dest_dir)
+        return True
+
+
 async def read_chunks(disk: Disk) -> AsyncIterator[bytes]:
     """The payload disk from its start, until its end or until the consumer stops."""
     with open(disk.file, "rb") as f:
@@ -224,5 +243,6 @@ async def read_chunks(disk: Disk) -> AsyncIterator[bytes]:
 
 
 __all__ = ["PROBE", "PROBE_FILE", "Disk", "TooBig", "claim", "copy_out", "device", "guest_place_file",
-           "guest_read", "guest_write", "guest_write_file", "keep", "read_chunks", "regular_file",
+           "guest_read", "guest_write", "guest_write_file", "keep", "put_tar", "read_chunks",
+           "regular_file",
            "write_file", "write_tar"]

@@ -19,6 +19,7 @@ from banger.agent.client import AgentClient
 from banger.archive import ArchiveError
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound, OperationFailed
 from banger.textsafe import one_line
+from banger.transfer import payload as transfer_payload
 from banger.workspace import exportfile
 from banger.workspace.payload import Plan
 
@@ -144,12 +145,15 @@ async def file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 async def install(agent: AgentClient, plan: Plan, payload: Path, *, force: bool,
-                  step: Callable[[str], None]) -> None:
-    """Replace plan.guest_path with a checkout of the shipped tree."""
+                  step: Callable[[str], None], disk: Path | None = None) -> None:
+    """Replace plan.guest_path with a checkout of the shipped tree. `disk`: the VM's payload
+    disk, which carries the git objects at disk speed when the guest can read it."""
     step("preparing the guest repo")
     await run_script(agent, CLEAR, plan.guest_path, "1" if force else "0")
     step(f"sending {os.path.getsize(payload) / 1e6:.1f} MB of git objects")
-    await agent.put(f"{plan.guest_path}/.git", file_chunks(payload), timeout=600)
+    git_dir = f"{plan.guest_path}/.git"
+    if not await transfer_payload.put_tar(agent, disk, payload, git_dir):
+        await agent.put(git_dir, file_chunks(payload), timeout=600)
     step(f"checking out {plan.files} files")
     await run_script(agent, CHECKOUT, plan.guest_path, plan.base, plan.shipped_tree,
                      plan.guest_branch)

@@ -38,7 +38,8 @@ async def workspace_prepare(ctx: Context, p: PrepareParams) -> PrepareResult:
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
     async with ctx.daemon.vms.lock(vm.id):
         await guest.install(agent, p.plan, payload, force=p.force,
-                            step=lambda message: ctx.progress("workspace", None, message))
+                            step=lambda message: ctx.progress("workspace", None, message),
+                            disk=ctx.daemon.vms.payload_file(vm))
         ctx.daemon.vms.repo.update(vm.id, workspace=workspace_record(p.plan))
     tooling = None
     if p.plan.bootstrap:
