@@ -108,6 +108,12 @@ def test_an_agent_drives_a_vm_through_every_tool_over_stdio(b: Banger, tmp_path:
                            max_bytes=100)
             assert base64.b64decode(got["content"]) == raw[:100] and "156 more" in got["truncated"]
 
+            forks = await ok(c, "vm_fork", name=VM, fork_name="mcpfork")
+            assert [(f["name"], f["state"]) for f in forks] == [("mcpfork", "running")]
+            in_fork = await ok(c, "vm_exec", name="mcpfork", command=["cat", "/root/note.txt"])
+            assert in_fork["stdout"] == text  # the fork has the source's disk
+            assert await ok(c, "vm_delete", name="mcpfork") == "deleted mcpfork"
+
             shipped = await ok(c, "workspace_prepare", name=VM, path=str(repo))
             edit = f"cd {shipped['cwd']} && echo changed >> hello.txt && echo new > added.txt"
             assert (await ok(c, "vm_exec", name=VM, command=["sh", "-c", edit]))["exit_code"] == 0
