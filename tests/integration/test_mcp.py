@@ -115,7 +115,9 @@ def test_an_agent_drives_a_vm_through_every_tool_over_stdio(b: Banger, tmp_path:
             assert await ok(c, "vm_delete", name="mcpfork") == "deleted mcpfork"
 
             shipped = await ok(c, "workspace_prepare", name=VM, path=str(repo))
-            edit = f"cd {shipped['cwd']} && echo changed >> hello.txt && echo new > added.txt"
+            here = await ok(c, "vm_exec", name=VM, command=["pwd"])  # exec starts in it now
+            assert here["stdout"] == shipped["cwd"] + "\n"
+            edit = "echo changed >> hello.txt && echo new > added.txt"
             assert (await ok(c, "vm_exec", name=VM, command=["sh", "-c", edit]))["exit_code"] == 0
             export = await ok(c, "workspace_export", name=VM)
             assert export["files"] == 2

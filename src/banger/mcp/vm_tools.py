@@ -35,6 +35,13 @@ def vm_row(vm: Any) -> dict[str, Any]:
 
 
 def register(server: MCPServer[Any], api: AsyncClient) -> None:
+    async def _home(name: str) -> str:
+        """Where `vm exec` starts: the shipped workspace's dir, else /root."""
+        record = (await api.vm_show(name)).get("workspace")
+        if not isinstance(record, dict) or not isinstance(record.get("guest_path"), str):
+            return "/root"
+        return f"{record['guest_path']}/{record.get('subdir') or ''}".rstrip("/")
+
     @server.tool()
     @one_line_errors
     async def vm_create(
@@ -62,7 +69,8 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
     @one_line_errors
     async def vm_exec(
         name: VmName, command: Argv,
-        cwd: Annotated[str | None, Field(description="Guest working dir (default /root)")]
+        cwd: Annotated[str | None, Field(description="Guest working dir (default: the "
+                                                     "workspace's, else /root)", max_length=4096)]
         = None,
         stdin: Annotated[str | None, Field(description="Text fed to the command's stdin",
                                            max_length=1024 * 1024)] = None,
@@ -76,7 +84,7 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
         cap = bounded(max_output, 1, MAX_OUTPUT_CAP, "max_output")
         if not 0 < timeout <= MAX_TIMEOUT:
             timeout = MAX_TIMEOUT
-        got = await api.exec_capture(name, command, limit=cap, cwd=cwd or "/root",
+        got = await api.exec_capture(name, command, limit=cap, cwd=cwd or await _home(name),
                                      env={"HOME": "/root"},
                                      stdin=None if stdin is None else stdin.encode(),
                                      timeout=timeout)
