@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
+import os
 import secrets
 import shutil
 from pathlib import Path
@@ -20,6 +22,7 @@ import msgspec
 
 from banger.errors import BangerError, Conflict, InvalidArgument, NotRunning
 from banger.progress import Progress
+from banger.runner import arun
 from banger.store.db import utcnow
 from banger.vmm.base import Checkpointer, NetworkAttachment, Snapshotter, VmHandles
 from banger.vms import events
@@ -30,6 +33,8 @@ from banger.vms.start import Clone
 
 log = logging.getLogger("banger.vms.fork")
 MAX_FORKS = 16
+SHM = "/dev/shm"
+_active: set[str] = set()  # scratch names of the forks under way in this daemon
 
 
 def fork_names(source: str, name: str | None, count: int, taken: set[str]) -> list[str]:
@@ -57,22 +62,54 @@ async def fork(mgr: VmManager, ref: str, name: str | None, count: int,
         raise NotRunning(f"VM {source.name} is {source.state}; only a running VM forks "
                          f"(`banger vm start {source.name}`)")
     work = mgr.paths.state_dir / "forks" / f"{source.id}-{secrets.token_hex(4)}"
+    _sweep(mgr.paths.state_dir)
+    _active.add(work.name)
     work.mkdir(parents=True)
+    ram = ram_file(mgr.paths.state_dir, work)
     try:
-        clone = await _capture(mgr, backend, source, work, progress)
+        clone = await _capture(mgr, backend, source, work, ram, progress)
         try:
             forks = await _make(mgr, source, names, clone, progress)
         except BaseException:
             clone.disk.unlink(missing_ok=True)
             raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # running forks keep their map of the RAM file
+    finally:  # running forks keep their map of the RAM file: its pages live while they do
+        ram.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        _active.discard(work.name)
     events.record(mgr.paths.vm_dir(source.id), f"forked into {', '.join(names)}")
     return forks
 
 
+def _tag(state_dir: Path) -> str:
+    """Which daemon's: many homes (tests) of one user share /dev/shm."""
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
+    return f"banger-{os.getuid()}-{digest}-"
+
+
+def ram_file(state_dir: Path, work: Path) -> Path:
+    """In memory when the host has a tmpfs for it: loading a guest's RAM into a disk file took
+    3x as long (page cache writeback). Holes are dug after the load, so it holds what the
+    guest uses."""
+    shm = Path(SHM)
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / f"{_tag(state_dir)}{work.name}.ram"
+    return work / "memory.ram"
+
+
+def _sweep(state_dir: Path) -> None:
+    """What a killed daemon's forks left: scratch dirs and RAM files no fork here is using."""
+    forks = state_dir / "forks"
+    for d in forks.iterdir() if forks.is_dir() else ():
+        if d.name not in _active:
+            shutil.rmtree(d, ignore_errors=True)
+    for f in Path(SHM).glob(f"{_tag(state_dir)}*.ram"):
+        if f.name.removeprefix(_tag(state_dir)).removesuffix(".ram") not in _active:
+            f.unlink(missing_ok=True)
+
+
 async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work: Path,
-                   progress: Progress) -> Clone:
+                   ram: Path, progress: Progress) -> Clone:
     """The source's disk as a frozen base, its memory as a RAM file plus device state."""
     vm_dir = mgr.paths.vm_dir(source.id)
     mgr.templates.disks.mkdir(parents=True, exist_ok=True)
@@ -97,9 +134,11 @@ async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work
         assert isinstance(mgr.backend, Snapshotter)
         await mgr.backend.prepare_disk_on(loader, base, None)
         progress("fork", None, "mapping its memory for the forks")
-        ram, state = work / "memory.ram", work / "memory.snap"
+        state = work / "memory.snap"
         await backend.share_memory(loader, ram, state)
         full.unlink()
+        # Loading read every zero page of the file in; give them back before forks map it.
+        await arun(["fallocate", "--dig-holes", ram], what="fallocate --dig-holes")
     except BaseException:
         base.unlink(missing_ok=True)
         raise
@@ -108,7 +147,8 @@ async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work
 
 async def _make(mgr: VmManager, source: VmRecord, names: list[str], clone: Clone,
                 progress: Progress) -> list[VmRecord]:
-    """One record and one clone start per name; on any failure every fork made goes too."""
+    """One record per name, then the clones start side by side; on any failure every fork made
+    goes too."""
     made: list[VmRecord] = []
     try:
         for name in names:
@@ -122,8 +162,12 @@ async def _make(mgr: VmManager, source: VmRecord, names: list[str], clone: Clone
             vm = msgspec.structs.replace(vm, ip=where.ip, mac=where.mac)
             mgr.repo.insert(vm)
             made.append(vm)
-            progress("fork", None, f"starting {name}")
-            await mgr.start(vm.id, progress, clone=clone)
+        progress("fork", None, f"starting {', '.join(names)}")
+        results = await asyncio.gather(*(mgr.start(vm.id, progress, clone=clone) for vm in made),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
     except BaseException:
         for vm in made:
             with contextlib.suppress(BangerError):
