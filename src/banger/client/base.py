@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,7 +29,8 @@ class BaseClient:
     def __init__(self, paths: Paths | None = None, *, autostart: bool = True) -> None:
         self.paths = paths or resolve_paths()
         self.rpc = wire_client.Client(self.paths, autostart=autostart)
-        self._live: set[wire_client.Call] = set()
+        # weak: the CLI closes calls it start()ed itself, without finish()
+        self._live: weakref.WeakSet[wire_client.Call] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._cancelled = False
 
