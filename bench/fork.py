@@ -3,14 +3,15 @@
 
 Measures: `vm run --rm -- true` from a template (the baseline); `vm fork SRC --count K` of a
 running VM (a session's counter loop running in it) until all K forks run and each answers a
-`vm exec -- true`, as seconds per fork; the PSS of each fork and of the source (split by mapping
-as bench/pool.py does); `vm snapshot create` and `vm snapshot restore` of the running source.
-Prints JSON.
+`vm exec -- true` (asked of all at once), as seconds per fork; the PSS of each fork and of the
+source (split by mapping as bench/pool.py does); `vm snapshot create` and `vm snapshot restore`
+of the running source. Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -57,8 +58,8 @@ def main() -> None:
             banger(env, "vm", "fork", "src", "--count", str(args.count))
             forked = time.perf_counter() - t0
             names = [f"src-fork-{i}" for i in range(1, args.count + 1)]
-            for name in names:
-                banger(env, "vm", "exec", name, "--", "true")
+            with concurrent.futures.ThreadPoolExecutor(args.count) as ex:  # all answer
+                list(ex.map(lambda n: banger(env, "vm", "exec", n, "--", "true"), names))
             answering = time.perf_counter() - t0
             counters = {n: banger(env, "vm", "exec", n, "--", "cat", "/root/counter").stdout.strip()
                         for n in ["src", *names]}

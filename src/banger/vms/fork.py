@@ -34,6 +34,7 @@ from banger.vms.start import Clone
 log = logging.getLogger("banger.vms.fork")
 MAX_FORKS = 16
 SHM = "/dev/shm"
+RAM = "memory.ram"  # the name templates' RAM files have (bench/pool.py's smaps split knows it)
 _active: set[str] = set()  # scratch names of the forks under way in this daemon
 
 
@@ -68,11 +69,19 @@ async def fork(mgr: VmManager, ref: str, name: str | None, count: int,
     ram = ram_file(mgr.paths.state_dir, work)
     try:
         clone = await _capture(mgr, backend, source, work, ram, progress)
+        # The load read every zero page of the file in: give them back while the forks start
+        # (a private map of a punched page reads zeros, as the page was).
+        dig = asyncio.create_task(arun(["fallocate", "--dig-holes", ram], what="fallocate"))
         try:
             forks = await _make(mgr, source, names, clone, progress)
         except BaseException:
             clone.disk.unlink(missing_ok=True)
             raise
+        finally:
+            try:
+                await dig
+            except BangerError as exc:  # the forks run; their RAM file is just larger
+                log.warning("could not free the fork RAM file's zero pages: %s", exc.message)
     finally:  # running forks keep their map of the RAM file: its pages live while they do
         ram.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -93,8 +102,8 @@ def ram_file(state_dir: Path, work: Path) -> Path:
     guest uses."""
     shm = Path(SHM)
     if shm.is_dir() and os.access(shm, os.W_OK):
-        return shm / f"{_tag(state_dir)}{work.name}.ram"
-    return work / "memory.ram"
+        return shm / f"{_tag(state_dir)}{work.name}-{RAM}"
+    return work / RAM
 
 
 def _sweep(state_dir: Path) -> None:
@@ -103,8 +112,8 @@ def _sweep(state_dir: Path) -> None:
     for d in forks.iterdir() if forks.is_dir() else ():
         if d.name not in _active:
             shutil.rmtree(d, ignore_errors=True)
-    for f in Path(SHM).glob(f"{_tag(state_dir)}*.ram"):
-        if f.name.removeprefix(_tag(state_dir)).removesuffix(".ram") not in _active:
+    for f in Path(SHM).glob(f"{_tag(state_dir)}*-{RAM}"):
+        if f.name.removeprefix(_tag(state_dir)).removesuffix(f"-{RAM}") not in _active:
             f.unlink(missing_ok=True)
 
 
@@ -137,8 +146,6 @@ async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work
         state = work / "memory.snap"
         await backend.share_memory(loader, ram, state)
         full.unlink()
-        # Loading read every zero page of the file in; give them back before forks map it.
-        await arun(["fallocate", "--dig-holes", ram], what="fallocate --dig-holes")
     except BaseException:
         base.unlink(missing_ok=True)
         raise
