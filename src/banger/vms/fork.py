@@ -84,6 +84,7 @@ async def fork(mgr: VmManager, ref: str, name: str | None, count: int,
                 log.warning("could not free the fork RAM file's zero pages: %s", exc.message)
     finally:  # running forks keep their map of the RAM file: its pages live while they do
         ram.unlink(missing_ok=True)
+        ram.with_name(ram.name.removesuffix(RAM) + "full.snap").unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
         _active.discard(work.name)
     events.record(mgr.paths.vm_dir(source.id), f"forked into {', '.join(names)}")
@@ -112,8 +113,8 @@ def _sweep(state_dir: Path) -> None:
     for d in forks.iterdir() if forks.is_dir() else ():
         if d.name not in _active:
             shutil.rmtree(d, ignore_errors=True)
-    for f in Path(SHM).glob(f"{_tag(state_dir)}*-{RAM}"):
-        if f.name.removeprefix(_tag(state_dir)).removesuffix(f"-{RAM}") not in _active:
+    for f in Path(SHM).glob(f"{_tag(state_dir)}*"):
+        if "-".join(f.name.removeprefix(_tag(state_dir)).split("-")[:2]) not in _active:
             f.unlink(missing_ok=True)
 
 
@@ -124,7 +125,7 @@ async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work
     mgr.templates.disks.mkdir(parents=True, exist_ok=True)
     suffix = mgr.backend.disk_path(vm_dir).suffix
     base = mgr.templates.disks / f"fork-{source.id}-{work.name[-8:]}{suffix}"
-    full = work / "full.snap"
+    full = ram.with_name(ram.name.removesuffix(RAM) + "full.snap")  # beside it: tmpfs too
     async with mgr.lock(source.id):
         source = mgr.repo.find(source.id)
         if source.state != VmState.RUNNING:
