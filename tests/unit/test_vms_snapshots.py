@@ -237,3 +237,22 @@ def test_a_backend_without_checkpoints_is_refused_in_one_line(daemon: FakeDaemon
             await fork(daemon.vms, "web", None, 1, Progress())
 
     asyncio.run(scenario())
+
+
+def test_a_fork_sweeps_what_a_killed_daemons_fork_left(daemon: FakeDaemon) -> None:
+    from banger.vms import fork as forking
+
+    stale = daemon.paths.state_dir / "forks" / "aaaa-bbbb"
+    stale.mkdir(parents=True)
+    ram = forking.ram_file(daemon.paths.state_dir, stale)
+    ram.write_bytes(b"x")
+    full = ram.with_name(ram.name.removesuffix(forking.RAM) + "full.snap")
+    full.write_bytes(b"x")
+
+    async def scenario() -> None:
+        await daemon.create("web")
+        await fork(daemon.vms, "web", None, 1, Progress())
+
+    asyncio.run(scenario())
+    assert not stale.exists() and not ram.exists() and not full.exists()
+    assert not list(Path(forking.SHM).glob(f"{forking._tag(daemon.paths.state_dir)}*"))
