@@ -17,8 +17,16 @@ from banger.errors import NotFound
 from banger.images import catalog as image_catalog
 from banger.images.manifest import ImageManifest, get_image, image_dir
 from banger.kernels import catalog as kernel_catalog
-from banger.kernels.guest_overlay import current_files, initrd_with_guest
-from banger.kernels.manifest import INITRAMFS, VMLINUX, VMLINUZ, KernelManifest, get_kernel, kernel_dir
+from banger.kernels.guest_overlay import current_files, initrd_name, initrd_with_guest, prune
+from banger.kernels.manifest import (
+    INITRAMFS,
+    VMLINUX,
+    VMLINUZ,
+    KernelManifest,
+    get_kernel,
+    kernel_dir,
+    list_kernels,
+)
 from banger.paths import Paths
 from banger.progress import Progress
 
@@ -74,6 +82,11 @@ def cleanup_leftovers(paths: Paths) -> list[Path]:
     from banger.images.staging import cleanup_stale
 
     removed = cleanup_stale(paths)
+    keep = set()
+    for m in list_kernels(paths):
+        k = kernel_files(paths, m)
+        keep.add(initrd_name(k.name, k.digest))
+    removed += prune(paths.cache_dir / "initrd", keep)
     if paths.kernels_dir.is_dir():
         for d in paths.kernels_dir.iterdir():
             if d.name.startswith((".staging-", ".trash-")) and d.is_dir():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import tarfile
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -214,17 +216,73 @@ def test_a_copy_out_through_the_payload_disk_then_empties_it(box: Path) -> None:
 
 
 def test_a_payload_disk_in_use_or_too_small_means_the_stream(box: Path) -> None:
+    from banger.transfer import disk as pdisk
     from banger.transfer import payload
 
     disk = payload_disk(box)
-    with payload.claim(disk, 100) as first:
-        assert first is not None
-        with payload.claim(disk, 100) as second:
-            assert second is None  # a second copy into the same VM meanwhile
-    with payload.claim(disk, 16 << 20) as big:
-        assert big is None
+
+    async def claims() -> None:
+        async with pdisk.claim(disk, 100) as first:
+            assert first is not None
+            async with pdisk.claim(disk, 100) as second:
+                assert second is None  # a second copy into the same VM meanwhile
+        async with pdisk.claim(disk, 16 << 20) as big:
+            assert big is None
+
+    asyncio.run(claims())
     assert payload.device(["exists", "5", "tar", "payload", "vdb"]) == "vdb"
     assert payload.device(["payload", "../sda"]) is None and payload.device(["payload"]) is None
+
+
+def test_a_cancelled_copy_stops_writing_before_the_disk_is_emptied(box: Path) -> None:
+    """The copy's thread is told to stop and waited for; then the disk is emptied and free."""
+    from banger.transfer import disk as pdisk
+
+    disk = payload_disk(box)
+    src = box / "big.bin"
+    src.write_bytes(b"s" * (12 << 20))
+    started = threading.Event()
+
+    def progress(done: int, total: int | None) -> None:
+        started.set()
+        time.sleep(0.05)  # a slow disk: the cancel lands mid-copy
+
+    async def copy_then_cancel() -> None:
+        async def copy() -> None:
+            async with pdisk.claim(disk, 1) as claimed:
+                assert claimed is not None
+                await claimed.run(pdisk.write_file, claimed, src, progress)
+
+        task = asyncio.create_task(copy())
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert disk not in pdisk._busy  # released only after the thread ended and it emptied
+
+    asyncio.run(copy_then_cancel())
+    assert disk.stat().st_blocks == 0 and disk.stat().st_size == 16 << 20
+
+
+def test_copies_work_where_copy_file_range_cannot(box: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from banger.transfer import disk as pdisk
+
+    def no_range(*_args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", no_range)
+    data = bytes(range(256)) * 20000
+    src = box / "f.bin"
+    src.write_bytes(data)
+    disk = pdisk.Disk(payload_disk(box), 16 << 20)
+    assert pdisk.write_file(disk, src, lambda d, t: None)[0] == len(data)
+    pdisk.copy_out(disk, len(data), box / "dst" / "back.bin", 0o777)
+    back = box / "dst" / "back.bin"
+    assert back.read_bytes() == data and back.stat().st_mode & 0o777 == 0o755
 
 
 def test_one_file_out_skips_tar_and_never_writes_through_a_link(box: Path) -> None:
@@ -236,7 +294,7 @@ def test_one_file_out_skips_tar_and_never_writes_through_a_link(box: Path) -> No
     pull(agent, "/root/f.txt", box / "dst")
     out = box / "dst" / "f.txt"
     assert not out.is_symlink() and out.read_bytes() == data
-    assert out.stat().st_mode & 0o7777 == 0o755  # no setuid from a guest
+    assert out.stat().st_mode & 0o7777 == 0o755  # no setuid, no write for others, from a guest
     assert list((box / "victim").iterdir()) == []
 
 

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from banger.guest import GUEST_STAMP, GuestFile, files_digest
-from banger.kernels.guest_overlay import current_files, initrd_with_guest, overlay_bytes
+from banger.kernels.guest_overlay import current_files, initrd_with_guest, overlay_bytes, prune
 from banger.kernels.initramfs import init_script
 from banger.runner import run
 
@@ -98,14 +98,17 @@ def test_failed_install_leaves_no_stamp(tmp_path: Path) -> None:
     assert (root / "usr/local/lib/banger").is_file()  # the next boot tries again
 
 
-def test_initrd_is_base_plus_overlay_cached_per_digest(tmp_path: Path) -> None:
+def test_initrd_is_base_plus_overlay_cached_and_pruned(tmp_path: Path) -> None:
     base = tmp_path / "initramfs.img"
     base.write_bytes(gzip.compress(b"base cpio"))
     cache = tmp_path / "cache"
     old = initrd_with_guest(base, "debian-6.1", "aaaa", cache)
     new = initrd_with_guest(base, "debian-6.1", "bbbb", cache)
-    other = initrd_with_guest(base, "debian-6.10", "aaaa", cache)
     files, digest = current_files()
     assert new.read_bytes() == base.read_bytes() + overlay_bytes(files, digest)
-    assert not old.exists() and other.exists()  # only the same kernel's stale ones go
+    assert old.exists()  # a start may be about to launch with it: pruned at daemon start
     assert initrd_with_guest(base, "debian-6.1", "bbbb", cache) == new
+    (cache / ".debian-6.1@cccc.img.1234").write_bytes(b"half")
+    assert sorted(p.name for p in prune(cache, {new.name})) == [".debian-6.1@cccc.img.1234",
+                                                                old.name]
+    assert [p.name for p in cache.iterdir()] == [new.name]

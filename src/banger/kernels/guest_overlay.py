@@ -55,23 +55,37 @@ def overlay_bytes(files: Sequence[GuestFile], digest: str) -> bytes:
 
 
 def initrd_with_guest(base: Path, kernel: str, kernel_digest: str, cache: Path) -> Path:
-    """`base` followed by the guest overlay, cached per kernel name and digest.
-
-    Other digests of the same kernel are removed: QEMU and Firecracker read the initrd only
-    when they start, so no running VM needs them.
-    """
+    """`base` followed by the guest overlay, cached per kernel name and digest (older ones
+    are pruned at daemon start, when no start can be about to use them)."""
     files, digest = current_files()
-    dest = cache / f"{kernel}@{kernel_digest}.img"  # kernel names cannot hold an @
+    dest = cache / initrd_name(kernel, kernel_digest)
     if dest.is_file():
         return dest
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f".{dest.name}.{secrets.token_hex(4)}"
-    tmp.write_bytes(base.read_bytes() + overlay_bytes(files, digest))
-    os.replace(tmp, dest)
-    for old in cache.glob(f"{kernel}@*.img"):
-        if old != dest:
-            old.unlink(missing_ok=True)
+    try:
+        tmp.write_bytes(base.read_bytes() + overlay_bytes(files, digest))
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return dest
 
 
-__all__ = ["OVERLAY_DIR", "current_files", "initrd_with_guest", "overlay_bytes", "overlay_entries"]
+def initrd_name(kernel: str, kernel_digest: str) -> str:
+    return f"{kernel}@{kernel_digest}.img"  # kernel names cannot hold an @
+
+
+def prune(cache: Path, keep: set[str]) -> list[Path]:
+    """Remove cached initrds (and half-written ones) whose name is not in keep."""
+    removed = []
+    if cache.is_dir():
+        for f in cache.iterdir():
+            if f.name not in keep and f.is_file():
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
+
+
+__all__ = ["OVERLAY_DIR", "current_files", "initrd_name", "initrd_with_guest", "overlay_bytes",
+           "overlay_entries", "prune"]

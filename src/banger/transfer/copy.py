@@ -20,6 +20,7 @@ from banger.archive import Limits
 from banger.archive.extract import Extractor
 from banger.errors import InvalidArgument, NotFound, OperationFailed
 from banger.textsafe import one_line
+from banger.transfer import disk as pdisk
 from banger.transfer import payload
 from banger.transfer.pipe import Closed, Pipe, PipeReader, PipeWriter
 
@@ -81,24 +82,24 @@ async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
         raise NotFound(f"{vm}:{_shown(os.path.dirname(dst))} is not a directory in the guest")
     total = host_size(source)
     dev = payload.device(answer)
-    with payload.claim(disk if dev and "tar" in answer[1:] else None, total) as claimed:
+    async with pdisk.claim(disk if dev and "tar" in answer[1:] else None, total) as claimed:
         if claimed is not None and dev is not None:
-            with contextlib.suppress(payload.TooBig):
+            with contextlib.suppress(pdisk.TooBig):
                 await _push_payload(agent, claimed, dev, source, dest_dir, arcname, progress,
                                     total)
                 return total
     return await _push_stream(agent, source, arcname, dest_dir, answer, total, progress)
 
 
-async def _push_payload(agent: AgentClient, disk: payload.Disk, dev: str, source: Path,
+async def _push_payload(agent: AgentClient, disk: pdisk.Disk, dev: str, source: Path,
                         dest_dir: str, arcname: str, progress: Progress, total: int) -> None:
     st = source.lstat()
     if stat.S_ISREG(st.st_mode):  # one file: no tar on either side
-        length = await asyncio.to_thread(payload.write_file, disk, source, progress)
+        length, st = await disk.run(pdisk.write_file, disk, source, progress)
         dest = f"{dest_dir.rstrip('/')}/{arcname}"
         await payload.guest_place_file(agent, dev, dest, length, st)
         return
-    length = await asyncio.to_thread(payload.write_tar, disk, source, arcname, progress, total)
+    length = await disk.run(pdisk.write_tar, disk, source, arcname, progress, total)
     await payload.guest_read(agent, dev, length, dest_dir)
 
 
@@ -175,19 +176,19 @@ async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
     dev = payload.device(answer)
     regular = payload.regular_file(answer)
     if regular is not None and dev is not None:
-        with payload.claim(disk, regular[0]) as claimed:
+        async with pdisk.claim(disk, regular[0]) as claimed:
             if claimed is not None:  # one file: no tar on either side
                 await payload.guest_write_file(agent, dev, src)
                 dest = target / name if into else target
-                await asyncio.to_thread(payload.copy_out, claimed, regular[0], dest, regular[1])
+                await claimed.run(pdisk.copy_out, claimed, regular[0], dest, regular[1])
                 progress(regular[0], total)
                 return regular[0]
     workdir = target if into else Path(tempfile.mkdtemp(prefix=".banger-cp-", dir=target.parent))
     try:
-        with payload.claim(disk if dev and "tar" in answer[1:] else None, total) as claimed:
+        async with pdisk.claim(disk if dev and "tar" in answer[1:] else None, total) as claimed:
             if claimed is not None and dev is not None:
                 await payload.guest_write(agent, dev, os.path.dirname(src) or "/", name)
-                source = payload.read_chunks(claimed)
+                source = pdisk.read_chunks(claimed)
             elif "tar" in answer[1:]:
                 source = _tar_out(agent, src)
             else:

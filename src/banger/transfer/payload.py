@@ -9,23 +9,17 @@ the stream path, bounded by the disk's size.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import tarfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from banger.agent.channel import OutputStream
 from banger.agent.client import AgentClient
 from banger.errors import OperationFailed
 from banger.textsafe import one_line
+from banger.transfer.disk import claim, write_file
 
-Progress = Callable[[int, int | None], None]
 CHUNK = 1 << 20
-HEADROOM = 0.9  # of the disk, for tar's headers and records
 DEVICE_RE = re.compile(r"vd[a-z]{1,3}")
 # Appended to a probe: names the payload disk when the guest has one and dd to read it.
 PROBE = ('command -v dd >/dev/null && for d in /sys/block/vd*; do '
@@ -39,7 +33,7 @@ _READ_IN = ('if command -v blockdev >/dev/null; then blockdev --flushbufs "/dev/
 # One file: straight from the device into it, O_DIRECT both ways — under TCG the guest's own
 # page-cache copies are the slow part (200 MB: 1.3 s direct, 4.5 s through tar). tmpfs has no
 # O_DIRECT, hence the second dd.
-_FILE_IN = ('set -e; t="$2.banger-cp"; n=$(( ($3 + 4194303) / 4194304 )); '
+_FILE_IN = ('set -e; t="$2.banger-cp"; rm -f "$t"; n=$(( ($3 + 4194303) / 4194304 )); '
             'dd if="/dev/$1" of="$t" bs=4M count=$n iflag=direct oflag=direct status=none '
             '2>/dev/null || dd if="/dev/$1" of="$t" bs=4M count=$n iflag=direct status=none; '
             'truncate -s "$3" "$t"; chown "$5" "$t"; chmod "$4" "$t"; touch -d "@$6" "$t"; '
@@ -51,7 +45,7 @@ PROBE_FILE = ('[ -f "$1" ] && [ ! -L "$1" ] && echo "regular $(stat -c \'%s %a\'
 # sync: tar writes through the guest's page cache; the host reads the file behind it.
 _WRITE_OUT = 'tar -b 2048 -cf "/dev/$1" -C "$2" -- "$3" && sync'
 ERROR_KEEP = 4096
-_busy: set[Path] = set()
+GUEST_TIMEOUT = 900  # s: 4 GiB at 5 MB/s
 
 
 def device(answer: list[str]) -> str | None:
@@ -60,62 +54,6 @@ def device(answer: list[str]) -> str | None:
         if word == "payload" and DEVICE_RE.fullmatch(answer[i + 1]):
             return answer[i + 1]
     return None
-
-
-class TooBig(Exception):
-    """The tar would not fit on the payload disk: the copy takes the stream instead."""
-
-
-@dataclass(frozen=True)
-class Disk:
-    file: Path
-    size: int  # fixed while the VM runs: the guest sees no more
-
-
-@contextlib.contextmanager
-def claim(file: Path | None, need: int | None) -> Iterator[Disk | None]:
-    """The payload disk when it is free and `need` bytes fit; None means: use the stream."""
-    size = file.stat().st_size if file is not None else 0
-    if file is None or file in _busy or need is None or need > size * HEADROOM:
-        yield None
-        return
-    _busy.add(file)
-    try:
-        yield Disk(file, size)
-    finally:
-        _busy.discard(file)
-        _empty(Disk(file, size))
-
-
-def _empty(disk: Disk) -> None:
-    """Give the host's blocks back: the disk keeps its size and reads as zeros."""
-    with open(disk.file, "r+b") as f:
-        f.truncate(0)
-        f.truncate(disk.size)
-
-
-class _Bounded:
-    """The payload file as tarfile's output: counted, and never past the disk's end."""
-
-    def __init__(self, f: BinaryIO, disk: Disk, progress: Progress, total: int) -> None:
-        self.f, self.disk, self.progress, self.total, self.n = f, disk, progress, total, 0
-
-    def write(self, data: bytes) -> int:
-        if self.n + len(data) > self.disk.size:
-            raise TooBig
-        self.n += len(data)
-        self.progress(self.n, self.total)
-        return self.f.write(data)
-
-
-def write_tar(disk: Disk, source: Path, arcname: str, progress: Progress, total: int) -> int:
-    """A tar of source at the start of the payload disk; returns its length."""
-    with open(disk.file, "r+b") as f:
-        out = _Bounded(f, disk, progress, total)
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                          bufsize=CHUNK) as archive:
-            archive.add(str(source), arcname=arcname)  # links stored, never followed
-        return out.n
 
 
 async def guest_read(agent: AgentClient, dev: str, length: int, dest_dir: str) -> None:
@@ -135,22 +73,6 @@ async def keep(stream: OutputStream) -> bytes:
     while chunk := await stream.read():
         kept = (kept + chunk)[:ERROR_KEEP]
     return kept
-
-
-def write_file(disk: Disk, source: Path, progress: Progress) -> int:
-    """The file's bytes at the start of the payload disk; returns how many."""
-    with open(source, "rb") as src, open(disk.file, "r+b") as out:
-        total = os.fstat(src.fileno()).st_size
-        if total > disk.size:
-            raise TooBig
-        done = 0
-        while done < total:
-            n = os.copy_file_range(src.fileno(), out.fileno(), min(CHUNK * 8, total - done))
-            if n == 0:
-                break  # the file shrank meanwhile
-            done += n
-            progress(done, total)
-        return done
 
 
 async def guest_place_file(agent: AgentClient, dev: str, dest: str, length: int,
@@ -176,38 +98,16 @@ def regular_file(answer: list[str]) -> tuple[int, int] | None:
     return None
 
 
-def copy_out(disk: Disk, length: int, dest: Path, mode: int) -> None:
-    """The payload disk's first `length` bytes as a new file at dest (never through a link)."""
-    tmp = dest.with_name(f".{dest.name}.banger-cp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise OperationFailed(f"cannot write in {one_line(str(dest.parent), 300)} on the host: "
-                              f"{exc.strerror}") from None
-    try:
-        with open(disk.file, "rb") as src, os.fdopen(fd, "wb") as out:
-            left = min(length, disk.size)
-            while left:
-                n = os.copy_file_range(src.fileno(), out.fileno(), min(CHUNK * 8, left))
-                if n == 0:
-                    break
-                left -= n
-            os.fchmod(out.fileno(), mode)
-        os.replace(tmp, dest)  # a link at dest is replaced, never written through
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OperationFailed(f"cannot write {one_line(str(dest), 300)} on the host: "
-                              f"{exc.strerror}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 async def _run(agent: AgentClient, argv: list[str]) -> None:
     proc = await agent.exec(argv)
     try:
-        _, err = await asyncio.gather(keep(proc.stdout), keep(proc.stderr))
-        status = await proc.wait()
+        async with asyncio.timeout(GUEST_TIMEOUT):
+            _, err = await asyncio.gather(keep(proc.stdout), keep(proc.stderr))
+            status = await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        raise OperationFailed(f"the guest's side of the copy did not end in {GUEST_TIMEOUT} s") \
+            from None
     except BaseException:
         proc.kill()
         raise
@@ -227,22 +127,13 @@ async def put_tar(agent: AgentClient, file: Path | None, tar: Path, dest_dir: st
     dev = device(answer)
     if dev is None or "tar" not in answer:
         return False
-    with claim(file, tar.stat().st_size) as disk:
+    async with claim(file, tar.stat().st_size) as disk:
         if disk is None:
             return False
-        length = await asyncio.to_thread(write_file, disk, tar, lambda _done, _total: None)
+        length, _ = await disk.run(write_file, disk, tar, lambda _done, _total: None)
         await guest_read(agent, dev, length, dest_dir)
         return True
 
 
-async def read_chunks(disk: Disk) -> AsyncIterator[bytes]:
-    """The payload disk from its start, until its end or until the consumer stops."""
-    with open(disk.file, "rb") as f:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            yield chunk
-
-
-__all__ = ["PROBE", "PROBE_FILE", "Disk", "TooBig", "claim", "copy_out", "device", "guest_place_file",
-           "guest_read", "guest_write", "guest_write_file", "keep", "put_tar", "read_chunks",
-           "regular_file",
-           "write_file", "write_tar"]
+__all__ = ["PROBE", "PROBE_FILE", "device", "guest_place_file", "guest_read", "guest_write",
+           "guest_write_file", "keep", "put_tar", "regular_file"]

@@ -146,8 +146,10 @@ def write_pack(repo: HostRepo, env: Mapping[str, str], tips: Sequence[str], tree
     names += git(repo.root, "rev-list", "--objects", "--no-object-names", tree, "--not",
                  *[f"{tip}^{{tree}}" for tip in tips], env=env).stdout.split()
     unique = "\n".join(dict.fromkeys(names)) + "\n"
-    pack_id = git(repo.root, "pack-objects", "-q", out_dir / "pack", env=env,
-                  input=unique.encode()).stdout.strip()
+    # No delta search and light compression: the pack crosses a local disk, and for 5,000
+    # files / 50 MB this took the host 1.0 s instead of 4.7 s (12 -> 14 MB).
+    pack_id = git(repo.root, "pack-objects", "-q", "--window=0", "--compression=1",
+                  out_dir / "pack", env=env, input=unique.encode()).stdout.strip()
     pack = out_dir / f"pack-{pack_id}.pack"
     if not pack.exists():
         raise OperationFailed(f"git pack-objects wrote no pack for {repo.root}")

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from banger import __version__
@@ -25,6 +25,7 @@ from banger.images.manifest import list_images
 from banger.kernels.manifest import list_kernels
 from banger.logfiles import tail_bytes
 from banger.net.plan import parse_publish
+from banger.rpc.methods.vm import PortRow
 from banger.textsafe import TerminalFilter, clean
 from banger.vmm.base import VmHandles
 from banger.vms import events
@@ -52,6 +53,8 @@ class Views:
     daemon: Daemon
     sampler: ProcSampler
     disk: DiskUse
+    # One port search per VM at a time: page loads and refreshes share the running one.
+    searches: dict[str, asyncio.Future[list[PortRow]]] = field(default_factory=dict)
 
     @staticmethod
     def of(daemon: Daemon) -> Views:
@@ -149,8 +152,11 @@ class Views:
         """
         if vm.state != VmState.RUNNING or vm.net_mode is None:
             return []
-        search = asyncio.ensure_future(ports_of(self.daemon.vms, vm))
-        search.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, logged above
+        search = self.searches.get(vm.id)
+        if search is None or search.done():
+            search = asyncio.ensure_future(ports_of(self.daemon.vms, vm))
+            search.add_done_callback(lambda f: f.cancelled() or f.exception())  # logged below
+            self.searches[vm.id] = search
         try:  # shielded: a cancelled search could leave a loopback forward half recorded
             rows = await asyncio.wait_for(asyncio.shield(search), PORTS_TIMEOUT)
         except (BangerError, TimeoutError) as exc:

@@ -140,7 +140,7 @@ class QemuBackend:
         pidfile = spec.vm_dir / "qemu.pid"
         for stale in (qmp_path(spec), spec.agent_socket, pidfile):
             stale.unlink(missing_ok=True)
-        _make_payload(spec.vm_dir / PAYLOAD_NAME)
+        await asyncio.to_thread(_make_payload, spec.vm_dir / PAYLOAD_NAME)
         argv = qemu_argv(spec, self.disk_path(spec.vm_dir), qmp_path(spec), pidfile,
                          share_ram=share_ram)
         (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
@@ -190,7 +190,8 @@ class QemuBackend:
                               f"{e}") from None
 
     def runtime_files(self, vm_dir: Path) -> tuple[Path, ...]:
-        names = ("qmp.sock", "agent.sock", "qemu.pid", forward.NS_PORTS, *slirp.RUNTIME_FILES)
+        names = ("qmp.sock", "agent.sock", "qemu.pid", forward.NS_PORTS, PAYLOAD_NAME,
+                 *slirp.RUNTIME_FILES)
         return tuple(vm_dir / name for name in names)
 
     def check_forwarding(self, isolated: bool) -> None:
