@@ -47,6 +47,8 @@ def test_a_live_checkpoint_keeps_the_vm_running_and_lists_it(daemon: FakeDaemon)
 def test_a_failed_checkpoint_leaves_nothing(daemon: FakeDaemon) -> None:
     async def scenario() -> None:
         vm = await daemon.create("web")
+        killed = checkpoints.root(daemon.vm_dir(vm)) / ".staging-old-1234"  # a killed daemon's
+        killed.mkdir(parents=True)
         before = frozen(daemon)
         daemon.backend.fail("checkpoint")
         with pytest.raises(OperationFailed):

@@ -86,6 +86,7 @@ class Snapshots:
         """Under the VM's lock. A failure leaves no checkpoint and the VM as it was."""
         checkpoints.validate_name(name)
         vm_dir = self.mgr.paths.vm_dir(vm.id)
+        self._sweep(vm)
         if (self._dir(vm) / name).exists():
             raise Conflict(f"VM {vm.name} already has a checkpoint {name!r}; pick another name")
         handles = self._handles(vm)
@@ -120,6 +121,14 @@ class Snapshots:
             raise
         events.record(vm_dir, f"checkpoint {name} taken" + ("" if meta.memory else " (disk only)"))
         return meta
+
+    def _sweep(self, vm: VmRecord) -> None:
+        """Under the VM's lock no other checkpoint work of it is under way: dot-dirs are what a
+        killed daemon left (half-made checkpoints, restores, deletes)."""
+        d = self._dir(vm)
+        for leftover in d.iterdir() if d.is_dir() else ():
+            if leftover.name.startswith("."):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def _handles(self, vm: VmRecord) -> VmHandles | None:
         """The running VM's handles; None when it is stopped; Conflict mid-transition."""
