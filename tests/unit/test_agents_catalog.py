@@ -265,3 +265,28 @@ def test_the_registry_comes_from_npm_config(tmp_path: Path) -> None:
                                "NPM_CONFIG_USERCONFIG": str(tmp_path / "none")}) is None
     with pytest.raises(BangerError, match="not an http"):
         user_registry("x", {"NPM_CONFIG_REGISTRY": "file:///tmp"})
+
+
+def test_two_pulls_at_once_fetch_once(paths: Paths, registry: Registry) -> None:
+    registry.publish("opencode-linux-x64", {"1.2.3": opencode_pkg()}, latest="1.2.3")
+    spec, _ = parse_ref("opencode")
+
+    async def both() -> list[cache.AgentManifest]:
+        return list(await asyncio.gather(pull(paths, spec, None, registry.url),
+                                         pull(paths, spec, None, registry.url)))
+
+    first, second = asyncio.run(both())
+    assert sorted([first.cached, second.cached]) == [False, True]
+    assert registry.hits["/tarballs/opencode-linux-x64-1.2.3.tgz"] == 1
+
+
+def test_pass_env_names_host_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from banger.cli.agent_cmds import passed_env
+
+    monkeypatch.setenv("AGENT_KEY", "k1")
+    monkeypatch.delenv("AGENT_UNSET", raising=False)
+    assert passed_env(("AGENT_KEY",)) == {"AGENT_KEY": "k1"}
+    with pytest.raises(InvalidArgument, match="AGENT_UNSET: it is not set"):
+        passed_env(("AGENT_UNSET",))
+    with pytest.raises(InvalidArgument, match="not an environment variable name"):
+        passed_env(("A=B",))

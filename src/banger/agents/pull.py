@@ -32,6 +32,7 @@ from banger.progress import Progress, no_progress
 from banger.textsafe import one_line
 
 TARBALL_MAX = 1 * GIB  # the biggest today (claude) is ~190 MiB compressed
+_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
 LIMITS = Limits(members=20_000, member_bytes=1 * GIB, total_bytes=2 * GIB, stream_bytes=4 * GIB)
 
 
@@ -105,10 +106,17 @@ async def pull(paths: Paths, spec: AgentSpec, wanted: str | None,
     progress("resolve", None, f"{spec.package} from {registry}")
     doc = await fetch_packument(registry, spec.package)
     version = resolve_version(spec, doc, wanted)
-    hit = None if force else cache.cached(paths, spec.name, version)
-    if hit is not None:
-        hit.cached = True
-        return hit
+    # Two editors starting at once: one fetches, the other then finds it in the cache.
+    async with _LOCKS.setdefault((str(paths.cache_dir), spec.name), asyncio.Lock()):
+        hit = None if force else cache.cached(paths, spec.name, version)
+        if hit is not None:
+            hit.cached = True
+            return hit
+        return await _fetch(paths, spec, doc, version, registry, progress)
+
+
+async def _fetch(paths: Paths, spec: AgentSpec, doc: Packument, version: str, registry: str,
+                 progress: Progress) -> AgentManifest:
     npm_version = spec.npm_version(version)
     vdoc = doc.versions.get(npm_version)
     if vdoc is None or vdoc.version != npm_version:

@@ -8,6 +8,7 @@ a hint that saves a copy, never a decision about the host (a lying guest runs it
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 
 import msgspec
@@ -23,6 +24,7 @@ GUEST_BASE = "/usr/local/lib/banger-agents"
 GUEST_BIN = "/usr/local/bin"
 INCOMING = f"{GUEST_BASE}/.incoming"
 ANSWER_CAP = 4096
+_LOCKS: dict[str, asyncio.Lock] = {}
 
 
 class Installed(msgspec.Struct):
@@ -75,7 +77,8 @@ async def ship(agent: AgentClient, vm: str, m: AgentManifest, progress: Progress
 
 async def install(agent: AgentClient, vm: str, m: AgentManifest, acp: list[str] | None,
                   ui: list[str], progress: Progress) -> Installed:
-    shipped = await ship(agent, vm, m, progress)
+    async with _LOCKS.setdefault(vm, asyncio.Lock()):  # two installs must not share .incoming
+        shipped = await ship(agent, vm, m, progress)
     binary = f"{guest_dir(m)}/{m.binary}"
     # The link on PATH names the version last installed; `vm acp` runs the full path anyway.
     await _sh(agent, 'mkdir -p -- "$2" && ln -sfn -- "$1" "$2/$3"', binary, GUEST_BIN, m.name)

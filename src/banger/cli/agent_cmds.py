@@ -127,6 +127,13 @@ def _ready_vm(vm: str, path: str | None, image: str | None) -> str:
     cwd, record = ws.workspace_cwd(vm)
     if record is None and path is not None:
         return str(ws.ship(vm, path, opts)["cwd"])
+    if record is not None and path is not None:
+        from pathlib import Path
+
+        shipped, given = Path(record.get("host_repo", "")), Path(path).resolve()
+        if shipped != given and shipped not in given.parents:
+            click.echo(f"warning: {vm} holds {one_line(str(shipped), 200)}, not {given}; "
+                       "--path ships only into a new VM", err=True)
     return cwd or "/root"
 
 
