@@ -59,9 +59,13 @@ def test_restore_goes_back_and_the_automatic_checkpoint_brings_work_back(
     sb.run("vm", "create", "--name", "cp", check=True, timeout=600)
     sb.run("vm", "workspace", "prepare", "cp", str(make_repo(tmp_path)), check=True, timeout=120)
     out(sb, "cp", "echo kept > /root/before")
+    running = sb.popen("vm", "exec", "cp", "--", "sh", "-c", "echo started; sleep 3; echo done")
+    assert running.stdout is not None and running.stdout.readline() == "started\n"
     made = sb.run("vm", "snapshot", "create", "cp", "--name", "one", check=True, timeout=120)
     assert "checkpoint one of cp (memory and disk" in made.stdout
     assert sb.show("cp")["state"] == "running"
+    rest, _ = running.communicate(timeout=60)  # an exec under way goes on through the pause
+    assert (running.returncode, rest) == (0, "done\n")
     out(sb, "cp", "echo new > /root/after")
 
     res = sb.run("vm", "snapshot", "restore", "cp", "one", check=True, timeout=180)

@@ -28,7 +28,7 @@ from banger.vmm.base import Checkpointer, NetworkAttachment, Snapshotter, VmHand
 from banger.vms import events
 from banger.vms.manager import VmManager, net_view
 from banger.vms.model import VmRecord, VmState, validate_name
-from banger.vms.snapshots import AGENT_SETTLE, require_checkpointer
+from banger.vms.snapshots import require_checkpointer
 from banger.vms.start import Clone
 
 log = logging.getLogger("banger.vms.fork")
@@ -132,8 +132,6 @@ async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work
             raise NotRunning(f"VM {source.name} is {source.state}; only a running VM forks")
         handles = VmHandles.require(vm_dir, source.name)
         progress("fork", None, f"checkpointing {source.name}: memory and disk")
-        await mgr.agents.drop(source.id)
-        await asyncio.sleep(AGENT_SETTLE)
         await backend.checkpoint(handles, vm_dir, base, full, for_sharing=True)
     try:
         spec = (await mgr.boot_inputs(source, progress))[0]

@@ -6,7 +6,6 @@ so no restore loses work. The layout on disk is vms/checkpoints.py's; docs/snaps
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -37,7 +36,6 @@ from banger.vms.model import VmRecord, VmState
 from banger.vms.restore import drop_saved_state, saved_state
 
 log = logging.getLogger("banger.vms.snapshots")
-AGENT_SETTLE = 0.05  # the guest agent sees the host leave before the pause (as templates do)
 
 
 def info(meta: SnapshotMeta) -> SnapshotInfo:
@@ -103,8 +101,6 @@ class Snapshots:
         try:
             if handles is not None:
                 progress("snapshot", None, f"checkpointing {vm.name}: memory and disk")
-                await self.mgr.agents.drop(vm.id)
-                await asyncio.sleep(AGENT_SETTLE)
                 await self.backend.checkpoint(handles, vm_dir, base, memory)
             else:
                 await self.backend.checkpoint(None, vm_dir, base, None)
