@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from pathlib import Path
 
 import msgspec
 
@@ -50,8 +51,10 @@ def guest_dir(m: AgentManifest) -> str:
     return f"{GUEST_BASE}/{ship_dir_name(m.name, m.version)}"
 
 
-async def ship(agent: AgentClient, vm: str, m: AgentManifest, progress: Progress) -> bool:
-    """Make the guest hold m's files; False when it said it had them already."""
+async def ship(agent: AgentClient, vm: str, m: AgentManifest, progress: Progress,
+               disk: Path | None = None) -> bool:
+    """Make the guest hold m's files; False when it said it had them already. `disk`: the
+    VM's payload disk, `vm cp`'s fast way in."""
     dest = guest_dir(m)
     have = await _sh(agent, 'cat -- "$1/' + MARKER + '" 2>/dev/null || true', dest)
     if have.strip() == m.integrity:
@@ -68,7 +71,7 @@ async def ship(agent: AgentClient, vm: str, m: AgentManifest, progress: Progress
             progress("ship", min(done / total, 0.99),
                      f"{done >> 20}/{total >> 20} MiB of {m.name} {m.version} into {vm}")
 
-    await copy.push(agent, vm, m.dir, INCOMING, report)
+    await copy.push(agent, vm, m.dir, INCOMING, report, disk)
     name = ship_dir_name(m.name, m.version)
     await _sh(agent, 'set -e; rm -rf -- "$2"; mv -- "$1/$3" "$2"; rmdir -- "$1"; '
                      'chown -R 0:0 -- "$2"', INCOMING, dest, name)
@@ -76,9 +79,9 @@ async def ship(agent: AgentClient, vm: str, m: AgentManifest, progress: Progress
 
 
 async def install(agent: AgentClient, vm: str, m: AgentManifest, acp: list[str] | None,
-                  ui: list[str], progress: Progress) -> Installed:
+                  ui: list[str], progress: Progress, disk: Path | None = None) -> Installed:
     async with _LOCKS.setdefault(vm, asyncio.Lock()):  # two installs must not share .incoming
-        shipped = await ship(agent, vm, m, progress)
+        shipped = await ship(agent, vm, m, progress, disk)
     binary = f"{guest_dir(m)}/{m.binary}"
     # The link on PATH names the version last installed; `vm acp` runs the full path anyway.
     await _sh(agent, 'mkdir -p -- "$2" && ln -sfn -- "$1" "$2/$3"', binary, GUEST_BIN, m.name)

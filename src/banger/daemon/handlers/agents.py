@@ -67,5 +67,6 @@ async def agent_install(ctx: Context, p: AgentInstallParams) -> Installed:
         manifest = await pull(ctx.daemon.paths, spec, p.version, _registry(spec, p.registry),
                               progress=ctx.progress)
     vm, agent = await ctx.daemon.vms.agent_for(p.vm)
-    return await install(agent, vm.name, manifest, list(spec.acp) if spec.acp is not None else None,
-                         list(spec.ui), ctx.progress)
+    acp = list(spec.acp) if spec.acp is not None else None
+    return await install(agent, vm.name, manifest, acp, list(spec.ui), ctx.progress,
+                         ctx.daemon.vms.payload_file(vm))
