@@ -148,7 +148,9 @@ async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work
     except BaseException:
         base.unlink(missing_ok=True)
         raise
-    return Clone(base, state, ram, source.disk_mib, f"a fork of {source.name}")
+    # The source's git identity is on its disk: `git config` twice costs a fork ~0.2 s of TCG.
+    return Clone(base, state, ram, source.disk_mib, f"a fork of {source.name}",
+                 has=("git_identity",))
 
 
 async def _make(mgr: VmManager, source: VmRecord, names: list[str], clone: Clone,

@@ -32,6 +32,7 @@ class Clone:
     ram: Path | None  # guest RAM, mapped copy-on-write by every clone
     disk_mib: int  # the base disk's size: a larger VM grows its root online
     origin: str  # for the VM's events: "template ID", "a fork of VM"
+    has: tuple[str, ...] = ()  # setup keys the saved guest already has (a fork: git_identity)
 
 
 def template_key(spec: VmSpec, image: ImageFiles, kernel: KernelFiles, backend: Backend) -> TemplateKey:
@@ -59,6 +60,7 @@ class StartPath:
         """Start the VM and apply setup (agent `configure` arguments) in the first call.
         clone: restore this saved state as a new machine (a fork); no fallback."""
         if clone is not None:
+            setup = {key: value for key, value in setup.items() if key not in clone.has}
             forked = await self._restore_clone(spec, clone, progress)
             await self._personalise(spec, image, clone, forked, setup)
             return forked
