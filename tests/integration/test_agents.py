@@ -120,6 +120,12 @@ def test_a_second_acp_reuses_the_vm_and_the_guest_copy(b: Banger) -> None:
     proc, out = acp(b)
     try:
         assert initialize(proc, out)["result"]["agentInfo"]["name"] == "OpenCode"
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "session/new",
+                                     "params": {"cwd": "/root/repo", "mcpServers": []}}) + "\n")
+        proc.stdin.flush()
+        answer = json.loads(out.get(timeout=300))  # an editor's conversation starts
+        assert answer["id"] == 2 and answer["result"]["sessionId"]
     finally:
         code, err, _ = finish(proc, out)
     assert code == 0, err
