@@ -290,3 +290,12 @@ def test_pass_env_names_host_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         passed_env(("AGENT_UNSET",))
     with pytest.raises(InvalidArgument, match="not an environment variable name"):
         passed_env(("A=B",))
+
+
+def test_only_the_checked_sha512_of_an_integrity_is_kept(paths: Paths, registry: Registry) -> None:
+    data = opencode_pkg()
+    registry.publish("opencode-linux-x64", {"1.2.3": data}, latest="1.2.3",
+                     integrity={"1.2.3": "sha1-\x1b]0;pwned\x07 " + sri(data)})
+    m = do_pull(paths, registry)
+    assert m.integrity == sri(data)
+    assert (Path(m.dir) / ".banger-integrity").read_text() == sri(data) + "\n"

@@ -123,7 +123,9 @@ async def _fetch(paths: Paths, spec: AgentSpec, doc: Packument, version: str, re
         raise NotFound(f"{spec.package} has no version {npm_version} on {registry}")
     what = f"{spec.package}@{npm_version}"
     url = tarball_url(vdoc, what)
-    sha512_of(vdoc.dist.integrity, what)  # no usable integrity: refuse before downloading
+    # No usable integrity: refused before downloading. Only its sha512 is kept (the SRI string
+    # may hold other, unchecked tokens).
+    integrity = "sha512-" + base64.b64encode(sha512_of(vdoc.dist.integrity, what)).decode()
     base = cache.agents_dir(paths) / spec.name
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
@@ -131,14 +133,13 @@ async def _fetch(paths: Paths, spec: AgentSpec, doc: Packument, version: str, re
         tgz = staging / "package.tgz"
         await download(url, tgz, progress=progress, limit=TARBALL_MAX)
         progress("verify", None, f"sha512 of {human_bytes(tgz.stat().st_size)}")
-        await asyncio.to_thread(verify_integrity, tgz, vdoc.dist.integrity, what)
+        await asyncio.to_thread(verify_integrity, tgz, integrity, what)
         progress("unpack", None, what)
         ship = staging / cache.ship_dir_name(spec.name, version)
         files = await asyncio.to_thread(unpack, tgz, ship, spec, what)
-        assert vdoc.dist.integrity is not None  # sha512_of refused a missing one
-        (ship / cache.MARKER).write_text(vdoc.dist.integrity + "\n")
+        (ship / cache.MARKER).write_text(integrity + "\n")
         manifest = AgentManifest(spec.name, version, spec.package, npm_version, registry, url,
-                                 vdoc.dist.integrity, tgz.stat().st_size, files, spec.binary,
+                                 integrity, tgz.stat().st_size, files, spec.binary,
                                  _now())
         tgz.unlink()
         cache.write_manifest(staging, manifest)
