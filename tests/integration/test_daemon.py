@@ -209,3 +209,23 @@ def test_daemon_ops_lists_long_operations_newest_first(banger: Banger) -> None:
     assert table[0].split() == ["ID", "METHOD", "STATE", "STARTED", "DURATION", "ERROR"]
     assert len(table) == 2 and table[1].startswith("op-0000000b  vm.start  failed")
     assert banger.run("daemon", "ops", "--limit", "0").returncode == 2
+
+
+def test_autostart_never_imports_the_callers_directory(banger: Banger, tmp_path: Path) -> None:
+    """A hostile repo's own banger/ package must not run as the daemon when a command in that
+    repo starts it (`python -m` puts the working directory first on sys.path)."""
+    import subprocess
+
+    from tests.conftest import BIN
+
+    repo = tmp_path / "repo"
+    (repo / "banger" / "daemon").mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    payload = f"open({str(marker)!r}, 'w').close()\n"
+    for init in (repo / "banger" / "__init__.py", repo / "banger" / "daemon" / "__init__.py",
+                 repo / "banger" / "daemon" / "__main__.py"):
+        init.write_text(payload)
+    res = subprocess.run([str(BIN / "banger"), "vm", "list"], cwd=repo, env=banger.env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert not marker.exists()

@@ -74,7 +74,7 @@ def banger_command() -> list[str]:
     script = Path(sys.argv[0])
     if script.name == "banger" and script.is_file() and os.access(script, os.X_OK):
         return [str(script.resolve())]
-    return [sys.executable, "-m", "banger"]
+    return [sys.executable, "-P", "-m", "banger"]  # -P: the caller's directory is not imported
 
 
 @click.command("ports")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from banger.errors import BangerError, Unavailable
-from banger.paths import Paths, check_private_dir
+from banger.paths import HOME_ENV, Paths, check_private_dir
 from banger.rpc import wire
 from banger.rpc.methods import Method
 from banger.rpc.peer import check_daemon_peer, check_socket_file
@@ -168,15 +168,21 @@ def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
     fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                  | os.O_CLOEXEC, 0o600)
     log = os.fdopen(fd, "ab")
+    env = os.environ.copy()
+    if env.get(HOME_ENV):  # the daemon runs in /, so a relative root must not move
+        env[HOME_ENV] = str(Path(env[HOME_ENV]).expanduser().resolve())
     try:
+        # -P and cwd /: `-m` would put the caller's directory (a repo, maybe hostile) first on
+        # sys.path, and its own banger/ package would run as the daemon.
         return subprocess.Popen(
-            [sys.executable, "-m", "banger.daemon", "--detached"],
+            [sys.executable, "-P", "-m", "banger.daemon", "--detached"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
             close_fds=True,
-            env=os.environ.copy(),
+            cwd="/",
+            env=env,
         )
     finally:
         log.close()
