@@ -1,0 +1,67 @@
+"""`vm acp`'s stdio: the editor's messages in, the agent's out, through banger.agents.acp_guard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from banger.agents.acp_guard import Lines, from_agent, from_editor
+from banger.cli.terminal import READ_SIZE, Sender
+from banger.durable import write_all
+from banger.rpc.client import Call
+from banger.textsafe import TerminalFilter
+
+
+def _pump_editor(sender: Sender) -> None:
+    lines = Lines()
+    while True:
+        try:
+            data = os.read(sys.stdin.fileno(), READ_SIZE)
+        except OSError:
+            data = b""
+        if not data:
+            sender.send({"type": "stdin_eof"})
+            return
+        for line in lines.feed(data):
+            sender.send_data(from_editor(line))
+
+
+def bridge(call: Call) -> int:
+    """Run until the agent ends; returns its exit code (128 + signal when killed)."""
+    sender = Sender(call)
+
+    def on_signal(sig: int, _frame: FrameType | None) -> None:
+        sender.send({"type": "signal", "signal": sig})
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    agent_lines = Lines()
+    # The guest's stderr is for a person reading the editor's log: no escape sequences.
+    errors = TerminalFilter()
+    try:
+        threading.Thread(target=_pump_editor, args=(sender,), daemon=True).start()
+        for event in call.events():
+            if event.get("type") != "data":
+                continue
+            if event.get("stream") != "stdout":
+                write_all(2, errors.feed(event["data"]))
+                continue
+            for line in agent_lines.feed(event["data"]):
+                to_editor, to_agent = from_agent(line)
+                if to_editor is not None:
+                    write_all(1, to_editor)
+                if to_agent is not None:
+                    sender.send_data(to_agent)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        call.close()
+    result = call.result or {}
+    return int(result.get("code", 1))
+
+
+__all__ = ["bridge"]
