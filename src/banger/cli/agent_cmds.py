@@ -152,7 +152,7 @@ def vm_acp(vm: str, ref: str, path: str | None, image: str | None,
     stdout carries nothing but the agent's protocol; progress and errors go to stderr.
     """
     from banger.agents.catalog import parse_ref
-    from banger.cli.terminal import stream
+    from banger.cli.acp_bridge import bridge
     from banger.errors import InvalidArgument
     from banger.rpc.methods.vm import VM_EXEC, ExecParams
 
@@ -164,7 +164,8 @@ def vm_acp(vm: str, ref: str, path: str | None, image: str | None,
         cwd = _ready_vm(vm, path, image)
         got = install_agent(vm, ref)
     params = ExecParams(vm, argv=[got["path"], *(got["acp"] or [])], env=env, cwd=cwd, stdin=True)
-    sys.exit(stream(session.client().start(VM_EXEC, params), forward_stdin=True, tty=False))
+    # Through the guard: the agent gets no editor file or terminal access (docs/agents.md).
+    sys.exit(bridge(session.client().start(VM_EXEC, params)))
 
 
 def start_agent_session(vm: str, ref: str, cwd: str, env: dict[str, str]) -> str:
