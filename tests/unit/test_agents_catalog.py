@@ -299,3 +299,30 @@ def test_only_the_checked_sha512_of_an_integrity_is_kept(paths: Paths, registry:
     m = do_pull(paths, registry)
     assert m.integrity == sri(data)
     assert (Path(m.dir) / ".banger-integrity").read_text() == sri(data) + "\n"
+
+
+def test_a_cached_copy_of_other_bytes_is_fetched_again(paths: Paths, registry: Registry) -> None:
+    """A version cached from another registry (or other bytes) is not "already cached" when
+    the registry now names a different integrity for it."""
+    registry.publish("opencode-linux-x64", {"1.2.3": opencode_pkg(b"from a bad registry")},
+                     latest="1.2.3")
+    bad = do_pull(paths, registry)
+    good_data = opencode_pkg()
+    registry.publish("opencode-linux-x64", {"1.2.3": good_data}, latest="1.2.3")
+    good = do_pull(paths, registry)
+    assert not good.cached and good.integrity == sri(good_data) != bad.integrity
+    assert (Path(good.dir) / "bin/opencode").read_bytes() == BINARY
+
+
+def test_npm_config_is_asked_outside_the_current_project(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repo's own .npmrc must not pick where agent binaries come from."""
+    import shutil
+
+    from banger.agents import registry as reg
+
+    if shutil.which("npm") is None:
+        pytest.skip("npm not installed")
+    (tmp_path / ".npmrc").write_text("registry=http://127.0.0.1:9/evil/\n")
+    monkeypatch.chdir(tmp_path)
+    assert reg._npm_config_get("registry") != "http://127.0.0.1:9/evil/"

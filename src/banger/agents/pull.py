@@ -109,23 +109,32 @@ async def pull(paths: Paths, spec: AgentSpec, wanted: str | None,
     # Two editors starting at once: one fetches, the other then finds it in the cache.
     async with _LOCKS.setdefault((str(paths.cache_dir), spec.name), asyncio.Lock()):
         hit = None if force else cache.cached(paths, spec.name, version)
-        if hit is not None:
+        if hit is not None and hit.integrity == _integrity(spec, doc, version, registry):
             hit.cached = True
             return hit
+        # Not cached, or cached from other bytes than the registry names now: fetch again.
         return await _fetch(paths, spec, doc, version, registry, progress)
 
 
-async def _fetch(paths: Paths, spec: AgentSpec, doc: Packument, version: str, registry: str,
-                 progress: Progress) -> AgentManifest:
+def _integrity(spec: AgentSpec, doc: Packument, version: str, registry: str) -> str:
+    """The sha512 SRI the registry gives for this version (only its sha512 is kept)."""
     npm_version = spec.npm_version(version)
     vdoc = doc.versions.get(npm_version)
     if vdoc is None or vdoc.version != npm_version:
         raise NotFound(f"{spec.package} has no version {npm_version} on {registry}")
     what = f"{spec.package}@{npm_version}"
-    url = tarball_url(vdoc, what)
+    return "sha512-" + base64.b64encode(sha512_of(vdoc.dist.integrity, what)).decode()
+
+
+async def _fetch(paths: Paths, spec: AgentSpec, doc: Packument, version: str, registry: str,
+                 progress: Progress) -> AgentManifest:
     # No usable integrity: refused before downloading. Only its sha512 is kept (the SRI string
     # may hold other, unchecked tokens).
-    integrity = "sha512-" + base64.b64encode(sha512_of(vdoc.dist.integrity, what)).decode()
+    integrity = _integrity(spec, doc, version, registry)
+    npm_version = spec.npm_version(version)
+    vdoc = doc.versions[npm_version]
+    what = f"{spec.package}@{npm_version}"
+    url = tarball_url(vdoc, what)
     base = cache.agents_dir(paths) / spec.name
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))

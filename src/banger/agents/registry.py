@@ -66,7 +66,9 @@ def _npm_config_get(key: str) -> str | None:
     from banger.runner import run
 
     try:
-        got = run(["npm", "config", "get", key], check=False, timeout=30)
+        # In /: a project's own .npmrc (a repo you are about to sandbox) must not pick the
+        # registry; only your user and global npm config do.
+        got = run(["npm", "config", "get", key], check=False, timeout=30, cwd=Path("/"))
     except (OSError, OperationFailed):
         return None
     value = got.stdout.strip()
