@@ -82,7 +82,7 @@ def _files_present(ship: Path, m: AgentManifest) -> bool:
 
 
 def cached(paths: Paths, name: str, version: str) -> AgentManifest | None:
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):
         return None
     return _read(version_dir(paths, name, version), name)
 
@@ -94,7 +94,7 @@ def cached_versions(paths: Paths, name: str) -> list[AgentManifest]:
         entries = sorted(base.iterdir())
     except OSError:
         return []
-    found = [m for d in entries if VERSION.match(d.name) and (m := _read(d, name)) is not None]
+    found = [m for d in entries if VERSION.fullmatch(d.name) and (m := _read(d, name)) is not None]
     return sorted(found, key=lambda m: m.pulled_at, reverse=True)
 
 

@@ -15,8 +15,8 @@ from banger.errors import InvalidArgument
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 # npm versions (semver with pre-release/build parts) and dist-tags: one token of these characters.
-VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
-EXACT_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+_-]{1,56})?$")
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")  # fullmatch only
+EXACT_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+_-]{1,56})?")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def parse_ref(ref: str) -> tuple[AgentSpec, str | None]:
     spec = agent_spec(name)
     if not sep:
         return spec, None
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):
         raise InvalidArgument(f"{ref[:80]!r}: VERSION must be an npm version or dist-tag "
                               "(letters, digits, '.', '+', '_', '-')")
     return spec, version

@@ -43,13 +43,13 @@ def _now() -> str:
 def resolve_version(spec: AgentSpec, doc: Packument, wanted: str | None) -> str:
     """The agent version NAME@wanted means: a dist-tag (default `latest`) or an exact version."""
     tag = wanted or "latest"
-    version = doc.dist_tags.get(tag) if not EXACT_VERSION.match(tag) else tag
+    version = doc.dist_tags.get(tag) if not EXACT_VERSION.fullmatch(tag) else tag
     if version is None:
         tags = ", ".join(sorted(doc.dist_tags)[:10]) or "none"
         raise NotFound(f"{spec.package} has no dist-tag {tag!r} (tags: {one_line(tags, 200)})")
     if spec.version_suffix and version.endswith(spec.version_suffix):
         version = version[: -len(spec.version_suffix)]
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):
         raise OperationFailed(f"{spec.package}: the registry's version {one_line(version, 80)!r} "
                               "is not a plain npm version; refusing it")
     return version
@@ -97,7 +97,7 @@ async def pull(paths: Paths, spec: AgentSpec, wanted: str | None,
                registry: str | Callable[[], Awaitable[str]], *, force: bool = False,
                progress: Progress = no_progress) -> AgentManifest:
     """`registry`: its URL, or how to learn it (only asked when the cache cannot answer)."""
-    if wanted and EXACT_VERSION.match(wanted) and not force:
+    if wanted and EXACT_VERSION.fullmatch(wanted) and not force:
         hit = cache.cached(paths, spec.name, wanted)
         if hit is not None:  # an exact version in the cache needs no network
             hit.cached = True

@@ -18,7 +18,7 @@ from banger.rpc.methods import NoParams, VmRef
 from banger.rpc.methods import agent as rpc
 from banger.textsafe import one_line
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")  # fullmatch only
 PASS_ENV = click.option("--pass-env", "pass_env", multiple=True, metavar="NAME",
                         help="Forward this host variable to the agent process only (repeatable).")
 
@@ -83,7 +83,7 @@ def passed_env(names: tuple[str, ...]) -> dict[str, str]:
 
     env = {}
     for name in names:
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             raise InvalidArgument(f"--pass-env {name[:60]!r}: not an environment variable name")
         if name not in os.environ:
             raise InvalidArgument(f"--pass-env {name}: it is not set in this environment")

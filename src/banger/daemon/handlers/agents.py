@@ -45,7 +45,7 @@ def _registry(spec: AgentSpec, given: str | None) -> str | Callable[[], Awaitabl
 def _spec(name: str, version: str | None) -> AgentSpec:
     from banger.agents.catalog import VERSION
 
-    if version is not None and not VERSION.match(version):
+    if version is not None and not VERSION.fullmatch(version):
         raise InvalidArgument(f"{version[:80]!r} is not an npm version or dist-tag")
     return agent_spec(name)
 
