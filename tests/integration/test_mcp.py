@@ -107,6 +107,17 @@ def test_an_agent_drives_a_vm_through_every_tool_over_stdio(b: Banger, tmp_path:
             got = await ok(c, "file_read", name=VM, path="/tmp/raw.bin", encoding="base64",
                            max_bytes=100)
             assert base64.b64decode(got["content"]) == raw[:100] and "156 more" in got["truncated"]
+            # a 30 GiB sparse file: 10 bytes leave the guest, the note has its real size
+            sparse = ["truncate", "-s", "30G", "/root/sparse"]
+            assert (await ok(c, "vm_exec", name=VM, command=sparse))["exit_code"] == 0
+            head = await ok(c, "file_read", name=VM, path="/root/sparse", max_bytes=10)
+            assert head == {"path": "/root/sparse", "content": "\0" * 10, "encoding": "utf-8",
+                            "truncated": f"{30 * 2**30 - 10} more bytes not shown"}
+            tree = await c.call_tool("file_read", {"name": VM, "path": "/usr"})
+            assert "/usr: not a regular file" in error_line(tree)
+            gone = await c.call_tool("file_read", {"name": VM, "path": "/root/nope"})
+            assert "/root/nope: no such file" in error_line(gone)
+            await ok(c, "vm_exec", name=VM, command=["rm", "/root/sparse"])
 
             forks = await ok(c, "vm_fork", name=VM, fork_name="mcpfork")
             assert [(f["name"], f["state"]) for f in forks] == [("mcpfork", "running")]
