@@ -197,6 +197,10 @@ def test_http_is_refused_without_the_token_or_under_another_host_and_works_with_
         rebound = httpx.post(url, json=hello, headers={**headers, "host": f"evil.example:{port}",
                                                        "authorization": f"Bearer {token}"})
         assert rebound.status_code == 421
+        upgrade = {"host": f"127.0.0.1:{port}", "authorization": f"Bearer {token}",
+                   "connection": "Upgrade", "upgrade": "websocket", "sec-websocket-version": "13",
+                   "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}
+        assert httpx.get(url, headers=upgrade).status_code == 403  # no websocket, even with it
 
         async def with_token() -> list[Any]:
             auth = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"})

@@ -63,3 +63,48 @@ def test_the_gate_checks_host_then_token(tmp_path: Path) -> None:
     assert status([(b"host", b"rebound.example:8765"), good]) == 421
     assert status([good]) == 421
     assert status([(b"host", b"127.0.0.1:8765"), good]) is None and passed == ["/mcp"]
+
+
+def test_a_token_file_swapped_for_a_link_after_a_check_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / "other"  # say, a file of ours that must not become the token
+    other.write_text("s" * 40 + "\n")
+    other.chmod(0o600)
+    path = tmp_path / "token"
+    path.symlink_to(other)
+    checked = other.stat()  # what a check made before the swap saw: a private regular file
+    monkeypatch.setattr(Path, "lstat", lambda self: checked)
+    with pytest.raises(InvalidArgument, match="not a regular file of yours") as info:
+        load_token(path)
+    assert "\n" not in info.value.message
+
+
+def test_a_fifo_as_the_token_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(InvalidArgument, match="not a regular file of yours"):
+        load_token(path)
+
+
+@pytest.mark.parametrize("kind", ["websocket", "webtransport"])
+def test_the_gate_lets_no_other_scope_through(kind: str) -> None:
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], _receive: Any, _send: Any) -> None:
+        reached.append(scope["type"])
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    gate = Gate(app, "t" * 40, frozenset({"127.0.0.1:8765"}))
+    scope = {"type": kind, "path": "/mcp", "headers": [(b"host", b"127.0.0.1:8765")]}
+    if kind == "websocket":  # refused before accept: the server answers 403
+        asyncio.run(gate(scope, None, send))
+        assert sent == [{"type": "websocket.close", "code": 1008}]
+    else:
+        with pytest.raises(ValueError, match="HTTP only"):
+            asyncio.run(gate(scope, None, send))
+    asyncio.run(gate({"type": "lifespan"}, None, send))
+    assert reached == ["lifespan"]

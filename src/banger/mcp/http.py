@@ -7,6 +7,7 @@ rebinding) and carry `Authorization: Bearer TOKEN`; both are checked before the 
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import os
@@ -41,14 +42,23 @@ def parse_listen(value: str) -> tuple[str, int]:
     return str(address), int(port_text)
 
 
-def check_private_file(path: Path) -> None:
-    """A token file must be a regular file of ours that nobody else can read."""
-    st = path.lstat()
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-        raise InvalidArgument(f"{path} is not a regular file of yours; remove it")
-    if st.st_mode & 0o077:
-        raise InvalidArgument(f"{path} is readable by others (mode {st.st_mode & 0o777:o}); "
-                              f"run `chmod 600 {path}` or remove it")
+def read_private_file(path: Path, limit: int = 4096) -> str:
+    """A token file's text: opened without following a link, then checked on that same open
+    file (regular, ours, nobody else can read it), so nothing can be swapped in between."""
+    mine = f"{path} is not a regular file of yours; remove it"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # ELOOP: a symbolic link; ENXIO and the like: a socket or worse
+        raise InvalidArgument(mine if exc.errno == errno.ELOOP else
+                              f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise InvalidArgument(mine)
+        if st.st_mode & 0o077:
+            raise InvalidArgument(f"{path} is readable by others (mode {st.st_mode & 0o777:o}); "
+                                  f"run `chmod 600 {path}` or remove it")
+        return f.read(limit).decode("utf-8", errors="replace")
 
 
 def load_token(path: Path) -> tuple[str, bool]:
@@ -57,9 +67,8 @@ def load_token(path: Path) -> tuple[str, bool]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
     except FileExistsError:
-        check_private_file(path)
-        token = path.read_text().strip()
-        if len(token) < 32:
+        token = read_private_file(path).strip()
+        if len(token) < 32 or not token.isascii() or not token.isprintable():
             raise InvalidArgument(f"{path} holds no usable token (32+ characters); remove it "
                                   "and a new one is made") from None
         return token, False
@@ -77,9 +86,14 @@ class Gate:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":  # never gated below: closed before it is accepted
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            raise ValueError(f"banger mcp serves HTTP only, not {scope['type']!r}")
         headers = dict(scope.get("headers") or [])
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if host not in self.hosts:
