@@ -4,6 +4,7 @@ clean failures, names, and which frozen disks the collector keeps."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -246,15 +247,149 @@ def test_a_fork_sweeps_what_a_killed_daemons_fork_left(daemon: FakeDaemon) -> No
 
     stale = daemon.paths.state_dir / "forks" / "aaaa-bbbb"
     stale.mkdir(parents=True)
-    ram = forking.ram_file(daemon.paths.state_dir, stale)
-    ram.write_bytes(b"x")
-    full = ram.with_name(ram.name.removesuffix(forking.RAM) + "full.snap")
-    full.write_bytes(b"x")
+    shm = forking.shm_dir(daemon.paths.state_dir, stale)
+    assert shm is not None
+    (shm / forking.RAM).write_bytes(b"x")
+    tag = forking._tag(daemon.paths.state_dir)
+    old = Path(forking.SHM) / f"{tag}aaaa-cccc-{forking.RAM}"  # an older daemon's plain file
+    old.write_bytes(b"x")
 
     async def scenario() -> None:
         await daemon.create("web")
         await fork(daemon.vms, "web", None, 1, Progress())
 
     asyncio.run(scenario())
-    assert not stale.exists() and not ram.exists() and not full.exists()
-    assert not list(Path(forking.SHM).glob(f"{forking._tag(daemon.paths.state_dir)}*"))
+    assert not stale.exists() and not shm.exists() and not old.exists()
+    assert not list(Path(forking.SHM).glob(f"{tag}*"))
+
+
+def test_a_forks_memory_is_in_a_private_dir_no_one_else_can_name(
+        daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/shm is every user's: a name another user can predict there lets them plant the
+    file the loader QEMU opens, and read or write the guest's memory through it."""
+    from banger.vms import fork as forking
+
+    seen: list[tuple[Path, int, int]] = []
+    share = daemon.backend.share_memory
+
+    async def spying(spec: object, ram: Path, state: Path) -> None:
+        assert spec.incoming is not None  # type: ignore[attr-defined]
+        full = spec.incoming  # type: ignore[attr-defined]
+        assert full.parent == ram.parent
+        st = ram.parent.stat()
+        seen.append((ram, st.st_mode & 0o777, st.st_uid))
+        await share(spec, ram, state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon.backend, "share_memory", spying)
+
+    async def scenario() -> None:
+        await daemon.create("web")
+        await fork(daemon.vms, "web", None, 1, Progress())
+        await fork(daemon.vms, "web", None, 1, Progress())
+
+    asyncio.run(scenario())
+    (one, mode, uid), (two, _, _) = seen
+    assert one.parent.parent == Path(forking.SHM) and mode == 0o700 and uid == os.getuid()
+    assert one.name == forking.RAM and one.parent.name != two.parent.name
+    assert not one.parent.exists() and not two.parent.exists()  # gone once the forks run
+
+
+def test_a_fork_leaves_others_files_in_dev_shm_alone(
+        daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names with this daemon's tag that it does not own (as if another user planted them), or
+    links, are not touched: unlinking them raised and failed every later fork."""
+    from banger.vms import fork as forking
+
+    real = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real + 1)  # files of ours look foreign
+    tag = forking._tag(daemon.paths.state_dir)
+    planted = Path(forking.SHM) / f"{tag}aaaa-bbbb-{forking.RAM}"
+    planted.write_bytes(b"x")
+    link = Path(forking.SHM) / f"{tag}aaaa-dddd"
+    link.symlink_to(daemon.paths.state_dir)
+    try:
+        async def scenario() -> None:
+            await daemon.create("web")
+            forks = await fork(daemon.vms, "web", None, 1, Progress())
+            assert forks[0].state == VmState.RUNNING
+
+        asyncio.run(scenario())
+        assert planted.read_bytes() == b"x" and link.is_symlink()
+        assert daemon.paths.state_dir.is_dir()
+    finally:
+        planted.unlink(missing_ok=True)
+        link.unlink(missing_ok=True)
+
+
+def test_another_vms_delete_leaves_a_checkpoint_or_fork_disk_being_made(
+        daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vm delete` of any other VM collects frozen disks under its own lock: one a checkpoint
+    or a fork is still making (nothing layers on it yet) must stay."""
+    checkpoint = daemon.backend.checkpoint
+    share = daemon.backend.share_memory
+    others = iter(["a", "b"])
+
+    async def delete_another() -> None:
+        await daemon.vms.delete(next(others), force=True, progress=Progress())
+
+    async def checkpoint_then_delete(*args: object, **kw: object) -> None:
+        await checkpoint(*args, **kw)  # type: ignore[arg-type]
+        await delete_another()
+
+    async def share_then_delete(*args: object) -> None:
+        await share(*args)  # type: ignore[arg-type]
+        await delete_another()
+
+    async def scenario() -> None:
+        vm = await daemon.create("web")
+        await daemon.create("a")
+        await daemon.create("b")
+        monkeypatch.setattr(daemon.backend, "checkpoint", checkpoint_then_delete)
+        made = await Snapshots(daemon.vms).create("web", "one", Progress())
+        assert Snapshots(daemon.vms).find(vm, made.name).disk in frozen(daemon)
+        monkeypatch.setattr(daemon.backend, "checkpoint", checkpoint)
+        monkeypatch.setattr(daemon.backend, "share_memory", share_then_delete)
+        forks = await fork(daemon.vms, "web", "kid", 1, Progress())
+        assert set(daemon.vms.repo.names()) == {"web", "kid"}
+        base = daemon.backend.disk_base(daemon.vm_dir(forks[0]))
+        assert base is not None and base.exists()
+
+    asyncio.run(scenario())
+
+
+def test_a_restore_that_fails_after_stopping_the_vm_keeps_the_automatic_checkpoint(
+        daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the VM is stopped (or its saved state dropped) the automatic checkpoint may be the
+    only copy of the state it had: a failure, or the client going away, keeps it."""
+    cleanup = daemon.vms.cleanup
+    fault: list[BaseException] = []
+
+    async def failing_cleanup(vm: object) -> None:
+        await cleanup(vm)  # type: ignore[arg-type]
+        raise fault.pop()
+
+    async def scenario() -> None:
+        vm = await daemon.create("web")
+        snaps = Snapshots(daemon.vms)
+        await snaps.create("web", "one", Progress())
+        monkeypatch.setattr(daemon.vms, "cleanup", failing_cleanup)
+        fault.append(OperationFailed("fake cleanup failed"))
+        with pytest.raises(OperationFailed, match=r"state before it is kept as checkpoint auto-"):
+            await snaps.restore("web", "one", discard=False, progress=Progress())
+        autos = [s for s in snaps.list("web") if s.auto]
+        assert len(autos) == 1 and autos[0].memory
+        assert daemon.events(vm)[-1] == (f"restoring checkpoint one failed; the state before "
+                                         f"is checkpoint {autos[0].name}")
+        daemon.vms.repo.set_state(vm.id, VmState.STOPPED)  # its VMM is gone: start it again
+        await daemon.vms.start("web", Progress())
+        fault.append(asyncio.CancelledError())  # the client's Ctrl-C, mid-restore
+        with pytest.raises(asyncio.CancelledError):
+            await snaps.restore("web", "one", discard=False, progress=Progress())
+        assert len([s for s in snaps.list("web") if s.auto]) == 2
+        monkeypatch.setattr(daemon.vms, "cleanup", cleanup)
+        daemon.vms.repo.set_state(vm.id, VmState.STOPPED)
+        res = await snaps.restore("web", autos[0].name, discard=True, progress=Progress(),
+                                  run=True)
+        assert res.state == VmState.RUNNING
+
+    asyncio.run(scenario())

@@ -16,6 +16,8 @@ import logging
 import os
 import secrets
 import shutil
+import stat
+import tempfile
 from pathlib import Path
 
 import msgspec
@@ -65,30 +67,41 @@ async def fork(mgr: VmManager, ref: str, name: str | None, count: int,
     work = mgr.paths.state_dir / "forks" / f"{source.id}-{secrets.token_hex(4)}"
     _sweep(mgr.paths.state_dir)
     _active.add(work.name)
-    work.mkdir(parents=True)
-    ram = ram_file(mgr.paths.state_dir, work)
+    work.mkdir(parents=True, mode=0o700)
+    shm: Path | None = None
     try:
-        clone = await _capture(mgr, backend, source, work, ram, progress)
-        # The load read every zero page of the file in: give them back while the forks start
-        # (a private map of a punched page reads zeros, as the page was).
-        dig = asyncio.create_task(arun(["fallocate", "--dig-holes", ram], what="fallocate"))
-        try:
-            forks = await _make(mgr, source, names, clone, progress)
-        except BaseException:
-            clone.disk.unlink(missing_ok=True)
-            raise
-        finally:
-            try:
-                await dig
-            except BangerError as exc:  # the forks run; their RAM file is just larger
-                log.warning("could not free the fork RAM file's zero pages: %s", exc.message)
+        shm = shm_dir(mgr.paths.state_dir, work)
+        ram = (shm or work) / RAM
+        mgr.templates.disks.mkdir(parents=True, exist_ok=True)
+        suffix = mgr.backend.disk_path(mgr.paths.vm_dir(source.id)).suffix
+        base = mgr.templates.disks / f"fork-{source.id}-{work.name[-8:]}{suffix}"
+        with mgr.templates.pin(base):  # nothing layers on it until the forks' disks exist
+            forks = await _fork(mgr, backend, source, names, work, base, ram, progress)
     finally:  # running forks keep their map of the RAM file: its pages live while they do
-        ram.unlink(missing_ok=True)
-        ram.with_name(ram.name.removesuffix(RAM) + "full.snap").unlink(missing_ok=True)
+        if shm is not None:
+            shutil.rmtree(shm, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         _active.discard(work.name)
     events.record(mgr.paths.vm_dir(source.id), f"forked into {', '.join(names)}")
     return forks
+
+
+async def _fork(mgr: VmManager, backend: Checkpointer, source: VmRecord, names: list[str],
+                work: Path, base: Path, ram: Path, progress: Progress) -> list[VmRecord]:
+    clone = await _capture(mgr, backend, source, work, base, ram, progress)
+    # The load read every zero page of the file in: give them back while the forks start
+    # (a private map of a punched page reads zeros, as the page was).
+    dig = asyncio.create_task(arun(["fallocate", "--dig-holes", ram], what="fallocate"))
+    try:
+        return await _make(mgr, source, names, clone, progress)
+    except BaseException:
+        clone.disk.unlink(missing_ok=True)
+        raise
+    finally:
+        try:
+            await dig
+        except BangerError as exc:  # the forks run; their RAM file is just larger
+            log.warning("could not free the fork RAM file's zero pages: %s", exc.message)
 
 
 def _tag(state_dir: Path) -> str:
@@ -97,35 +110,43 @@ def _tag(state_dir: Path) -> str:
     return f"banger-{os.getuid()}-{digest}-"
 
 
-def ram_file(state_dir: Path, work: Path) -> Path:
-    """In memory when the host has a tmpfs for it: loading a guest's RAM into a disk file took
-    3x as long (page cache writeback). Holes are dug after the load, so it holds what the
-    guest uses."""
+def shm_dir(state_dir: Path, work: Path) -> Path | None:
+    """A private (0700, unpredictable) dir in /dev/shm for the RAM file and the full state, or
+    None when the host has no tmpfs for it: loading a guest's RAM into a disk file took 3x as
+    long (page cache writeback). /dev/shm is every user's: a predictable name there let another
+    user plant the file QEMU then opens (and maps the guest's memory into)."""
     shm = Path(SHM)
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return shm / f"{_tag(state_dir)}{work.name}-{RAM}"
-    return work / RAM
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        return None
+    return Path(tempfile.mkdtemp(prefix=f"{_tag(state_dir)}{work.name}-", dir=shm))
 
 
 def _sweep(state_dir: Path) -> None:
-    """What a killed daemon's forks left: scratch dirs and RAM files no fork here is using."""
+    """What a killed daemon's forks left: scratch dirs and RAM dirs no fork here is using.
+    In /dev/shm only our own dirs and files, never a link: anyone may put names there."""
     forks = state_dir / "forks"
     for d in forks.iterdir() if forks.is_dir() else ():
         if d.name not in _active:
             shutil.rmtree(d, ignore_errors=True)
-    for f in Path(SHM).glob(f"{_tag(state_dir)}*"):
-        if "-".join(f.name.removeprefix(_tag(state_dir)).split("-")[:2]) not in _active:
-            f.unlink(missing_ok=True)
+    tag = _tag(state_dir)
+    for f in Path(SHM).glob(f"{tag}*"):
+        if "-".join(f.name.removeprefix(tag).split("-")[:2]) in _active:
+            continue
+        with contextlib.suppress(OSError):
+            st = f.lstat()
+            if st.st_uid != os.getuid():
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(f, ignore_errors=True)
+            elif stat.S_ISREG(st.st_mode):  # an older daemon's RAM file
+                f.unlink()
 
 
 async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work: Path,
-                   ram: Path, progress: Progress) -> Clone:
+                   base: Path, ram: Path, progress: Progress) -> Clone:
     """The source's disk as a frozen base, its memory as a RAM file plus device state."""
     vm_dir = mgr.paths.vm_dir(source.id)
-    mgr.templates.disks.mkdir(parents=True, exist_ok=True)
-    suffix = mgr.backend.disk_path(vm_dir).suffix
-    base = mgr.templates.disks / f"fork-{source.id}-{work.name[-8:]}{suffix}"
-    full = ram.with_name(ram.name.removesuffix(RAM) + "full.snap")  # beside it: tmpfs too
+    full = ram.with_name("full.snap")  # beside it: tmpfs too, and as private
     async with mgr.lock(source.id):
         source = mgr.repo.find(source.id)
         if source.state != VmState.RUNNING:
@@ -133,6 +154,12 @@ async def _capture(mgr: VmManager, backend: Checkpointer, source: VmRecord, work
         handles = VmHandles.require(vm_dir, source.name)
         progress("fork", None, f"checkpointing {source.name}: memory and disk")
         await backend.checkpoint(handles, vm_dir, base, full, for_sharing=True)
+    return await _load(mgr, backend, source, work, base, full, ram, progress)
+
+
+async def _load(mgr: VmManager, backend: Checkpointer, source: VmRecord, work: Path, base: Path,
+                full: Path, ram: Path, progress: Progress) -> Clone:
+    """A short-lived VMM loads the full state into the RAM file and saves the device state."""
     try:
         spec = (await mgr.boot_inputs(source, progress))[0]
         nic = NetworkAttachment("user", mac=source.mac or "") if source.net_mode else None

@@ -53,6 +53,11 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
+@dataclasses.dataclass
+class _Touched:
+    vm: bool = False  # a restore stopped the VM or dropped its saved state: it may be lost
+
+
 class Snapshots:
     def __init__(self, mgr: VmManager) -> None:
         self.mgr = mgr
@@ -98,6 +103,14 @@ class Snapshots:
         disks.mkdir(parents=True, exist_ok=True)
         base = disks / f"snap-{vm.id}-{token}{disk.suffix}"
         memory = stage / checkpoints.MEMORY
+        with self.mgr.templates.pin(base):  # nothing layers on base until the rename publishes it
+            meta = await self._take(vm, handles, stage, base, memory, name, auto, progress)
+        events.record(vm_dir, f"checkpoint {name} taken" + ("" if meta.memory else " (disk only)"))
+        return meta
+
+    async def _take(self, vm: VmRecord, handles: VmHandles | None, stage: Path, base: Path,
+                    memory: Path, name: str, auto: bool, progress: Progress) -> SnapshotMeta:
+        vm_dir = self.mgr.paths.vm_dir(vm.id)
         try:
             if handles is not None:
                 progress("snapshot", None, f"checkpointing {vm.name}: memory and disk")
@@ -115,7 +128,6 @@ class Snapshots:
             shutil.rmtree(stage, ignore_errors=True)
             base.unlink(missing_ok=True)
             raise
-        events.record(vm_dir, f"checkpoint {name} taken" + ("" if meta.memory else " (disk only)"))
         return meta
 
     def _sweep(self, vm: VmRecord) -> None:
@@ -170,12 +182,23 @@ class Snapshots:
                 auto = (await self._create(vm, f"auto-{_stamp()}-{secrets.token_hex(2)}",
                                            progress, auto=True)).name
             progress("restore", None, f"putting {vm.name} back to checkpoint {name}")
+            touched = _Touched()
             try:
-                await self._put_back(vm, meta, running)
-            except BaseException:
-                if auto is not None:  # the VM was not touched: the current state is current
+                await self._put_back(vm, meta, running, touched)
+            except BaseException as exc:
+                if auto is None:
+                    raise
+                if not touched.vm:  # the VM was not touched: the current state is current
                     self._remove(vm, auto)
-                raise
+                    raise
+                # The automatic checkpoint may be the only copy of the state the VM had: keep it.
+                events.record(vm_dir, f"restoring checkpoint {name} failed; the state before "
+                                      f"is checkpoint {auto}")
+                if not isinstance(exc, BangerError):
+                    raise
+                raise OperationFailed(f"restoring checkpoint {name} failed ({exc.message}); "
+                                      f"{vm.name}'s state before it is kept as checkpoint {auto} "
+                                      f"(`banger vm snapshot restore {vm.name} {auto}`)") from exc
         if run:
             try:
                 await self.mgr.start(vm.id, progress)
@@ -190,7 +213,8 @@ class Snapshots:
                               + (f"; the state before is checkpoint {auto}" if auto else ""))
         return SnapshotRestoreResult(name, auto, self.mgr.repo.find(vm.id).state)
 
-    async def _put_back(self, vm: VmRecord, meta: SnapshotMeta, running: bool) -> None:
+    async def _put_back(self, vm: VmRecord, meta: SnapshotMeta, running: bool,
+                        touched: _Touched) -> None:
         """Stop the VM and give it a new disk on the checkpoint's, and its memory to resume.
         The disk is made aside first: if that fails the VM has not been touched."""
         vm_dir = self.mgr.paths.vm_dir(vm.id)
@@ -202,6 +226,7 @@ class Snapshots:
             assert isinstance(self.mgr.backend, Snapshotter)  # every Checkpointer is one
             await self.mgr.backend.prepare_disk_on(spec, self.mgr.templates.disks / meta.disk,
                                                    meta.disk_mib)
+            touched.vm = True  # from here a failure may have lost the VM's current state
             if running:
                 await self.mgr.cleanup(vm)  # its state is in the automatic checkpoint, if wanted
                 self.mgr.repo.set_state(vm.id, VmState.STOPPED)

@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -79,6 +79,7 @@ class Templates:
         self.disks_in_use = disks_in_use  # the base disks VMs' own disks are layered on
         self._locks: dict[str, asyncio.Lock] = {}
         self._building = 0
+        self._pinned: set[str] = set()  # frozen disks being made (checkpoints, forks): not yet used
 
     def dir(self, template_id: str) -> Path:
         return self.root / template_id
@@ -135,12 +136,24 @@ class Templates:
             os.replace(self.dir(template_id), trash)  # vanish atomically, delete at leisure
         shutil.rmtree(trash, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def pin(self, disk: Path) -> Iterator[None]:
+        """Keep disk from collect_disks while it is made and until what uses it is published:
+        another VM's delete collects under its own lock, not this one's."""
+        self._pinned.add(disk.name)
+        try:
+            yield
+        finally:
+            self._pinned.discard(disk.name)
+
     def collect_disks(self) -> tuple[Path, ...]:
         """Delete frozen disks that no template and no VM's disk uses any more."""
         if self._building or not self.disks.is_dir():
             return ()  # a build may have moved its disk here but not yet written its json
         used = {self.disk(t) for t in self.list()} | self.disks_in_use()
-        removed = tuple(d for d in self.disks.iterdir() if d not in used)
+        removed = tuple(d for d in self.disks.iterdir()
+                        if d not in used  # a pinned disk's .part is its copy under way
+                        and d.name.removesuffix(".part") not in self._pinned)
         for disk in removed:
             disk.unlink(missing_ok=True)
             log.info("removed template disk %s: no template or VM uses it", disk.name)
