@@ -108,3 +108,17 @@ def test_the_gate_lets_no_other_scope_through(kind: str) -> None:
             asyncio.run(gate(scope, None, send))
     asyncio.run(gate({"type": "lifespan"}, None, send))
     assert reached == ["lifespan"]
+
+
+def test_a_new_token_replaces_the_old_one_and_never_writes_through_a_link(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    old, _ = load_token(path)
+    new, made = load_token(path, renew=True)
+    assert made and new != old and load_token(path) == (new, False)
+    target = tmp_path / "target"
+    target.write_text("keep\n")
+    path.unlink()
+    path.symlink_to(target)
+    fresh, made = load_token(path, renew=True)
+    assert made and not path.is_symlink() and target.read_text() == "keep\n"
+    assert path.stat().st_mode & 0o777 == 0o600 and load_token(path) == (fresh, False)

@@ -14,7 +14,9 @@ import click
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="The bearer token's file (default: mcp-token in the runtime dir; made 0600 "
                    "with a new token, printed once, when absent).")
-def mcp(listen: str | None, token_file: Path | None) -> None:
+@click.option("--new-token", is_flag=True,
+              help="With --http: replace the token with a new one (printed) at this start.")
+def mcp(listen: str | None, token_file: Path | None, new_token: bool) -> None:
     """Serve VMs, exec, files, workspaces and sessions as MCP tools (docs/mcp.md).
 
     Without --http it speaks MCP on stdin/stdout: an MCP host starts `banger mcp` itself.
@@ -22,8 +24,8 @@ def mcp(listen: str | None, token_file: Path | None) -> None:
     from banger.cli import session
 
     if listen is None:
-        if token_file is not None:
-            raise click.UsageError("--token-file goes with --http")
+        if token_file is not None or new_token:
+            raise click.UsageError("--token-file and --new-token go with --http")
         from banger.mcp.server import run_stdio
 
         run_stdio()
@@ -36,4 +38,4 @@ def mcp(listen: str | None, token_file: Path | None) -> None:
 
         ensure_private_dir(paths.runtime_dir)
         token_file = paths.runtime_dir / "mcp-token"
-    serve(listen, token_file)
+    serve(listen, token_file, renew=new_token)

@@ -61,8 +61,10 @@ def read_private_file(path: Path, limit: int = 4096) -> str:
         return f.read(limit).decode("utf-8", errors="replace")
 
 
-def load_token(path: Path) -> tuple[str, bool]:
-    """The token in path (a 0600 file of ours), made if absent; True when just made."""
+def load_token(path: Path, *, renew: bool = False) -> tuple[str, bool]:
+    """The token in path (a 0600 file of ours), made if absent or renew; True when just made."""
+    if renew:  # unlink removes a link itself, never its target; O_EXCL below makes it anew
+        path.unlink(missing_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
@@ -114,7 +116,7 @@ async def _refuse(send: Any, status: int, why: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(listen: str, token_file: Path) -> None:
+def serve(listen: str, token_file: Path, *, renew: bool = False) -> None:
     import anyio
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
@@ -122,7 +124,7 @@ def serve(listen: str, token_file: Path) -> None:
     from banger.mcp.server import build
 
     host, port = parse_listen(listen)
-    token, made = load_token(token_file)
+    token, made = load_token(token_file, renew=renew)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
