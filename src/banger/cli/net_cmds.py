@@ -11,8 +11,8 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_json, print_table, say
+from banger.cli.params import DashDashCommand
 from banger.cli.vm_cmds import VM_ARG
-from banger.cli.vm_exec import DashDashCommand
 from banger.rpc.methods import VmRef
 from banger.rpc.methods import vm as rpc
 

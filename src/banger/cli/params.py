@@ -1,4 +1,5 @@
-"""Click parameter types for numbers: strict ASCII decimal, bounded, one clear usage line (exit 2)."""
+"""Click parameter types for numbers (strict ASCII decimal, bounded, one clear usage line, exit
+2) and the command class that hands everything after `--` to the guest."""
 
 from __future__ import annotations
 
@@ -70,3 +71,16 @@ def check_publish(specs: tuple[str, ...]) -> None:
             parse_publish(spec)
         except InvalidArgument as exc:
             raise click.BadParameter(exc.message, param_hint="-p/--publish") from None
+
+
+class DashDashCommand(click.Command):
+    """Everything after `--` is the guest command, untouched by option parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["guest_command"] = args[cut + 1:]
+            args = args[:cut]
+        else:
+            ctx.meta["guest_command"] = []
+        return super().parse_args(ctx, args)

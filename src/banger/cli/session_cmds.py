@@ -18,8 +18,8 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_json, print_table, say
+from banger.cli.params import DashDashCommand
 from banger.cli.vm_cmds import VM_ARG
-from banger.cli.vm_exec import DashDashCommand
 from banger.durable import write_all
 from banger.rpc.methods import session as rpc
 from banger.textsafe import one_line

@@ -13,25 +13,13 @@ from banger.cli import agent_cmds as agent
 from banger.cli import session
 from banger.cli.agent_cmds import PASS_ENV
 from banger.cli.output import say
+from banger.cli.params import DashDashCommand
 from banger.cli.vm_cmds import VM_ARG, create_options, create_params
 from banger.cli.workspace_cmds import ship_options
 from banger.errors import NotFound
 from banger.rpc.methods.vm import VM_CREATE, VM_DELETE, VM_EXEC, DeleteParams, ExecParams
 
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
-
-
-class DashDashCommand(click.Command):
-    """Everything after `--` is the guest command, untouched by option parsing."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if "--" in args:
-            cut = args.index("--")
-            ctx.meta["guest_command"] = args[cut + 1:]
-            args = args[:cut]
-        else:
-            ctx.meta["guest_command"] = []
-        return super().parse_args(ctx, args)
 
 
 def run_in_guest(vm: str, command: list[str], *, interactive: bool, tty: bool,
