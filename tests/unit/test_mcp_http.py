@@ -122,3 +122,19 @@ def test_a_new_token_replaces_the_old_one_and_never_writes_through_a_link(tmp_pa
     fresh, made = load_token(path, renew=True)
     assert made and not path.is_symlink() and target.read_text() == "keep\n"
     assert path.stat().st_mode & 0o777 == 0o600 and load_token(path) == (fresh, False)
+
+
+def test_a_request_body_is_read_up_to_16_mib() -> None:
+    """The SDK reads a body whole before any tool's schema caps it; file_write's 8 MiB in
+    base64 (11 MiB) must pass, more must not (413)."""
+    from starlette.testclient import TestClient
+
+    from banger.mcp.http import MAX_BODY, asgi_app
+
+    token = "t" * 40
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
+               "accept": "application/json, text/event-stream"}
+    with TestClient(asgi_app("127.0.0.1", frozenset({"testserver"}), token)) as client:
+        assert client.post("/mcp", content=b"0" * (12 << 20), headers=headers).status_code == 400
+        big = client.post("/mcp", content=b"0" * (MAX_BODY + 1), headers=headers)
+        assert big.status_code == 413

@@ -15,6 +15,7 @@ import secrets
 import socket
 import stat
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from banger.errors import InvalidArgument
 
 PATH = "/mcp"
 TOKEN_BYTES = 32
+MAX_BODY = 16 * 1024 * 1024  # the SDK reads a whole body first; file_write's 8 MiB in base64 fits
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -87,7 +89,7 @@ class Gate:
         self.app, self.hosts = app, hosts
         self.expected = f"Bearer {token}".encode()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
@@ -116,12 +118,22 @@ async def _refuse(send: Any, status: int, why: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(listen: str, token_file: Path, *, renew: bool = False) -> None:
-    import anyio
-    import uvicorn
+def asgi_app(host: str, hosts: frozenset[str], token: str) -> Gate:
+    """The SDK's streamable HTTP app (its Host/Origin checks, bodies capped) behind the Gate."""
     from mcp.server.transport_security import TransportSecuritySettings
 
     from banger.mcp.server import build
+
+    security = TransportSecuritySettings(allowed_hosts=sorted(hosts),
+                                         allowed_origins=[f"http://{h}" for h in sorted(hosts)])
+    app = build().streamable_http_app(streamable_http_path=PATH, transport_security=security,
+                                      host=host, max_request_body_size=MAX_BODY)
+    return Gate(app, token, hosts)
+
+
+def serve(listen: str, token_file: Path, *, renew: bool = False) -> None:
+    import anyio
+    import uvicorn
 
     host, port = parse_listen(listen)
     token, made = load_token(token_file, renew=renew)
@@ -134,11 +146,7 @@ def serve(listen: str, token_file: Path, *, renew: bool = False) -> None:
     hosts = {netloc}
     if host == "127.0.0.1":
         hosts.add(f"localhost:{port}")
-    security = TransportSecuritySettings(allowed_hosts=sorted(hosts),
-                                         allowed_origins=[f"http://{h}" for h in sorted(hosts)])
-    app = build().streamable_http_app(streamable_http_path=PATH, transport_security=security,
-                                      host=host)
-    config = uvicorn.Config(Gate(app, token, frozenset(hosts)), log_level="warning",
+    config = uvicorn.Config(asgi_app(host, frozenset(hosts), token), log_level="warning",
                             lifespan="on")
     if made:
         print(f"banger mcp: new token (saved in {token_file}): {token}", file=sys.stderr)
