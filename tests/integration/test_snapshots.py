@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from banger.vms import checkpoints, fork
 from tests.conftest import Banger
 from tests.polling import wait_until
 from tests.vmtest import SLIM, vm_home, vm_lock
@@ -63,6 +64,8 @@ def test_restore_goes_back_and_the_automatic_checkpoint_brings_work_back(
     assert running.stdout is not None and running.stdout.readline() == "started\n"
     made = sb.run("vm", "snapshot", "create", "cp", "--name", "one", check=True, timeout=120)
     assert "checkpoint one of cp (memory and disk" in made.stdout
+    memory = checkpoints.root(sb.home / "state" / "vms" / sb.show("cp")["id"]) / "one"
+    assert (memory / checkpoints.MEMORY).stat().st_mode & 0o777 == 0o600  # banger's own file
     assert sb.show("cp")["state"] == "running"
     rest, _ = running.communicate(timeout=60)  # an exec under way goes on through the pause
     assert (running.returncode, rest) == (0, "done\n")
@@ -102,6 +105,7 @@ def test_forks_keep_running_processes_and_get_their_own_identity(
                "the counter runs in src", timeout=30)
     res = sb.run("vm", "fork", "src", "--count", "2", check=True, timeout=300)
     assert "src-fork-1 running" in res.stdout and "src-fork-2 running" in res.stdout
+    assert not list(Path(fork.SHM).glob(f"{fork._tag(sb.home / 'state')}*"))  # RAM dir gone
     names = ["src", "src-fork-1", "src-fork-2"]
     for name in names:
         assert sb.show(name)["state"] == "running"

@@ -86,6 +86,9 @@ def test_restore_checkpoints_the_current_state_first(daemon: FakeDaemon) -> None
         await snaps.create("web", "one", Progress())
         res = await snaps.restore("web", "one", discard=False, progress=Progress())
         assert res.restored == "one" and res.auto is not None and res.auto.startswith("auto-")
+        # paused from its automatic checkpoint until stopped: no write in between is lost
+        assert daemon.backend.steps("web", "pause", "unpause", "checkpoint")[-2:] == [
+            "pause", "checkpoint"]
         assert res.state == VmState.RUNNING
         listed = {s.name: s for s in snaps.list("web")}
         assert listed[res.auto].auto and listed[res.auto].memory
@@ -111,6 +114,8 @@ def test_a_failed_restore_leaves_the_vm_as_it_was(daemon: FakeDaemon) -> None:
         with pytest.raises(OperationFailed):
             await snaps.restore("web", "one", discard=False, progress=Progress())
         assert daemon.shown(vm).state == VmState.RUNNING
+        assert daemon.backend.steps("web", "pause", "unpause", "checkpoint")[-3:] == [
+            "pause", "checkpoint", "unpause"]  # it runs on
         assert daemon.backend.disk_path(daemon.vm_dir(vm)).read_text() == disk
         assert [s.name for s in snaps.list("web")] == ["one"]  # no stray automatic checkpoint
         assert not [p for p in checkpoints.root(daemon.vm_dir(vm)).iterdir()

@@ -28,7 +28,7 @@ from banger.errors import (
 from banger.progress import Progress
 from banger.rpc.methods.snapshot import SnapshotInfo, SnapshotRestoreResult
 from banger.store.db import utcnow
-from banger.vmm.base import Checkpointer, Snapshotter, VmHandles
+from banger.vmm.base import Checkpointer, Pauser, Snapshotter, VmHandles
 from banger.vms import checkpoints, events
 from banger.vms.checkpoints import SnapshotMeta
 from banger.vms.manager import VmManager
@@ -56,6 +56,7 @@ def _stamp() -> str:
 @dataclasses.dataclass
 class _Touched:
     vm: bool = False  # a restore stopped the VM or dropped its saved state: it may be lost
+    paused: bool = False  # the restore paused the running VM (resumed if it fails untouched)
 
 
 class Snapshots:
@@ -174,18 +175,24 @@ class Snapshots:
                 raise InvalidArgument(f"checkpoint {name} was taken with {meta.vcpu} vcpu and "
                                       f"{meta.memory_mib} MiB; set VM {vm.name} back to that "
                                       "with `banger vm set` first")
-            running = self._handles(vm) is not None
+            handles = self._handles(vm)
+            running = handles is not None
             run = running if run is None else run
             vm_dir = self.mgr.paths.vm_dir(vm.id)
             auto = None
-            if not discard and self.mgr.backend.disk_path(vm_dir).exists():
-                auto = (await self._create(vm, f"auto-{_stamp()}-{secrets.token_hex(2)}",
-                                           progress, auto=True)).name
-            progress("restore", None, f"putting {vm.name} back to checkpoint {name}")
             touched = _Touched()
             try:
+                if not discard and self.mgr.backend.disk_path(vm_dir).exists():
+                    # Paused from the automatic checkpoint on: what the guest wrote after it
+                    # would be lost with the VM.
+                    touched.paused = await self._pause(handles)
+                    auto = (await self._create(vm, f"auto-{_stamp()}-{secrets.token_hex(2)}",
+                                               progress, auto=True)).name
+                progress("restore", None, f"putting {vm.name} back to checkpoint {name}")
                 await self._put_back(vm, meta, running, touched)
             except BaseException as exc:
+                if not touched.vm and touched.paused and handles is not None:
+                    await self._unpause(vm, handles)
                 if auto is None:
                     raise
                 if not touched.vm:  # the VM was not touched: the current state is current
@@ -212,6 +219,19 @@ class Snapshots:
         events.record(vm_dir, f"restored checkpoint {name}"
                               + (f"; the state before is checkpoint {auto}" if auto else ""))
         return SnapshotRestoreResult(name, auto, self.mgr.repo.find(vm.id).state)
+
+    async def _pause(self, handles: VmHandles | None) -> bool:
+        if handles is None or not isinstance(self.mgr.backend, Pauser):
+            return False
+        await self.mgr.backend.pause(handles)
+        return True
+
+    async def _unpause(self, vm: VmRecord, handles: VmHandles) -> None:
+        assert isinstance(self.mgr.backend, Pauser)
+        try:
+            await self.mgr.backend.unpause(handles)
+        except BangerError as exc:  # the restore's own error is the one to report
+            log.warning("VM %s stays paused after a failed restore: %s", vm.name, exc.message)
 
     async def _put_back(self, vm: VmRecord, meta: SnapshotMeta, running: bool,
                         touched: _Touched) -> None:

@@ -44,15 +44,18 @@ async def copy_layer(disk: Path, dest: Path) -> None:
 async def live(socket: str, disk: Path, dest: Path, state: Path | None, *,
                for_sharing: bool = False) -> None:
     """Pause (QEMU flushes the disk), copy the disk's layer to dest, save memory to state (when
-    given), resume. On failure the guest runs on and neither dest nor state is left behind.
+    given), resume unless it was paused before. On failure the guest runs on and neither dest
+    nor state is left behind.
     for_sharing: a stream `share` loads (no x-ignore-shared), not one a VM resumes from."""
     client = await _client(socket)
     try:
+        was_running = (await _execute(client, "query-status")).get("running") is not False
         await _execute(client, "stop")
         await copy_layer(disk, dest)
         if state is not None:
             await _save(client, state, FULL_CAPABILITIES if for_sharing else CAPABILITIES)
-        await _execute(client, "cont")
+        if was_running:  # a paused one stays so: a restore pauses before its automatic checkpoint
+            await _execute(client, "cont")
     except BaseException:
         dest.unlink(missing_ok=True)
         with contextlib.suppress(Exception):
