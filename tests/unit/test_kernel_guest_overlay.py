@@ -8,7 +8,7 @@ from pathlib import Path
 
 from banger.guest import GUEST_STAMP, GuestFile, files_digest
 from banger.kernels.guest_overlay import current_files, initrd_with_guest, overlay_bytes, prune
-from banger.kernels.initramfs import init_script
+from banger.kernels.initramfs import init_script, read_cpio
 from banger.runner import run
 
 FILES = [GuestFile("/usr/local/lib/banger/agent/core.py", b"NEW = 1\n", 0o644),
@@ -17,27 +17,18 @@ DIGEST = files_digest(FILES)
 
 
 def unpack(blob: bytes, dest: Path) -> None:
-    """What the kernel does with the overlay: newc entries into a tree (files, dirs, links)."""
-    data = gzip.decompress(blob)
-    pos = 0
-    while data[pos:pos + 6] == b"070701":
-        f = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
-        end = pos + 110 + f[11]
-        name = data[pos + 110:end - 1].decode()
-        start = end + (-end % 4)
-        body = data[start:start + f[6]]
-        pos = start + f[6] + (-(start + f[6]) % 4)
-        if name == "TRAILER!!!":
-            break
+    """What the kernel does with the overlay: its newc entries made into a tree."""
+    archive = dest.parent / f"{dest.name}.cpio.gz"
+    archive.write_bytes(blob)
+    for name, entry in read_cpio(archive).items():
         path = dest / name
-        if stat.S_ISDIR(f[1]):
-            path.mkdir(parents=True, exist_ok=True)
-        elif stat.S_ISLNK(f[1]):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.symlink_to(body.decode())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if stat.S_ISDIR(entry.mode):
+            path.mkdir(exist_ok=True)
+        elif stat.S_ISLNK(entry.mode):
+            path.symlink_to(entry.data.decode())
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(body)
+            path.write_bytes(entry.data)
 
 
 def install(tmp_path: Path) -> tuple[Path, str]:

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import threading
 from types import FrameType
 
 from banger.agents.acp_guard import Lines, from_agent, from_editor
-from banger.cli.terminal import READ_SIZE, Sender
+from banger.cli.terminal import Sender, pump_stdin
 from banger.durable import write_all
 from banger.rpc.client import Call
 from banger.textsafe import TerminalFilter
-
-
-def _pump_editor(sender: Sender) -> None:
-    lines = Lines()
-    while True:
-        try:
-            data = os.read(sys.stdin.fileno(), READ_SIZE)
-        except OSError:
-            data = b""
-        if not data:
-            sender.send({"type": "stdin_eof"})
-            return
-        for line in lines.feed(data):
-            sender.send_data(from_editor(line))
 
 
 def bridge(call: Call) -> int:
@@ -43,7 +27,9 @@ def bridge(call: Call) -> int:
     # The guest's stderr is for a person reading the editor's log: no escape sequences.
     errors = TerminalFilter()
     try:
-        threading.Thread(target=_pump_editor, args=(sender,), daemon=True).start()
+        editor_lines = Lines()
+        threading.Thread(target=pump_stdin, daemon=True, args=(
+            sender, lambda data: [from_editor(line) for line in editor_lines.feed(data)])).start()
         for event in call.events():
             if event.get("type") != "data":
                 continue

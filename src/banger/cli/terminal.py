@@ -8,7 +8,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -34,7 +34,9 @@ class Sender:
             self.call.send_data(data)
 
 
-def _pump_stdin(sender: Sender) -> None:
+def pump_stdin(sender: Sender,
+               transform: Callable[[bytes], Iterable[bytes]] | None = None) -> None:
+    """Our stdin to the guest command until EOF (each read through `transform` when given)."""
     while True:
         try:
             data = os.read(sys.stdin.fileno(), READ_SIZE)
@@ -43,7 +45,8 @@ def _pump_stdin(sender: Sender) -> None:
         if not data:
             sender.send({"type": "stdin_eof"})
             return
-        sender.send_data(data)
+        for part in transform(data) if transform is not None else (data,):
+            sender.send_data(part)
 
 
 @contextlib.contextmanager
@@ -84,7 +87,7 @@ def stream(call: Call, *, forward_stdin: bool, tty: bool) -> int:
     try:
         with raw_terminal() if tty else contextlib.nullcontext():
             if forward_stdin:  # after raw mode, so typeahead is read raw, not cooked
-                threading.Thread(target=_pump_stdin, args=(sender,), daemon=True).start()
+                threading.Thread(target=pump_stdin, args=(sender,), daemon=True).start()
             for event in call.events():
                 if event.get("type") == "data":
                     fd = 1 if event.get("stream") == "stdout" else 2
