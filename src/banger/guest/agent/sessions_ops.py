@@ -11,7 +11,7 @@ import threading
 from . import protocol as proto
 from .core import Aborted, AgentError
 from .sessions import check_name, registry
-from .sessions_log import read_at, tail_offset
+from .sessions_log import bounds, read_at, tail_offset
 
 TYPE_CHECKING = False  # mypy treats this name as true; the guest never imports typing
 if TYPE_CHECKING:
@@ -69,9 +69,11 @@ def op_session_remove(channel: Channel, params: dict[str, Any]) -> dict[str, Any
 def stream_log(channel: Channel, directory: str, live: Live | None, offset: int,
                follow: bool) -> int:
     """Send the log from offset on STDOUT; with follow, until the session has exited and all
-    of its output is sent. Returns the end offset."""
+    of its output is sent, else up to where the log ended when asked. Returns the end offset."""
+    stop = None if follow else bounds(directory)[1]  # a running session keeps appending
     while True:
-        at, data = read_at(directory, offset, proto.DATA_CHUNK)
+        want = proto.DATA_CHUNK if stop is None else min(proto.DATA_CHUNK, max(stop - offset, 0))
+        at, data = read_at(directory, offset, want) if want else (offset, b"")
         offset = at
         if data:
             channel.send_stream(proto.STDOUT, data)
