@@ -13,7 +13,7 @@ from banger.rpc.client import Call
 from banger.textsafe import TerminalFilter
 
 
-def bridge(call: Call) -> int:
+def bridge(call: Call, stdin: int | None = None, stdout: int = 1, stderr: int = 2) -> int:
     """Run until the agent ends; returns its exit code (128 + signal when killed)."""
     sender = Sender(call)
 
@@ -29,17 +29,18 @@ def bridge(call: Call) -> int:
     try:
         editor_lines = Lines()
         threading.Thread(target=pump_stdin, daemon=True, args=(
-            sender, lambda data: [from_editor(line) for line in editor_lines.feed(data)])).start()
+            sender, lambda data: [from_editor(line) for line in editor_lines.feed(data)],
+            stdin)).start()
         for event in call.events():
             if event.get("type") != "data":
                 continue
             if event.get("stream") != "stdout":
-                write_all(2, errors.feed(event["data"]))
+                write_all(stderr, errors.feed(event["data"]))
                 continue
             for line in agent_lines.feed(event["data"]):
                 to_editor, to_agent = from_agent(line)
                 if to_editor is not None:
-                    write_all(1, to_editor)
+                    write_all(stdout, to_editor)
                 if to_agent is not None:
                     sender.send_data(to_agent)
     finally:

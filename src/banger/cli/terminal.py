@@ -34,12 +34,13 @@ class Sender:
             self.call.send_data(data)
 
 
-def pump_stdin(sender: Sender,
-               transform: Callable[[bytes], Iterable[bytes]] | None = None) -> None:
-    """Our stdin to the guest command until EOF (each read through `transform` when given)."""
+def pump_stdin(sender: Sender, transform: Callable[[bytes], Iterable[bytes]] | None = None,
+               fd: int | None = None) -> None:
+    """Our stdin (or fd) to the guest command until EOF, each read through `transform`."""
+    source = sys.stdin.fileno() if fd is None else fd
     while True:
         try:
-            data = os.read(sys.stdin.fileno(), READ_SIZE)
+            data = os.read(source, READ_SIZE)
         except OSError:
             data = b""
         if not data:
