@@ -59,6 +59,7 @@ def test_lines_are_split_and_an_oversized_one_is_dropped_whole() -> None:
     assert list(lines.feed(b':2}\n\n')) == [b'{"b":2}']
     assert list(lines.feed(b"x" * (MAX_LINE + 1))) == []
     assert list(lines.feed(b"tail of the huge one\n{\"c\":3}\n")) == [b'{"c":3}']
+    assert list(lines.feed(b"y" * (MAX_LINE + 1) + b'\n{"d":4}\n')) == [b'{"d":4}']
 
 
 class FakeCall:

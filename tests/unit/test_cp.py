@@ -232,6 +232,7 @@ def test_a_payload_disk_in_use_or_too_small_means_the_stream(box: Path) -> None:
     asyncio.run(claims())
     assert payload.device(["exists", "5", "tar", "payload", "vdb"]) == "vdb"
     assert payload.device(["payload", "../sda"]) is None and payload.device(["payload"]) is None
+    assert payload.regular_file(["regular", "1\u00b2", "644"]) is None  # '²'.isdigit()
 
 
 def test_a_cancelled_copy_stops_writing_before_the_disk_is_emptied(box: Path) -> None:

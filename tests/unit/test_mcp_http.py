@@ -22,7 +22,8 @@ def test_loopback_addresses_are_served(listen: str, want: tuple[str, int]) -> No
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:8765", "192.168.1.10:80", "[::]:80",
-                                    "example.com:80", "127.0.0.1", "127.0.0.1:99999"])
+                                    "example.com:80", "127.0.0.1", "127.0.0.1:99999",
+                                    "127.0.0.1:\u00b2"])
 def test_anything_else_is_one_error_line(listen: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         parse_listen(listen)

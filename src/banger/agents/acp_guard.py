@@ -35,7 +35,7 @@ class Lines:
             del self._buf[:end + 1]
             if self._skipping:
                 self._skipping = False
-            elif line.strip():
+            elif line.strip() and len(line) <= MAX_LINE:
                 yield line
         if len(self._buf) > MAX_LINE:
             self._buf.clear()

@@ -17,6 +17,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from banger.durable import fsync_path
 from banger.guest import GuestFile, files_digest, guest_files
 from banger.kernels.initramfs import CpioEntry, cpio_bytes, init_script
 
@@ -65,6 +66,7 @@ def initrd_with_guest(base: Path, kernel: str, kernel_digest: str, cache: Path) 
     tmp = cache / f".{dest.name}.{secrets.token_hex(4)}"
     try:
         tmp.write_bytes(base.read_bytes() + overlay_bytes(files, digest))
+        fsync_path(tmp)  # cached by name and never checked again: never a torn file
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

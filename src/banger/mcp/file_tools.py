@@ -105,5 +105,7 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
             local = Path(tmp) / posixpath.basename(guest)
             local.write_bytes(data)
             local.chmod(0o644)
-            await api.cp_in(name, str(local), guest)
+            # Into the parent under its own name: a directory at `guest` is an error, not a
+            # file written inside it (cp's rule for an existing directory).
+            await api.cp_in(name, str(local), posixpath.dirname(guest) or "/")
         return f"wrote {len(data)} bytes to {name}:{guest}"

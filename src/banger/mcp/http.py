@@ -29,7 +29,7 @@ MAX_BODY = 16 * 1024 * 1024  # the SDK reads a whole body first; file_write's 8 
 def parse_listen(value: str) -> tuple[str, int]:
     """ADDR:PORT on loopback only ([::1]:PORT for IPv6; localhost means 127.0.0.1)."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not sep or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise InvalidArgument(f"--http wants ADDR:PORT such as 127.0.0.1:8765, not {value[:100]!r}")
     host = host.strip("[]")
     if host == "localhost":

@@ -18,7 +18,8 @@ INSTRUCTIONS = (
     "banger runs sandbox microVMs on this machine. Create one with vm_create, run commands "
     "with vm_exec (argv lists; outputs are capped), move files with file_read/file_write, "
     "ship a host git repo in with workspace_prepare and get the work back as a diff with "
-    "workspace_export; delete VMs you made with vm_delete. Long-running commands: "
+    "workspace_export; vm_fork copies a running VM; delete VMs you made with vm_delete. "
+    "Long-running commands: "
     "session_start, then session_logs."
 )
 

@@ -1,4 +1,4 @@
-"""VM tools: create, list, exec, delete (and fork once the daemon has it); console logs."""
+"""VM tools: create, list, exec, delete, fork; console logs."""
 
 from __future__ import annotations
 

@@ -170,8 +170,8 @@ async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
     answer = await _probe(agent, f"{_PROBE_SRC}; {payload.PROBE}; {payload.PROBE_FILE}", src)
     if not answer or answer[0] != "exists":
         raise NotFound(f"{vm}:{_shown(src)} does not exist in the guest")
-    total = int(answer[1]) if len(answer) > 1 and answer[1].isdigit() and \
-        len(answer[1]) < 16 else None
+    total = int(answer[1]) if len(answer) > 1 and answer[1].isascii() and answer[1].isdigit() \
+        and len(answer[1]) < 16 else None
     name = os.path.basename(src)
     dev = payload.device(answer)
     regular = payload.regular_file(answer)

@@ -92,7 +92,7 @@ def regular_file(answer: list[str]) -> tuple[int, int] | None:
     """(size, mode) from a source probe's `regular SIZE MODE`, when well-formed."""
     for i, word in enumerate(answer[:-2]):
         size, mode = answer[i + 1], answer[i + 2]
-        if word == "regular" and size.isdigit() and len(size) < 16 and \
+        if word == "regular" and size.isascii() and size.isdigit() and len(size) < 16 and \
                 re.fullmatch(r"[0-7]{1,4}", mode):
             return int(size), int(mode, 8) & 0o777
     return None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from banger.durable import fsync_path
 from banger.errors import (
     BangerError,
     Conflict,
@@ -124,7 +125,14 @@ class Snapshots:
             meta = SnapshotMeta(name, utcnow(), base.name, memory.exists(), auto, vm.vcpu,
                                 vm.memory_mib, vm.disk_mib, usage, vm.workspace)
             (stage / checkpoints.META).write_bytes(msgspec.json.encode(meta))
+            # Durable before it is listed: an automatic checkpoint may be the only copy.
+            for part in (base, memory, stage / checkpoints.META):
+                if part.exists():
+                    fsync_path(part)
+            fsync_path(base.parent)
+            fsync_path(stage)
             os.replace(stage, self._dir(vm) / name)
+            fsync_path(self._dir(vm))
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             base.unlink(missing_ok=True)

@@ -41,8 +41,9 @@ class SnapshotRestoreResult(msgspec.Struct):
 
 class ForkParams(msgspec.Struct, forbid_unknown_fields=True):
     vm: str
-    name: str | None = None  # count 1: the fork's name; more: the prefix (NAME-1, NAME-2, ...)
-    count: int = 1  # None of name: VM-fork-1, VM-fork-2, ...
+    # count 1: the fork's name; more: the prefix (NAME-1, ...); None: VM-fork-N, first free N
+    name: str | None = None
+    count: int = 1
 
 
 SNAPSHOT_CREATE = Method("vm.snapshot_create", SnapshotCreateParams, "SnapshotInfo",

@@ -48,6 +48,7 @@ async def live(socket: str, disk: Path, dest: Path, state: Path | None, *,
     nor state is left behind.
     for_sharing: a stream `share` loads (no x-ignore-shared), not one a VM resumes from."""
     client = await _client(socket)
+    was_running = False  # until known: a failure must not run a guest that was paused
     try:
         was_running = (await _execute(client, "query-status")).get("running") is not False
         await _execute(client, "stop")
@@ -58,8 +59,9 @@ async def live(socket: str, disk: Path, dest: Path, state: Path | None, *,
             await _execute(client, "cont")
     except BaseException:
         dest.unlink(missing_ok=True)
-        with contextlib.suppress(Exception):
-            await client.execute("cont")
+        if was_running:
+            with contextlib.suppress(Exception):
+                await client.execute("cont")
         raise
     finally:
         with contextlib.suppress(Exception):
