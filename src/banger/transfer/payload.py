@@ -113,7 +113,7 @@ async def _run(agent: AgentClient, argv: list[str]) -> None:
         raise
     if status.code != 0:
         detail = one_line(err.decode(errors="replace"), 300) or f"exit status {status.code}"
-        raise OperationFailed(f"tar in the guest failed: {detail}")
+        raise OperationFailed(f"the copy failed in the guest: {detail}")
 
 
 async def put_tar(agent: AgentClient, file: Path | None, tar: Path, dest_dir: str) -> bool:
