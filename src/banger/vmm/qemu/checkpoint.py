@@ -6,26 +6,21 @@ template clones map copy-on-write (forks use it)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from banger.errors import OperationFailed
 from banger.runner import arun
 from banger.vmm.qemu.snapshot import (
     CAPABILITIES,
     FULL_CAPABILITIES,
-    _cancel_and_continue,
-    _client,
-    _execute,
-    _wait_migration,
+    connect,
+    execute,
     resume,
     save,
+    stream_to,
 )
 
 LOAD_TIMEOUT = 120.0  # a full memory image of a large guest, read from disk
-FD_NAME = "banger-state"  # the state file's fd in QEMU (getfd), taken by the migrate
 
 
 async def copy_layer(disk: Path, dest: Path) -> None:
@@ -47,16 +42,17 @@ async def live(socket: str, disk: Path, dest: Path, state: Path | None, *,
     given), resume unless it was paused before. On failure the guest runs on and neither dest
     nor state is left behind.
     for_sharing: a stream `share` loads (no x-ignore-shared), not one a VM resumes from."""
-    client = await _client(socket)
+    client = await connect(socket)
     was_running = False  # until known: a failure must not run a guest that was paused
     try:
-        was_running = (await _execute(client, "query-status")).get("running") is not False
-        await _execute(client, "stop")
+        was_running = (await execute(client, "query-status")).get("running") is not False
+        await execute(client, "stop")
         await copy_layer(disk, dest)
         if state is not None:
-            await _save(client, state, FULL_CAPABILITIES if for_sharing else CAPABILITIES)
+            await stream_to(client, state, FULL_CAPABILITIES if for_sharing else CAPABILITIES,
+                            resume_on_failure=was_running)
         if was_running:  # a paused one stays so: a restore pauses before its automatic checkpoint
-            await _execute(client, "cont")
+            await execute(client, "cont")
     except BaseException:
         dest.unlink(missing_ok=True)
         if was_running:
@@ -66,38 +62,6 @@ async def live(socket: str, disk: Path, dest: Path, state: Path | None, *,
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
-
-
-async def _save(client: Any, dest: Path, capabilities: list[dict[str, Any]]) -> None:
-    """Stream the state into a file this process opens (O_EXCL, no links followed) and passes to
-    QEMU: an `exec:cat > PATH` showed the name in every user's `ps` and wrote through a planted
-    file or link."""
-    part = dest.with_name(dest.name + ".part")
-    part.unlink(missing_ok=True)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        await _execute(client, "migrate-set-capabilities", {"capabilities": capabilities})
-        await _execute(client, "migrate-set-parameters", {"max-bandwidth": 8 << 30})
-        try:
-            client.send_fd_scm(fd)
-        except Exception as exc:  # qemu.qmp's own errors, or the socket's
-            raise OperationFailed(f"cannot pass the state file to QEMU: {exc}") from exc
-        await _execute(client, "getfd", {"fdname": FD_NAME})
-        os.close(fd)  # QEMU holds its own copy now
-        fd = -1
-        await _execute(client, "migrate", {"uri": f"fd:{FD_NAME}"})
-        await _wait_migration(client)
-        part.replace(dest)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        with contextlib.suppress(Exception):  # not taken by a migrate: QEMU keeps it till closed
-            await client.execute("closefd", {"fdname": FD_NAME})
-        with contextlib.suppress(Exception):
-            await _cancel_and_continue(client)
-        raise
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 async def share(socket: str, incoming: Path, state: Path, alive: Callable[[], bool]) -> None:
