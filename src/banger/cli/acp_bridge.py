@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from types import FrameType
 
 from banger.agents.acp_guard import Lines, from_agent, from_editor
-from banger.cli.terminal import Sender, pump_stdin
+from banger.cli.terminal import Sender, exit_code, forward_signal, pump_stdin, running
 from banger.durable import write_all
 from banger.rpc.client import Call
 from banger.textsafe import TerminalFilter
@@ -16,18 +15,11 @@ from banger.textsafe import TerminalFilter
 def bridge(call: Call, stdin: int | None = None, stdout: int = 1, stderr: int = 2) -> int:
     """Run until the agent ends; returns its exit code (128 + signal when killed)."""
     sender = Sender(call)
-
-    def on_signal(sig: int, _frame: FrameType | None) -> None:
-        sender.send({"type": "signal", "signal": sig})
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, on_signal)
-    agent_lines = Lines()
+    agent_lines, editor_lines = Lines(), Lines()
     # The guest's stderr is for a person reading the editor's log: no escape sequences.
     errors = TerminalFilter()
-    try:
-        editor_lines = Lines()
+    forward = forward_signal(sender)
+    with running(call, {signal.SIGINT: forward, signal.SIGTERM: forward}):
         threading.Thread(target=pump_stdin, daemon=True, args=(
             sender, lambda data: [from_editor(line) for line in editor_lines.feed(data)],
             stdin)).start()
@@ -43,12 +35,7 @@ def bridge(call: Call, stdin: int | None = None, stdout: int = 1, stderr: int = 
                     write_all(stdout, to_editor)
                 if to_agent is not None:
                     sender.send_data(to_agent)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        call.close()
-    result = call.result or {}
-    return int(result.get("code", 1))
+    return exit_code(call)
 
 
 __all__ = ["bridge"]

@@ -69,6 +69,36 @@ def terminal_size() -> tuple[int, int]:
     return size.lines, size.columns
 
 
+Handler = Callable[[int, FrameType | None], None]
+
+
+@contextlib.contextmanager
+def running(call: Call, handlers: dict[int, Handler]) -> Iterator[None]:
+    """These signal handlers while the call runs; the old ones back and the call closed after."""
+    previous = {sig: signal.getsignal(sig) for sig in handlers}
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        call.close()
+
+
+def exit_code(call: Call) -> int:
+    """The guest command's exit code (128 + signal when killed); 1 when there is none."""
+    result = call.result or {}
+    return int(result.get("code", 1))
+
+
+def forward_signal(sender: Sender) -> Handler:
+    def handler(sig: int, _frame: FrameType | None) -> None:
+        sender.send({"type": "signal", "signal": sig})
+
+    return handler
+
+
 def stream(call: Call, *, forward_stdin: bool, tty: bool) -> int:
     """Run until the guest command ends; returns its exit code (128 + signal when killed)."""
     sender = Sender(call)
@@ -77,25 +107,14 @@ def stream(call: Call, *, forward_stdin: bool, tty: bool) -> int:
         rows, cols = terminal_size()
         sender.send({"type": "resize", "rows": rows, "cols": cols})
 
-    def on_interrupt(sig: int, _frame: FrameType | None) -> None:
-        sender.send({"type": "signal", "signal": sig})
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGWINCH, signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGWINCH, on_winch)
+    handlers: dict[int, Handler] = {signal.SIGWINCH: on_winch}
     if not tty:  # with a PTY, Ctrl-C is a byte the guest's terminal turns into SIGINT
-        signal.signal(signal.SIGINT, on_interrupt)
-        signal.signal(signal.SIGTERM, on_interrupt)
-    try:
-        with raw_terminal() if tty else contextlib.nullcontext():
-            if forward_stdin:  # after raw mode, so typeahead is read raw, not cooked
-                threading.Thread(target=pump_stdin, args=(sender,), daemon=True).start()
-            for event in call.events():
-                if event.get("type") == "data":
-                    fd = 1 if event.get("stream") == "stdout" else 2
-                    write_all(fd, event["data"])
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        call.close()
-    result = call.result or {}
-    return int(result.get("code", 1))
+        handlers |= {signal.SIGINT: forward_signal(sender), signal.SIGTERM: forward_signal(sender)}
+    with running(call, handlers), raw_terminal() if tty else contextlib.nullcontext():
+        if forward_stdin:  # after raw mode, so typeahead is read raw, not cooked
+            threading.Thread(target=pump_stdin, args=(sender,), daemon=True).start()
+        for event in call.events():
+            if event.get("type") == "data":
+                fd = 1 if event.get("stream") == "stdout" else 2
+                write_all(fd, event["data"])
+    return exit_code(call)

@@ -16,6 +16,7 @@ from banger.cli import session
 from banger.cli.vm_cmds import VM_ARG
 from banger.rpc.methods import VmRef
 from banger.rpc.methods.vm import VM_DELETE, VM_SHOW, DeleteParams
+from banger.workspace import record_cwd
 
 if TYPE_CHECKING:
     from banger.workspace.payload import ShipOptions
@@ -92,7 +93,7 @@ def workspace_cwd(vm: str) -> tuple[str | None, dict[str, str] | None]:
     record: dict[str, str] | None = session.call(VM_SHOW, VmRef(vm)).get("workspace")
     if not record:
         return None, None
-    return f"{record['guest_path']}/{record.get('subdir', '')}".rstrip("/"), record
+    return record_cwd(record), record
 
 
 def head_moved(record: dict[str, str]) -> str | None:

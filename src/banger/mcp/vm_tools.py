@@ -21,6 +21,7 @@ from banger.mcp.common import (
     text,
 )
 from banger.textsafe import one_line
+from banger.workspace import record_cwd
 
 VmName = Annotated[str, Field(description="The VM's name", max_length=63)]
 Argv = Annotated[list[Annotated[str, Field(max_length=65536)]],
@@ -38,9 +39,7 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
     async def _home(name: str) -> str:
         """Where `vm exec` starts: the shipped workspace's dir, else /root."""
         record = (await api.vm_show(name)).get("workspace")
-        if not isinstance(record, dict) or not isinstance(record.get("guest_path"), str):
-            return "/root"
-        return f"{record['guest_path']}/{record.get('subdir') or ''}".rstrip("/")
+        return record_cwd(record if isinstance(record, dict) else None) or "/root"
 
     @server.tool()
     @one_line_errors

@@ -47,6 +47,7 @@ from banger.rpc.methods.session import (
     SessionStopParams,
 )
 from banger.vms.model import VmRecord, VmState
+from banger.workspace import record_cwd
 
 log = logging.getLogger("banger.sessions")
 
@@ -65,9 +66,7 @@ def row(vm: str, info: SessionInfo) -> SessionRow:
 
 def default_cwd(vm: VmRecord) -> str | None:
     """Like `vm exec`: the workspace dir when the VM has one."""
-    if not vm.workspace:
-        return None
-    return f"{vm.workspace['guest_path']}/{vm.workspace.get('subdir', '')}".rstrip("/")
+    return record_cwd(vm.workspace)
 
 
 async def sessions_of(ctx_daemon: Any, vm_ref: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from banger.rpc.methods.workspace import (
     WorkspaceExportParams,
     WorkspaceExportResult,
 )
-from banger.workspace import guest
+from banger.workspace import guest, guest_cwd
 from banger.workspace.payload import Plan
 
 
@@ -45,7 +45,7 @@ async def workspace_prepare(ctx: Context, p: PrepareParams) -> PrepareResult:
     if p.plan.bootstrap:
         ctx.progress("tooling", None, "checking for pinned tools")
         tooling = await guest.bootstrap(agent, p.plan)
-    cwd = f"{p.plan.guest_path}/{p.plan.subdir}".rstrip("/")
+    cwd = guest_cwd(p.plan.guest_path, p.plan.subdir)
     return PrepareResult(vm.name, p.plan.base, p.plan.guest_path, cwd, tooling)
 
 
