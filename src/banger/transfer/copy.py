@@ -26,7 +26,6 @@ from banger.transfer.pipe import Closed, Pipe, PipeReader, PipeWriter
 
 Progress = Callable[[int, int | None], None]  # bytes so far, total when known
 LIMITS = Limits()  # the extractor's default caps: 1M members, 8 GiB a file, 32 GiB in all
-PROBE_CAP = 512  # bytes of a probe's answer we read
 
 # The guest answers one word (and a size); its text is parsed, never shown raw.
 _PROBE_DST = ('if [ -d "$1" ]; then echo dir; elif [ -d "$(dirname -- "$1")" ]; '
@@ -40,12 +39,6 @@ _PROBE_SRC = ('if [ -e "$1" ] || [ -L "$1" ]; then echo "exists $(du -sbP -- "$1
 # Out of the guest, its own tar writes the stream (parsed on the host by the safe extractor,
 # like the agent's `get`, which images without tar still use).
 _GUEST_TAR_OUT = ["tar", "-b", "512", "-cf", "-", "-C"]
-
-
-async def _probe(agent: AgentClient, script: str, path: str) -> list[str]:
-    proc = await agent.exec(["sh", "-c", script, "sh", path])
-    out, _, _ = await proc.communicate(max_output=PROBE_CAP)
-    return out.decode(errors="replace").split()
 
 
 def _shown(path: str) -> str:
@@ -72,7 +65,7 @@ async def push(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
     source = Path(src)
     if not os.path.lexists(source):
         raise NotFound(f"{_shown(src)} does not exist on the host")
-    answer = await _probe(agent, f"{_PROBE_DST}; {payload.PROBE}", dst)
+    answer = await payload.probe(agent, f"{_PROBE_DST}; {payload.PROBE}", dst)
     where = answer[0] if answer else "none"
     if where == "dir":
         dest_dir, arcname = dst, source.name or "."
@@ -167,7 +160,7 @@ async def pull(agent: AgentClient, vm: str, src: str, dst: str, progress: Progre
     into = target.is_dir()
     if not into and not target.parent.is_dir():
         raise NotFound(f"{_shown(str(target.parent))} is not a directory on the host")
-    answer = await _probe(agent, f"{_PROBE_SRC}; {payload.PROBE}; {payload.PROBE_FILE}", src)
+    answer = await payload.probe(agent, f"{_PROBE_SRC}; {payload.PROBE}; {payload.PROBE_FILE}", src)
     if not answer or answer[0] != "exists":
         raise NotFound(f"{vm}:{_shown(src)} does not exist in the guest")
     total = int(answer[1]) if len(answer) > 1 and answer[1].isascii() and answer[1].isdigit() \

@@ -45,6 +45,7 @@ PROBE_FILE = ('[ -f "$1" ] && [ ! -L "$1" ] && echo "regular $(stat -c \'%s %a\'
 # sync: tar writes through the guest's page cache; the host reads the file behind it.
 _WRITE_OUT = 'tar -b 2048 -cf "/dev/$1" -C "$2" -- "$3" && sync'
 ERROR_KEEP = 4096
+PROBE_CAP = 512  # bytes of a probe's answer we read
 GUEST_TIMEOUT = 900  # s: 4 GiB at 5 MB/s
 
 
@@ -116,14 +117,19 @@ async def _run(agent: AgentClient, argv: list[str]) -> None:
         raise OperationFailed(f"the copy failed in the guest: {detail}")
 
 
+async def probe(agent: AgentClient, script: str, *args: str) -> list[str]:
+    """The words a short guest `sh` script prints (parsed, never shown raw)."""
+    proc = await agent.exec(["sh", "-c", script, "sh", *args])
+    out, _, _ = await proc.communicate(max_output=PROBE_CAP)
+    return out.decode(errors="replace").split()
+
+
 async def put_tar(agent: AgentClient, file: Path | None, tar: Path, dest_dir: str) -> bool:
     """Extract a host tar file into the guest's dest_dir through the payload disk; False when
     that cannot be done (no disk, busy, too big, no dd or tar in the guest)."""
     if file is None:
         return False
-    proc = await agent.exec(["sh", "-c", f"{PROBE}; command -v tar >/dev/null && echo tar"])
-    out, _, _ = await proc.communicate(max_output=512)
-    answer = out.decode(errors="replace").split()
+    answer = await probe(agent, f"{PROBE}; command -v tar >/dev/null && echo tar")
     dev = device(answer)
     if dev is None or "tar" not in answer:
         return False
@@ -136,4 +142,4 @@ async def put_tar(agent: AgentClient, file: Path | None, tar: Path, dest_dir: st
 
 
 __all__ = ["PROBE", "PROBE_FILE", "device", "guest_place_file", "guest_read", "guest_write",
-           "guest_write_file", "keep", "put_tar", "regular_file"]
+           "guest_write_file", "keep", "probe", "put_tar", "regular_file"]

@@ -93,21 +93,28 @@ class Pages(Renderer):
         text = self.views.console(vm) if vm else ""
         return HTMLResponse(self.env.from_string("{{ text }}").render(text=text))
 
-    async def confirm(self, request: Request) -> Response:
+    def _target(self, request: Request) -> tuple[VmRecord, str] | Response:
+        """The VM and the button an action URL names, or the page saying there is none."""
         vm = self.views.find(request.path_params["name"])
         action = request.path_params["action"]
         if vm is None or action not in ACTIONS:
             return self.render("missing.html", request, 404, page="vms",
                                name=request.path_params["name"])
+        return vm, action
+
+    async def confirm(self, request: Request) -> Response:
+        target = self._target(request)
+        if isinstance(target, Response):
+            return target
+        vm, action = target
         return self.render("confirm.html", request, page="vms", vm=vm, action=action,
                            error=None)
 
     async def act(self, request: Request) -> Response:
-        vm = self.views.find(request.path_params["name"])
-        action = request.path_params["action"]
-        if vm is None or action not in ACTIONS:
-            return self.render("missing.html", request, 404, page="vms",
-                               name=request.path_params["name"])
+        target = self._target(request)
+        if isinstance(target, Response):
+            return target
+        vm, action = target
         form = await request.form()
         if ACTIONS[action][1] and form.get("confirm") != "yes":
             return self.render("confirm.html", request, 400, page="vms", vm=vm, action=action,
