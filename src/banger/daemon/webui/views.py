@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -143,6 +144,11 @@ class Views:
             found.append(Port(f"{vm.ip}:22 (ssh)", None))
         return found
 
+    def _ended(self, key: str, search: asyncio.Future[list[PortRow]]) -> None:
+        self.searches.pop(key, None)
+        if not search.cancelled():
+            search.exception()  # retrieved here; listening() logs it
+
     async def listening(self, vm: VmRecord, ui_host: str) -> list[Port] | None:
         """The guest's listening sockets as `banger vm ports` finds them (None: cannot tell now).
 
@@ -153,9 +159,9 @@ class Views:
         if vm.state != VmState.RUNNING or vm.net_mode is None:
             return []
         search = self.searches.get(vm.id)
-        if search is None or search.done():
+        if search is None:  # a finished search leaves the map: the next asks the guest again
             search = asyncio.ensure_future(ports_of(self.daemon.vms, vm))
-            search.add_done_callback(lambda f: f.cancelled() or f.exception())  # logged below
+            search.add_done_callback(functools.partial(self._ended, vm.id))
             self.searches[vm.id] = search
         try:  # shielded: a cancelled search could leave a loopback forward half recorded
             rows = await asyncio.wait_for(asyncio.shield(search), PORTS_TIMEOUT)
