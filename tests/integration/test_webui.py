@@ -134,6 +134,25 @@ def vm_state(page: Page, state: str, timeout: float = BOOT_MS) -> None:
     expect(page.locator("#vm-state .state")).to_have_text(state)
 
 
+def _open_confirmation_survives_redraws(page: Page) -> None:
+    """The stream redraws the buttons (its first frame after every (re)connect does): a
+    confirmation the user has opened must stay open. The stream is replayed here, with a short
+    retry, so the buttons are redrawn many times while the confirmation is open."""
+    html = page.inner_html("#vm-actions")
+    data = "".join(f"data: {line}\n" for line in html.splitlines())
+    body = f"retry: 50\n\nevent: actions\n{data}\n"
+    page.route("**/events?*", lambda route: route.fulfill(
+        status=200, content_type="text/event-stream", body=body))
+    page.reload()
+    page.evaluate("""() => { window.redraws = 0; new MutationObserver(() => window.redraws++)
+        .observe(document.getElementById('vm-actions'), {childList: true}); }""")
+    page.click('details[data-action="stop"] summary')
+    page.wait_for_function("() => window.redraws >= 3")
+    assert page.locator('button[value="stop"]').is_visible()
+    page.unroute("**/events?*")
+    page.reload()
+
+
 def row_state(page: Page, state: str) -> None:
     expect(page.locator(f'tr[data-vm="{VM}"] .state')).to_have_text(state, timeout=BOOT_MS)
 
@@ -221,6 +240,7 @@ def test_the_web_ui_end_to_end(vb: tuple[Banger, str], browser: Browser) -> None
 
     # Stop with its button and confirmation: Start comes back, Stop goes, with no reload.
     page.go_back()
+    _open_confirmation_survives_redraws(page)
     page.evaluate("window.noReload = true")
     page.click('details[data-action="stop"] summary')
     shot(page, "confirm-stop")

@@ -34,7 +34,13 @@ document.addEventListener("DOMContentLoaded", () => {
   const source = new EventSource("/events" + (vm ? "?vm=" + encodeURIComponent(vm) : ""));
   live.forEach((element) => {
     source.addEventListener(element.dataset.live, (event) => {
+      // A confirmation the user has opened stays open when its buttons are redrawn.
+      const open = [...element.querySelectorAll("details[open][data-action]")]
+        .map((d) => d.dataset.action);
       element.innerHTML = event.data;  // server-rendered, autoescaped HTML of our own templates
+      element.querySelectorAll("details[data-action]").forEach((d) => {
+        if (open.includes(d.dataset.action)) d.open = true;
+      });
       if (window.htmx) window.htmx.process(element);
     });
   });
