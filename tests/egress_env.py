@@ -128,8 +128,7 @@ class EgressLab:
 
     def _setup(self) -> None:
         self.subnet = _free_subnet()
-        host, a, b = (str(self.subnet[i]) for i in (1, 2, 3))
-        self.host_ip, self.ip_a, self.ip_b = host, a, b
+        self.host_ip, self.ip_a, self.ip_b = host, a, b = [str(self.subnet[i]) for i in (1, 2, 3)]
         _ip("netns", "add", self.ns)
         _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if,
             "netns", self.ns)
