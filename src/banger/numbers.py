@@ -19,7 +19,8 @@ _DECIMAL = re.compile(f"([0-9]{{1,{MAX_DIGITS}}})(?:\\.([0-9]{{1,9}}))?", re.ASC
 
 def shown(text: str) -> str:
     """The user's input quoted for an error line: one line, short."""
-    return repr(one_line(text, limit=24))
+    quoted = repr(one_line(text, limit=24))
+    return quoted if len(quoted) <= 48 else quoted[:45] + "…'"  # repr escapes grow 10x
 
 
 def parse_int(text: str, *, what: str, low: int, high: int) -> int:

@@ -133,7 +133,7 @@ def test_vm_logs_prints_the_rotated_part_then_the_live_one(
     path.write_bytes(b"new\x1b[31m\n")
     monkeypatch.setattr(session, "call", lambda method, params=None: {"path": str(path),
                                                                         "name": "vm1"})
-    vm_logs.callback("vm1", False, False)  # type: ignore[misc]
+    vm_logs.callback("vm1", False, False, False)  # type: ignore[misc]
     assert capsysbinary.readouterr().out == b"old " * 25 + b"new\x1b[31m\n"  # piped: raw
 
 
@@ -150,9 +150,9 @@ def test_vm_logs_on_a_terminal_drops_the_guests_escape_sequences(
     monkeypatch.setattr(session, "call", lambda method, params=None: {"path": str(path),
                                                                         "name": "vm1"})
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    vm_logs.callback("vm1", False, False)  # type: ignore[misc]
+    vm_logs.callback("vm1", False, False, False)  # type: ignore[misc]
     assert capsysbinary.readouterr().out == b"[  OK  ] up\n"
-    vm_logs.callback("vm1", False, True)  # type: ignore[misc]  # --raw
+    vm_logs.callback("vm1", False, True, False)  # type: ignore[misc]  # --raw
     assert capsysbinary.readouterr().out == path.read_bytes()
 
 

@@ -57,7 +57,7 @@ def test_a_v2_database_with_vms_migrates_and_keeps_them(tmp_path: Path,
                   " '{\"guest_path\": \"/root/repo\"}', 't0', 't1', 'tap', '52:54:00:00:00:02',"
                   " 1, '[\"8080:80\"]')")
         c.execute("INSERT INTO images (name, kind, path, created_at) VALUES ('i', 'x', '/p', 't')")
-    assert store.migrate() == [3, 4, 5]
+    assert store.migrate() == [3, 4, 5, 6]
     vm = VmRepo(store).find("web")
     assert (vm.owner_pid, vm.owner_start) == (None, None)  # VMs made before --rm had an owner
     assert (vm.id, vm.state, vm.vcpu, vm.memory_mib, vm.disk_mib, vm.ip, vm.last_error) == (

@@ -13,7 +13,7 @@ import click
 
 from banger.cli import session
 from banger.cli.output import print_json, print_table, say
-from banger.cli.vm_cmds import NET_OPTIONS, VM_ARG
+from banger.cli.vm_cmds import NET_OPTIONS, VM_ARG, net_fields
 from banger.rpc.methods import NoParams, VmRef
 from banger.rpc.methods import agent as rpc
 from banger.textsafe import one_line
@@ -24,7 +24,7 @@ PASS_ENV = click.option("--pass-env", "pass_env", multiple=True, metavar="NAME",
 
 
 def net_options(fn: Any) -> Any:
-    """--net/--nat/-p for a VM `vm acp --path` creates (the agent reaches its model over --nat)."""
+    """--net/--nat/-p/--allow for a VM `vm acp --path` creates (--allow its model's API only)."""
     for option in reversed(NET_OPTIONS):
         fn = option(fn)
     return fn
@@ -117,10 +117,8 @@ def _ready_vm(vm: str, path: str | None, image: str | None) -> str:
             raise NotFound(f"no VM named {vm}; give --path REPO to create it with a repo, "
                            f"or create it first (`banger vm create --name {vm}`)") from None
         ws.check_shippable(path, opts)  # bad input is refused before a VM exists
-        net = click.get_current_context().meta.get("net_params", {})
         session.call_with_progress(vms.VM_CREATE, vms.CreateRequest(
-            name=vm, image=image, start=True, net=net.get("net"), nat=bool(net.get("nat")),
-            publish=list(net.get("publish") or [])))
+            name=vm, image=image, start=True, **net_fields()))
         return ws.ship_into_new_vm(vm, path, opts)
     if show["state"] != "running":
         session.call_with_progress(vms.VM_START, vms.StartParams(vm))

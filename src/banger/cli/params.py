@@ -73,6 +73,17 @@ def check_publish(specs: tuple[str, ...]) -> None:
             raise click.BadParameter(exc.message, param_hint="-p/--publish") from None
 
 
+def check_allow(rules: tuple[str, ...], hint: str = "--allow") -> None:
+    """Egress rules checked before anything is sent to the daemon."""
+    from banger.errors import InvalidArgument
+    from banger.net.egress.rules import parse_rules
+
+    try:
+        parse_rules(rules)
+    except InvalidArgument as exc:
+        raise click.BadParameter(exc.message, param_hint=hint) from None
+
+
 class DashDashCommand(click.Command):
     """Everything after `--` is the guest command, untouched by option parsing."""
 

@@ -12,7 +12,7 @@ import click
 from banger.cli import session
 from banger.cli.lazy import LazyGroup
 from banger.cli.output import error, print_json, print_table, say
-from banger.cli.params import TIMEOUT, VCPU, check_publish
+from banger.cli.params import TIMEOUT, VCPU, check_allow, check_publish
 from banger.rpc.methods import VmRef
 from banger.rpc.methods import vm as rpc
 from banger.textsafe import clean, one_line
@@ -119,6 +119,8 @@ def _keep_net(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Network options ride in ctx.meta so create/run signatures stay as they are."""
     if param.name == "publish" and value:
         check_publish(value)
+    if param.name == "allow" and value:
+        check_allow(value)
     ctx.meta.setdefault("net_params", {})[param.name or ""] = value
     return value
 
@@ -130,7 +132,19 @@ NET_OPTIONS = [
                  help="Let the guest reach outside networks (NAT / unrestricted user mode)."),
     click.option("--publish", "-p", multiple=True, metavar="HOST:GUEST", expose_value=False,
                  callback=_keep_net, help="Publish a guest port on 127.0.0.1 (repeatable)."),
+    click.option("--allow", multiple=True, metavar="RULE", expose_value=False,
+                 callback=_keep_net,
+                 help="Let the guest reach only this: HOST[:PORT], *.DOMAIN[:PORT], IP[:PORT], "
+                      "CIDR[:PORT] or host.banger.internal:PORT (repeatable; user mode; "
+                      "default: config egress_allow)."),
 ]
+
+
+def net_fields() -> dict[str, Any]:
+    """The CreateRequest fields NET_OPTIONS collected."""
+    net = click.get_current_context().meta.get("net_params", {})
+    return {"net": net.get("net"), "nat": bool(net.get("nat")),
+            "publish": list(net.get("publish") or []), "allow": list(net.get("allow") or []) or None}
 
 
 def create_options(fn: Any) -> Any:
@@ -151,11 +165,9 @@ def create_options(fn: Any) -> Any:
 def create_params(name: str | None, image: str | None, kernel: str | None, vcpu: int | None,
                   memory: str | None, disk: str | None, *, start: bool,
                   cold: bool) -> rpc.CreateRequest:
-    net = click.get_current_context().meta.get("net_params", {})
     return rpc.CreateRequest(name=name, image=image, kernel=kernel, vcpu=vcpu,
-                         memory_mib=to_mib(memory, "memory"), disk_mib=to_mib(disk, "disk"),
-                         start=start, cold=cold, net=net.get("net"), nat=bool(net.get("nat")),
-                         publish=list(net.get("publish") or []))
+                             memory_mib=to_mib(memory, "memory"), disk_mib=to_mib(disk, "disk"),
+                             start=start, cold=cold, **net_fields())
 
 
 @vm.command("create")
@@ -228,12 +240,21 @@ def vm_show(vm: str, as_json: bool) -> None:
 @click.option("--vcpu", type=VCPU, help="Virtual CPUs (VM stopped).")
 @size_option("--memory", "Memory (VM stopped).")
 @size_option("--disk", "Grow the root disk (VM stopped).")
-def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None) -> None:
-    """Change a VM's vcpu, memory or disk size."""
+@click.option("--allow", multiple=True, metavar="RULE",
+              help="Add an egress rule (live on a running VM; repeatable).")
+@click.option("--deny", multiple=True, metavar="RULE",
+              help="Remove an egress rule: new connections it allowed are refused (repeatable).")
+def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None,
+           allow: tuple[str, ...], deny: tuple[str, ...]) -> None:
+    """Change a VM's vcpu, memory or disk size, or its egress rules."""
+    check_allow(allow)
+    check_allow(deny, "--deny")
     res = session.call(rpc.VM_SET, rpc.SetParams(vm, vcpu, to_mib(memory, "memory"),
-                                                 to_mib(disk, "disk")))
+                                                 to_mib(disk, "disk"), list(allow), list(deny)))
     say(f"{res['name']}: {res['vcpu']} vcpu · {res['memory_mib']} MiB · "
-               f"{_fmt_mib(res['disk_mib'])} disk")
+        f"{_fmt_mib(res['disk_mib'])} disk")
+    if allow or deny:
+        say(clean(f"egress: {', '.join(res['egress']) or 'none'}"))
 
 
 @vm.command("prune")
@@ -259,9 +280,14 @@ def vm_prune(force: bool) -> None:
 @click.option("--raw", is_flag=True,
               help="Keep the guest's escape sequences even on a terminal (they always stay "
                    "when piped).")
-def vm_logs(vm: str, follow: bool, raw: bool) -> None:
+@click.option("--egress", is_flag=True,
+              help="Instead: the VM's egress rules and every name and address it was refused.")
+def vm_logs(vm: str, follow: bool, raw: bool, egress: bool) -> None:
     """Print a VM's serial console; on a terminal without the guest's escape sequences."""
     from pathlib import Path
+
+    if egress:
+        return _egress_log(vm)
 
     from banger.logfiles import Follower, rotated
     from banger.textsafe import TerminalFilter
@@ -289,3 +315,12 @@ def vm_logs(vm: str, follow: bool, raw: bool) -> None:
             return
         else:
             time.sleep(0.2)
+
+
+def _egress_log(vm: str) -> None:
+    report = session.call(rpc.VM_EGRESS, VmRef(vm))
+    say(clean(f"{report['name']} may reach: {', '.join(report['rules']) or 'nothing'}"))
+    if not report["denied"]:
+        say("nothing refused")
+    for row in report["denied"]:  # names and addresses the guest asked for: guest text
+        say(clean(f"{row['time']}  refused {row['kind']:<3}  {row['target']}"))

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 from banger.client.base import BaseClient, ProgressFn
 
 if TYPE_CHECKING:
-    from banger.rpc.methods.vm import CpResult, ForwardResult, LogsResult, PortRow, PruneResult
+    from banger.rpc.methods.vm import (
+        CpResult,
+        EgressReport,
+        ForwardResult,
+        LogsResult,
+        PortRow,
+        PruneResult,
+    )
     from banger.vms.model import VmRecord
 
 
@@ -17,14 +24,16 @@ class VmApi(BaseClient):
                   memory_mib: int | None = None, disk_mib: int | None = None,
                   start: bool = True, cold: bool = False, net: str | None = None,
                   nat: bool = False, publish: list[str] | None = None,
+                  allow: list[str] | None = None,
                   on_progress: ProgressFn | None = None) -> VmRecord:
         """Make a VM (pulling its image and kernel) and start it unless start=False.
-        None: the configured default (a generated name, default image, vm_defaults sizes)."""
+        None: the configured default (a generated name, default image, vm_defaults sizes,
+        config's egress_allow). allow: egress rules, e.g. ["pypi.org:443"]."""
         from banger.rpc.methods.vm import VM_CREATE, CreateRequest
         from banger.vms.model import VmRecord
 
         params = CreateRequest(name, image, kernel, vcpu, memory_mib, disk_mib, start, cold,
-                               net, nat, publish or [])
+                               net, nat, publish or [], allow)
         return self.call_as(VM_CREATE, params, VmRecord, on_progress=on_progress)
 
     def vm_list(self, *, running_only: bool = False) -> list[VmRecord]:
@@ -82,11 +91,22 @@ class VmApi(BaseClient):
         return self.call_as(VM_PRUNE, PruneParams(dry_run), PruneResult)
 
     def vm_set(self, vm: str, *, vcpu: int | None = None, memory_mib: int | None = None,
-               disk_mib: int | None = None) -> VmRecord:
+               disk_mib: int | None = None, allow: list[str] | None = None,
+               deny: list[str] | None = None) -> VmRecord:
+        """Change the shape, or add (allow) and remove (deny) egress rules, live."""
         from banger.rpc.methods.vm import VM_SET, SetParams
         from banger.vms.model import VmRecord
 
-        return self.call_as(VM_SET, SetParams(vm, vcpu, memory_mib, disk_mib), VmRecord)
+        params = SetParams(vm, vcpu, memory_mib, disk_mib, allow or [], deny or [])
+        return self.call_as(VM_SET, params, VmRecord)
+
+    def vm_egress(self, vm: str) -> EgressReport:
+        """The VM's egress rules and what its guest was refused (names and addresses are guest
+        text: print them through banger.textsafe)."""
+        from banger.rpc.methods import VmRef
+        from banger.rpc.methods.vm import VM_EGRESS, EgressReport
+
+        return self.call_as(VM_EGRESS, VmRef(vm), EgressReport)
 
     def vm_logs(self, vm: str) -> LogsResult:
         """Where the VM's console log is (read it yourself: it is guest text)."""

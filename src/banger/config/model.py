@@ -15,6 +15,7 @@ import msgspec
 from banger.config import host
 from banger.config.sizes import SIZE_HELP, parse_size_mib
 from banger.errors import ConfigError, InvalidArgument
+from banger.net.egress.rules import parse_rules
 from banger.paths import Paths
 
 Vmm = Literal["auto", "qemu", "firecracker"]
@@ -63,6 +64,8 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     jailer_enabled: bool = False
     oci_insecure_registries: list[str] = []  # HOST[:PORT] pulled over plain HTTP / unverified TLS
     fast_start: bool = True
+    egress_allow: list[str] = []  # --allow rules every user-mode VM gets unless it names its own
+    egress_upstream_dns: str = ""  # ADDRESS[:PORT] egress VMs' names resolve through; "": host's
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,23 @@ def _check_values(file: Path, raw: RawConfig) -> None:
             raise bad(f"file_sync[{i}].guest", "must start with ~/ or /root/")
         if entry.mode is not None and not re.fullmatch(r"0?[0-7]{3,4}", entry.mode):
             raise bad(f"file_sync[{i}].mode", "expected an octal mode such as 0600")
+    try:
+        parse_rules(raw.egress_allow)
+    except InvalidArgument as exc:
+        raise bad("egress_allow", exc.message) from None
+    host_part, _, dns_port = raw.egress_upstream_dns.partition(":")
+    if raw.egress_upstream_dns and (not _is_ip(host_part) or (dns_port and not (
+            dns_port.isdigit() and 0 < int(dns_port) < 65536))):
+        raise bad("egress_upstream_dns", "expected an IPv4 ADDRESS[:PORT] such as 127.0.0.53")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", raw.bridge_name):
         raise bad("bridge_name", "expected an interface name of 1-15 letters, digits, . _ -")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 def ui_address(listen: str) -> tuple[str, int]:

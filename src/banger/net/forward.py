@@ -42,6 +42,15 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
 
 
+async def splice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+    """Copy both ways until both sides are done, then close both."""
+    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+    for w in (writer, up_writer):
+        with contextlib.suppress(OSError):
+            w.close()
+
+
 class Proxies:
     """Listening proxies keyed by VM id."""
 
@@ -57,10 +66,7 @@ class Proxies:
             except (OSError, TimeoutError):
                 writer.close()
                 return
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-            for w in (writer, up_writer):
-                with contextlib.suppress(OSError):
-                    w.close()
+            await splice(reader, writer, up_reader, up_writer)
 
         try:
             server = await asyncio.start_server(handle, PUBLISH_HOST, host_port)

@@ -20,6 +20,7 @@ from banger.config import Config
 from banger.errors import BangerError, Conflict, InvalidArgument, Unavailable
 from banger.net import plan
 from banger.net.admin import Bridge
+from banger.net.egress.gates import Gates, check_supported
 from banger.net.forward import PUBLISH_HOST, Proxies, check_port_free
 from banger.net.plan import VmNet
 from banger.net.privileged import InProcess, PrivilegedNet, privileged_net
@@ -70,6 +71,7 @@ class Network:
         self.cidr: str = config.bridge_cidr
         self.proxies = Proxies()
         self.privileged: PrivilegedNet = privileged_net(Bridge(self.bridge, self.cidr, self.netns))
+        self.egress = Gates(config.egress_upstream_dns)
 
     # ---- create
 
@@ -93,8 +95,9 @@ class Network:
 
     def check_tools(self, vm: VmNet) -> None:
         """Refuse at create what cannot start (QEMU: user-mode --nat needs slirp4netns)."""
+        check_supported(vm.egress, vm.mode, vm.nat, self.backend_name)
         if vm.mode == "user" and self.forwarder is not None:
-            self.forwarder.check_forwarding(isolated=vm.nat)
+            self.forwarder.check_forwarding(isolated=vm.isolated)
 
     def allocate(self, vm: VmNet, taken: dict[str, set[str]]) -> VmNet:
         """MAC and address (tap IP or user-mode loopback); call with no await before insert."""
@@ -140,9 +143,12 @@ class Network:
         self.check_tools(vm)
         self._runtime_file(vm).parent.mkdir(parents=True, exist_ok=True)
         self._runtime_file(vm).write_text(json.dumps(state))
+        firewall = (self.egress.prepare(self._runtime_file(vm).parent, vm.egress)
+                    if vm.egress else "")
         return NetworkAttachment("user", mac=vm.mac or plan.mac_for(vm.id),
-                                 hostfwds=self._host_forwards(vm, state), restrict=not vm.nat,
-                                 isolated=vm.nat)
+                                 hostfwds=self._host_forwards(vm, state),
+                                 restrict=not vm.isolated, isolated=vm.isolated,
+                                 firewall=firewall)
 
     def _host_forwards(self, vm: VmNet, state: dict[str, Any]) -> tuple[HostForward, ...]:
         """User mode: the forwards of ssh, the published ports and the loopback ports."""
@@ -184,7 +190,10 @@ class Network:
         """After boot (and after a daemon restart): NAT rules and forwards the VMM does not own."""
         if vm.mode == "user" and self.forwarder is not None:
             fwds = self._host_forwards(vm, self._runtime(vm))
-            await self.forwarder.restore_forwards(self._handles(vm), fwds, vm.nat)
+            await self.forwarder.restore_forwards(self._handles(vm), fwds, vm.isolated)
+        if vm.mode == "user" and vm.egress:
+            await self.egress.open(vm.id, self._runtime_file(vm).parent, self._handles(vm).pid,
+                                   vm.egress)
         if vm.mode != "tap" or not vm.ip:
             return
         if vm.nat:
@@ -207,7 +216,7 @@ class Network:
         if self.forwarder is None:
             raise Unavailable(f"the {self.backend_name} backend cannot add forwards to a running "
                               "user-mode VM")
-        await self.forwarder.add_forward(self._handles(vm), fwd, vm.nat)
+        await self.forwarder.add_forward(self._handles(vm), fwd, vm.isolated)
 
     def _handles(self, vm: VmNet) -> VmHandles:
         return VmHandles.require(self.paths.vm_dir(vm.id), vm.name)
@@ -240,6 +249,7 @@ class Network:
     async def teardown(self, vm: VmNet) -> None:
         """Remove everything the VM had on the host network; safe to call any number of times."""
         self.proxies.close(vm.id)
+        self.egress.close(vm.id)
         if vm.mode == "tap":
             try:
                 if vm.nat or vm.ip:

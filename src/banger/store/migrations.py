@@ -94,4 +94,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        6,
+        "egress rules: what a user-mode VM may connect to (--allow)",
+        """
+        ALTER TABLE vms ADD COLUMN egress_json TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
 ]

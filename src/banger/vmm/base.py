@@ -46,6 +46,8 @@ class NetworkAttachment:
     # user mode with --nat: the VMM's network stack must not reach the host's loopback
     # (QEMU: its own network namespace, out through slirp4netns).
     isolated: bool = False
+    # isolated with egress rules: an nft file loaded in that namespace before the VMM starts
+    firewall: str = ""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from banger.errors import (
 from banger.images.manifest import get_image
 from banger.kernels.manifest import get_kernel
 from banger.namegen import generate
+from banger.net.egress.rules import Policy
+from banger.net.egress.rules import edit as edit_rules
 from banger.net.plan import VmNet, parse_publish
 from banger.net.service import Network
 from banger.paths import Paths
@@ -58,7 +60,7 @@ Info = Callable[[str], None]
 def net_view(vm: VmRecord) -> VmNet:
     """The part of a VM's record its networking works from."""
     return VmNet(vm.id, vm.name, vm.net_mode, nat=vm.nat, ip=vm.ip, mac=vm.mac,
-                 publish=tuple(vm.publish))
+                 publish=tuple(vm.publish), egress=tuple(vm.egress))
 
 
 def spec_line(vm: VmRecord) -> str:
@@ -95,19 +97,27 @@ class VmManager:
     def new_record(self, req: CreateRequest, owner: Owner | None = None) -> VmRecord:
         d = self.config.sizes
         name = validate_name(req.name) if req.name else generate(self.repo.names())
+        net_mode = self.net.mode(req.net)
         vm = VmRecord(
             id=secrets.token_hex(6), name=name, state=VmState.CREATED,
             image=req.image or self.config.default_image,
             kernel=req.kernel or "", vcpu=req.vcpu or d.vcpu.value,
             memory_mib=req.memory_mib or d.memory_mib.value, disk_mib=req.disk_mib or d.disk_mib.value,
-            created_at=utcnow(), updated_at=utcnow(), net_mode=self.net.mode(req.net), nat=req.nat,
+            created_at=utcnow(), updated_at=utcnow(), net_mode=net_mode, nat=req.nat,
             publish=[str(parse_publish(p)) for p in req.publish],
+            egress=self._egress_rules(req, net_mode),
             owner_pid=owner.pid if owner else None, owner_start=owner.start if owner else None,
         )
         validate_shape(vm.vcpu, vm.memory_mib, vm.disk_mib, host_cpus=host_facts.cpu_count(),
                        host_memory_mib=host_facts.memory_mib())
         self.net.check_tools(net_view(vm))
         return vm
+
+    def _egress_rules(self, req: CreateRequest, net_mode: str) -> list[str]:
+        """--allow, else config's egress_allow for a user-mode VM without --nat."""
+        if req.allow is not None:
+            return Policy.of(req.allow).texts()
+        return [] if req.nat or net_mode != "user" else Policy.of(self.config.egress_allow).texts()
 
     async def create(self, req: CreateRequest, progress: Progress, info: Info,
                      owner: Owner | None = None) -> VmRecord:
@@ -152,7 +162,7 @@ class VmManager:
     def _take_pooled(self, vm: VmRecord, req: CreateRequest, image_sha256: str,
                      kernel_digest: str) -> PoolEntry | None:
         """A paused clone of exactly this VM's shape when the pool has one (never waits)."""
-        if (not req.start or req.cold or req.kernel or vm.publish or vm.nat
+        if (not req.start or req.cold or req.kernel or vm.publish or vm.nat or vm.egress
                 or vm.net_mode not in ("user", None) or not self.pool.ready
                 or vm.disk_mib != self.config.sizes.disk_mib.value):
             return None
@@ -363,6 +373,23 @@ class VmManager:
             if (new.vcpu, new.memory_mib, new.disk_mib) != (vm.vcpu, vm.memory_mib, vm.disk_mib):
                 drop_saved_state(self.backend, self.paths.vm_dir(vm.id))  # other shape now
             self.repo.update(vm.id, vcpu=new.vcpu, memory_mib=new.memory_mib, disk_mib=new.disk_mib)
+            return self.repo.find(vm.id)
+
+    async def set_egress(self, ref: str, *, allow: list[str], deny: list[str]) -> VmRecord:
+        """Add and remove egress rules; a running VM's gate follows at once."""
+        vm = self.repo.find(ref)
+        async with self.lock(vm.id):
+            vm = self.repo.find(vm.id)
+            new = msgspec.structs.replace(vm, egress=edit_rules(vm.egress, allow, deny))
+            self.net.check_tools(net_view(new))
+            if vm.state == VmState.RUNNING and not vm.egress:
+                raise Conflict(f"VM {vm.name} was started without egress rules; stop it, set "
+                               "them, then start it")
+            if vm.state in (VmState.STARTING, VmState.STOPPING):
+                raise Conflict(f"VM {vm.name} is {vm.state}; wait for it to finish")
+            if vm.state == VmState.RUNNING:
+                await self.net.egress.update(vm.id, new.egress)
+            self.repo.update(vm.id, egress=new.egress)
             return self.repo.find(vm.id)
 
     def payload_file(self, vm: VmRecord) -> Path | None:

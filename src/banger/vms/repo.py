@@ -41,6 +41,7 @@ _STORED_AS = {
     "workspace": Column("workspace", "workspace_json", _json_or_null, _from_json_or_none),
     "publish": Column("publish", "publish_json", json.dumps, lambda text: json.loads(text or "[]")),
     "nat": Column("nat", "nat", int, bool),
+    "egress": Column("egress", "egress_json", json.dumps, lambda text: json.loads(text or "[]")),
 }
 COLUMNS: tuple[Column, ...] = tuple(_STORED_AS.get(f, Column(f, f))
                                     for f in VmRecord.__struct_fields__)
@@ -118,7 +119,8 @@ class VmRepo:
                           (state, error and one_line(error, 1000), utcnow(), vm_id))  # guest text
         self.on_change()
 
-    _UPDATABLE = frozenset({"vcpu", "memory_mib", "disk_mib", "ip", "workspace", "name", "publish"})
+    _UPDATABLE = frozenset({"vcpu", "memory_mib", "disk_mib", "ip", "workspace", "name", "publish",
+                             "egress"})
 
     def update(self, vm_id: str, **fields: Any) -> None:
         """Set record fields by name (stored through the same mapping as insert)."""

@@ -12,6 +12,7 @@ from banger.rpc.methods import VmRef
 from banger.rpc.methods.vm import (
     VM_CREATE,
     VM_DELETE,
+    VM_EGRESS,
     VM_KILL,
     VM_LIST,
     VM_LOGS,
@@ -23,6 +24,8 @@ from banger.rpc.methods.vm import (
     VM_STOP,
     CreateRequest,
     DeleteParams,
+    EgressDenial,
+    EgressReport,
     LogsResult,
     PruneParams,
     PruneResult,
@@ -122,8 +125,21 @@ async def vm_prune(ctx: Context, p: PruneParams) -> PruneResult:
 
 @method(VM_SET)
 async def vm_set(ctx: Context, p: SetParams) -> VmRecord:
-    return await ctx.daemon.vms.set_shape(p.vm, vcpu=p.vcpu, memory_mib=p.memory_mib,
-                                          disk_mib=p.disk_mib)
+    vms = ctx.daemon.vms
+    if p.allow or p.deny:
+        await vms.set_egress(p.vm, allow=p.allow, deny=p.deny)
+    if p.vcpu or p.memory_mib or p.disk_mib or not (p.allow or p.deny):
+        return await vms.set_shape(p.vm, vcpu=p.vcpu, memory_mib=p.memory_mib,
+                                   disk_mib=p.disk_mib)
+    return vms.repo.find(p.vm)
+
+
+@method(VM_EGRESS)
+async def vm_egress(ctx: Context, p: VmRef) -> EgressReport:
+    vm = ctx.daemon.vms.repo.find(p.vm)
+    denied = await ctx.daemon.vms.net.egress.denied(vm.id, ctx.daemon.paths.vm_dir(vm.id))
+    return EgressReport(vm.name, vm.egress,
+                        [EgressDenial(d.time, d.kind, d.target) for d in denied])
 
 
 @method(VM_LOGS)

@@ -23,6 +23,7 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     net: str | None = None  # auto | tap | user (default: config network_mode)
     nat: bool = False
     publish: list[str] = []  # "HOSTPORT:GUESTPORT"
+    allow: list[str] | None = None  # egress rules; None: config's egress_allow (user mode)
     # `vm run --rm`: the daemon deletes the VM once the calling process exits, however it ends
     remove_with_client: bool = False
 
@@ -66,6 +67,20 @@ class SetParams(msgspec.Struct, forbid_unknown_fields=True):
     vcpu: int | None = None
     memory_mib: int | None = None
     disk_mib: int | None = None
+    allow: list[str] = []  # egress rules to add (live on a running VM)
+    deny: list[str] = []  # egress rules to remove
+
+
+class EgressDenial(msgspec.Struct):
+    time: str
+    kind: str  # dns | tcp | udp
+    target: str
+
+
+class EgressReport(msgspec.Struct):
+    name: str
+    rules: list[str]
+    denied: list[EgressDenial]
 
 
 class LogsResult(msgspec.Struct):
@@ -148,6 +163,8 @@ VM_PRUNE = Method("vm.prune", PruneParams, "PruneResult",
                   "Delete every VM that is not running.", long=True)
 VM_SET = Method("vm.set", SetParams, "VmRecord", "Change vcpu or memory (stopped) or grow the disk.")
 VM_LOGS = Method("vm.logs", VmRef, "LogsResult", "Where a VM's console log is.")
+VM_EGRESS = Method("vm.egress", VmRef, "EgressReport",
+                   "A VM's egress rules and what its guest was refused.")
 VM_EXEC = Method("vm.exec", ExecParams, "ExecResult",
                  "Run a command in a guest, streaming stdin, stdout and stderr.")
 VM_SSH_INFO = Method("vm.ssh_info", VmRef, "SshInfo",

@@ -28,6 +28,7 @@ def net_args(net: NetworkAttachment | None) -> list[str]:
         netdev = f"tap,id=net0,ifname={net.tap},script=no,downscript=no"
     else:
         netdev = ",".join(["user,id=net0", f"restrict={'on' if net.restrict else 'off'}",
+                           *(["ipv6=off"] if net.firewall else []),
                            *(f"hostfwd={rule}" for rule in launch_rules(net))])
     mac = f",mac={net.mac}" if net.mac else ""
     return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net0{mac}"]
@@ -38,7 +39,7 @@ def namespace_prefix(spec: VmSpec) -> list[str]:
     if net is None:
         return []
     if net.isolated:  # its own namespace: the guest's 10.0.2.2 is that namespace's loopback
-        return namespace_argv(spec.vm_dir)
+        return namespace_argv(spec.vm_dir, net.firewall)
     # The tap lives in the configured netns, so QEMU must be started inside it to open it.
     return ["ip", "netns", "exec", net.netns] if net.netns else []
 

@@ -146,7 +146,7 @@ class QemuBackend:
         (spec.vm_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
         isolated = spec.network is not None and spec.network.isolated
         if isolated:
-            slirp.write_resolv_conf(spec.vm_dir)
+            slirp.write_resolv_conf(spec.vm_dir, spec.network.firewall if spec.network else "")
             forward.record_ns_ports(spec.vm_dir, spec.network)
         # QEMU alone holds the write end: slirp4netns sees EOF and exits when QEMU ends.
         exit_r, exit_w = os.pipe() if isolated else (-1, -1)

@@ -33,6 +33,10 @@ UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--"]
 # (127.0.0.53) is not in QEMU's namespace, so it gets slirp4netns's resolver instead.
 NS_RESOLVER = "10.0.2.3"
 _BIND_RESOLV = 'mount --bind "$1" /etc/resolv.conf || exit 1; shift; exec "$@"'
+# Egress VMs: the firewall is loaded before QEMU exists, so the namespace is never open.
+_FIREWALL_FIRST = ('"$1" link set lo up && "$2" -f "$3" && mount --bind "$4" /etc/resolv.conf '
+                   '|| exit 1; shift 4; exec "$@"')
+EGRESS_RESOLVER = "127.0.0.1"  # the daemon's resolver, inside the namespace
 NS_TAP = "tap0"
 READY_TIMEOUT = 5.0
 API_TIMEOUT = 5.0
@@ -81,14 +85,20 @@ def resolv_conf(vm_dir: Path) -> Path:
     return vm_dir / "resolv.conf"
 
 
-def write_resolv_conf(vm_dir: Path) -> None:
-    resolv_conf(vm_dir).write_text(f"nameserver {NS_RESOLVER}\n")
+def write_resolv_conf(vm_dir: Path, firewall: str = "") -> None:
+    resolv_conf(vm_dir).write_text(f"nameserver {EGRESS_RESOLVER if firewall else NS_RESOLVER}\n")
 
 
-def namespace_argv(vm_dir: Path) -> list[str]:
+def namespace_argv(vm_dir: Path, firewall: str = "") -> list[str]:
     """The prefix that starts QEMU in its own namespaces, resolving through slirp4netns
-    (write_resolv_conf first)."""
-    return [*UNSHARE, "sh", "-c", _BIND_RESOLV, "sh", str(resolv_conf(vm_dir))]
+    (write_resolv_conf first); with a firewall (an nft file), behind it from the start."""
+    if not firewall:
+        return [*UNSHARE, "sh", "-c", _BIND_RESOLV, "sh", str(resolv_conf(vm_dir))]
+    ip, nft = which("ip"), which("nft")
+    if ip is None or nft is None:
+        raise Unavailable("--allow needs iproute2 and nftables: apt-get install iproute2 nftables")
+    return [*UNSHARE, "sh", "-c", _FIREWALL_FIRST, "sh", ip, nft, firewall,
+            str(resolv_conf(vm_dir))]
 
 
 def api_socket(vm_dir: Path) -> Path:
