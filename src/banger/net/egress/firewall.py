@@ -16,7 +16,7 @@ from typing import Annotated
 
 import msgspec
 
-from banger.errors import Unavailable
+from banger.errors import OperationFailed, Unavailable
 from banger.net.egress.rules import HOST_ALIAS, Policy, usable_from_name
 from banger.runner import arun, which
 
@@ -25,6 +25,8 @@ TABLE = "banger_egress"
 PROXY_PORT = 61000
 DNS_PORT = 53
 MAX_DENIED = 4096
+# slirp4netns's side of the namespace (its resolver at .3 would skip banger's): never a target.
+SLIRP_NET = "10.0.2.0/24"
 
 
 def nft_binary() -> str:
@@ -86,7 +88,7 @@ def ruleset(policy: Policy, resolved: Mapping[str, Sequence[str]]) -> str:
         ct state established,related accept
         ct status dnat accept
         oif lo ip daddr 127.0.0.1 udp dport {DNS_PORT} accept
-        ip daddr 127.0.0.0/8 goto deny
+        ip daddr {{ 127.0.0.0/8, {SLIRP_NET} }} goto deny
         ip daddr . tcp dport @pairs accept
         meta l4proto tcp ip daddr @every accept
         jump networks
@@ -140,7 +142,11 @@ async def denied(pid: int) -> list[tuple[str, str, int]]:
     """(address, protocol, port) of every connection the namespace refused so far."""
     res = await arun(nsenter_argv(pid, nft_binary(), "-j", "list", "set", "inet", TABLE,
                                   "denied"), timeout=10, what="nft (egress log)")
-    listing = msgspec.json.decode(res.stdout.encode()[:1 << 22], type=_Listing)
+    try:
+        listing = msgspec.json.decode(res.stdout.encode(), type=_Listing)
+    except msgspec.DecodeError as exc:
+        raise OperationFailed(f"nft listed the egress log in a form banger does not read: {exc}"
+                              ) from None
     found = []
     for item in listing.nftables:
         for elem in item.set.elem if item.set else []:
