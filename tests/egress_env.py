@@ -15,15 +15,21 @@ import sys
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from dnslib import CNAME, QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from tests.conftest import Banger
 from tests.polling import wait_until
 
 PORT, OTHER_PORT = 8080, 8081
+
+
+class Runs(Protocol):
+    """A banger CLI to run: tests.conftest.Banger, or tests.unpriv.UserBanger as the test user."""
+
+    def run(self, *args: str, timeout: float = ..., input: str | None = ...,
+            check: bool = ...) -> subprocess.CompletedProcess[str]: ...
 _labs = itertools.count()
 
 # Runs inside the namespace: answers every GET with argv[3] as the body.
@@ -230,20 +236,20 @@ except Exception as e:
 """
 
 
-def _guest_py(b: Banger, vm: str, code: str, *args: str, timeout: float) -> str:
+def _guest_py(b: Runs, vm: str, code: str, *args: str, timeout: float) -> str:
     res = b.run("vm", "exec", vm, "--", "python3", "-c", code, *args, timeout=timeout + 60)
     if res.returncode != 0:
         raise AssertionError(f"vm exec {vm} python3 -> {res.returncode}\n{res.stderr}")
     return res.stdout.strip()
 
 
-def guest_http(b: Banger, vm: str, url: str, timeout: float = 5) -> str:
+def guest_http(b: Runs, vm: str, url: str, timeout: float = 5) -> str:
     """The body's first line, or `fail <ErrorClass> <message> in <seconds>` (a URLError is
     unwrapped: ConnectionRefusedError, TimeoutError, gaierror, ...; HTTPError stays)."""
     return _guest_py(b, vm, _HTTP, url, str(timeout), timeout=timeout)
 
 
-def guest_resolve(b: Banger, vm: str, name: str) -> str:
+def guest_resolve(b: Runs, vm: str, name: str) -> str:
     """The guest's getaddrinfo IPv4 answers, sorted and space-separated (AAAA is asked too but
     not printed; "" if none), or `fail <message>`."""
     return _guest_py(b, vm, _RESOLVE, name, timeout=10)

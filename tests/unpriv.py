@@ -15,6 +15,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -155,5 +156,31 @@ def user_banger(home: Path) -> UserBanger:
     return UserBanger(home, ensure_venv(), env)
 
 
-__all__ = ["USER", "UserBanger", "as_root", "ensure_user", "ensure_venv", "source_key",
-           "user_argv", "user_banger", "user_dir"]
+TUN = Path("/dev/net/tun")
+
+
+@contextlib.contextmanager
+def tun_open_to_users() -> Iterator[None]:
+    """/dev/net/tun as Debian ships it (0666) while the test runs: some hosts tighten it, and
+    slirp4netns and unprivileged taps need it."""
+    mode = stat.S_IMODE(TUN.stat().st_mode)
+    TUN.chmod(mode | 0o666)
+    try:
+        yield
+    finally:
+        TUN.chmod(mode)
+
+
+__all__ = [
+    "TUN",
+    "USER",
+    "UserBanger",
+    "as_root",
+    "ensure_user",
+    "ensure_venv",
+    "source_key",
+    "tun_open_to_users",
+    "user_argv",
+    "user_banger",
+    "user_dir",
+]

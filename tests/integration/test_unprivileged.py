@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.egress_env import EgressLab, guest_http, guest_resolve
 from tests.ocitest import layer_tar, member, push_image, registry
 from tests.unpriv import (
     BASE,
     UserBanger,
     as_root,
     ensure_user,
+    tun_open_to_users,
     user_banger,
     user_dir,
 )
@@ -240,3 +242,29 @@ def test_cancelled_unprivileged_build_leaves_nothing(ub: UserBanger) -> None:
     finally:
         if as_root():
             shutil.rmtree(home, ignore_errors=True)
+
+
+def test_egress_rules_as_user(ub: UserBanger) -> None:
+    """The user's daemon owns the VM's namespace: it loads the firewall, serves DNS and the host
+    alias there without any privilege."""
+    with EgressLab() as lab, tun_open_to_users():
+        ub.run("daemon", "stop")
+        config = (f'egress_upstream_dns = "127.0.0.1:{lab.dns_port}"\ndefault_image = "{SLIM}"\n'
+                  '[vm_defaults]\nvcpu = 1\nmemory = "1G"\ndisk = "4G"\n')
+        ub.run_argv(["sh", "-c", f"cat > {ub.home}/config/config.toml"], input=config, check=True)
+        res = ub.run("vm", "create", "--name", "ueg", "--net", "user", "--allow", "pkg.test:8080",
+                     "--allow", f"host.banger.internal:{lab.host_port}", timeout=600)
+        assert res.returncode == 0, res.stderr
+        try:
+            assert guest_http(ub, "ueg", "http://pkg.test:8080/") == "server-a-8080"
+            assert (guest_http(ub, "ueg", f"http://host.banger.internal:{lab.host_port}/")
+                    == f"host-loopback-{lab.host_port}")
+            seen = guest_http(ub, "ueg", lab.url(lab.ip_b))
+            assert seen.startswith("fail ConnectionRefusedError"), seen
+            assert guest_resolve(ub, "ueg", "other.test").startswith("fail")
+            ub.run("vm", "set", "ueg", "--allow", "other.test:8080", check=True)
+            assert guest_http(ub, "ueg", "http://other.test:8080/") == "server-b-8080"
+            log = ub.run("vm", "logs", "--egress", "ueg", check=True).stdout
+            assert "dns  other.test" in log and f"tcp  {lab.ip_b}:8080" in log, log
+        finally:
+            ub.run("vm", "delete", "-f", "ueg", timeout=120)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import pytest
 from banger.net.privileged import SOCKET_ENV
 from tests.integration.test_unprivileged import cache  # noqa: F401  # the user's kernel and image
 from tests.polling import wait_until
-from tests.unpriv import USER, UserBanger, as_root, user_banger, user_dir
+from tests.unpriv import USER, UserBanger, as_root, tun_open_to_users, user_banger, user_dir
 from tests.vmtest import SLIM, vm_lock
 
 pytestmark = [pytest.mark.vm, pytest.mark.network,
@@ -34,7 +33,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.network,
 CIDR = "10.78.0.0/24"
 GATEWAY = "10.78.0.1"
 BRIDGE = "br-bgtap"
-TUN = Path("/dev/net/tun")
 
 
 def sh(*argv: str) -> str:
@@ -61,12 +59,8 @@ class TapWorld:
 
 @pytest.fixture
 def tun_for_users() -> Iterator[None]:
-    mode = stat.S_IMODE(TUN.stat().st_mode)
-    TUN.chmod(mode | 0o666)
-    try:
+    with tun_open_to_users():
         yield
-    finally:
-        TUN.chmod(mode)
 
 
 @pytest.fixture

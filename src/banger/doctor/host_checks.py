@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from collections.abc import Iterator
@@ -85,8 +86,14 @@ def firecracker(paths: Paths, config: Config) -> Iterator[Check]:
 
 def devices(paths: Paths, config: Config) -> Iterator[Check]:
     tun = Path("/dev/net/tun")
-    yield (Check("/dev/net/tun", "PASS", "present") if tun.exists() else
-           Check("/dev/net/tun", "WARN", "missing: tap networking unavailable", "modprobe tun"))
+    if not tun.exists():
+        yield Check("/dev/net/tun", "WARN", "missing: tap networking unavailable", "modprobe tun")
+    elif not os.access(tun, os.R_OK | os.W_OK):
+        yield Check("/dev/net/tun", "WARN", "not usable by you: user-mode --nat and --allow "
+                    "(slirp4netns) and tap as a normal user fail", "chmod 0666 /dev/net/tun "
+                    "(Debian's default)")
+    else:
+        yield Check("/dev/net/tun", "PASS", "present")
 
 
 def e2fsprogs(paths: Paths, config: Config) -> Iterator[Check]:

@@ -136,7 +136,10 @@ async def start(vm_dir: Path, qemu_pid: int, exit_fd: int) -> int:
         os.close(ready_r)
     if not ready:
         await stop(vm_dir, pid)
-        raise OperationFailed(f"slirp4netns did not set up the VM's network: {_log_tail(logfile)}")
+        tail = _log_tail(logfile)
+        hint = ("; /dev/net/tun must be usable by you (Debian's default: chmod 0666 "
+                "/dev/net/tun)" if "/dev/net/tun" in tail else "")
+        raise OperationFailed(f"slirp4netns did not set up the VM's network: {tail}{hint}")
     pidfile(vm_dir).write_text(f"{pid}\n")
     return pid
 
