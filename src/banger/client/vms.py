@@ -28,7 +28,7 @@ class VmApi(BaseClient):
                   on_progress: ProgressFn | None = None) -> VmRecord:
         """Make a VM (pulling its image and kernel) and start it unless start=False.
         None: the configured default (a generated name, default image, vm_defaults sizes,
-        config's egress_allow). allow: egress rules, e.g. ["pypi.org:443"]."""
+        config's egress_allow). allow: egress rules, e.g. ["api.example.org:443"]."""
         from banger.rpc.methods.vm import VM_CREATE, CreateRequest
         from banger.vms.model import VmRecord
 

@@ -86,7 +86,7 @@ def parse_rule(text: str) -> Rule:
     wildcard = host.startswith("*.")
     name = host.removeprefix("*.").rstrip(".")
     if not _NAME.match(name) or "*" in name:
-        raise _bad(text, "use a name like pypi.org or *.example.org, an IP or a CIDR")
+        raise _bad(text, "use a name like api.example.org or *.example.org, an IP or a CIDR")
     return Rule(Kind.WILDCARD if wildcard else Kind.NAME, name, port)
 
 
