@@ -183,10 +183,8 @@ def test_denied_garbage_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, stdo
     assert "\n" not in info.value.message
 
 
-@pytest.mark.xfail(strict=True, reason="firewall.py:155 int(port) on an unchecked str: a "
-                   "non-numeric port string raises ValueError (not BangerError), which "
-                   "Gate._poll does not catch, so the log poller dies")
-def test_denied_non_numeric_port_is_our_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    odd = {"nftables": [{"set": {"elem": [{"concat": ["1.1.1.1", "tcp", "http"]}]}}]}
-    with pytest.raises(OperationFailed):
-        _denied_with(monkeypatch, json.dumps(odd))
+def test_denied_odd_elements_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = {"nftables": [{"set": {"elem": [{"concat": ["1.1.1.1", "tcp", "http"]},
+                                          {"concat": ["1.1.1.1", "icmp", 3]},
+                                          {"concat": ["1.1.1.2", "tcp", 443]}]}}]}
+    assert _denied_with(monkeypatch, json.dumps(odd)) == [("1.1.1.2", "tcp", 443)]

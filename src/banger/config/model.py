@@ -156,7 +156,7 @@ def _check_values(file: Path, raw: RawConfig) -> None:
         raise bad("egress_allow", exc.message) from None
     host_part, _, dns_port = raw.egress_upstream_dns.partition(":")
     if raw.egress_upstream_dns and (not _is_ip(host_part) or (dns_port and not (
-            dns_port.isdigit() and 0 < int(dns_port) < 65536))):
+            re.fullmatch(r"[0-9]{1,5}", dns_port, re.ASCII) and 0 < int(dns_port) < 65536))):
         raise bad("egress_upstream_dns", "expected an IPv4 ADDRESS[:PORT] such as 127.0.0.53")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", raw.bridge_name):
         raise bad("bridge_name", "expected an interface name of 1-15 letters, digits, . _ -")

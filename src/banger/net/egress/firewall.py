@@ -152,7 +152,8 @@ async def denied(pid: int) -> list[tuple[str, str, int]]:
         for elem in item.set.elem if item.set else []:
             if len(elem.concat) == 3:
                 address, proto, port = elem.concat
-                found.append((str(address), str(proto), int(port)))
+                if isinstance(port, int) and proto in ("tcp", "udp"):
+                    found.append((str(address), str(proto), port))
     return found
 
 

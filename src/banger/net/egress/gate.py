@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import socket
@@ -52,7 +53,16 @@ def load_resolved(vm_dir: Path) -> dict[str, list[str]]:
                                    type=dict[str, list[str]])
     except (OSError, msgspec.DecodeError):
         return {}
-    return {name: addrs[:MAX_ADDRESSES] for name, addrs in list(data.items())[:MAX_NAMES]}
+    return {name: [a for a in addrs[:MAX_ADDRESSES] if _ipv4(a)]
+            for name, addrs in list(data.items())[:MAX_NAMES]}
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_log(vm_dir: Path) -> list[Denial]:

@@ -40,7 +40,8 @@ def upstream_server(configured: str, resolv_conf: Path = Path("/etc/resolv.conf"
         lines = []
     servers = [line.split()[1] for line in lines
                if line.startswith("nameserver") and len(line.split()) > 1]
-    return (servers[0] if servers else "127.0.0.1"), 53
+    ipv4 = [server for server in servers if server.count(".") == 3 and ":" not in server]
+    return (ipv4[0] if ipv4 else "127.0.0.1"), 53  # the resolver forwards over IPv4
 
 
 def _reply(request: DNSRecord, rcode: int = RCODE.NOERROR) -> DNSRecord:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from banger.errors import InvalidArgument, NotFound
+from banger.numbers import shown
 
 HOST_ALIAS = "host.banger.internal"
 # The guest reaches the host alias at its user-mode gateway (QEMU maps it into the VM's namespace).
@@ -20,6 +21,7 @@ HOST_ALIAS_ADDRESS = "10.0.2.2"
 MAX_RULES = 256
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
 # Names never open these, whatever DNS says (rebinding): only an IP/CIDR rule names them.
 _NEVER_FROM_NAMES = tuple(ipaddress.IPv4Network(n) for n in (
     "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"))
@@ -56,7 +58,7 @@ class Rule:
 
 
 def _bad(rule: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid --allow rule {rule!r}: {why}")
+    return InvalidArgument(f"invalid --allow rule {shown(rule)}: {why}")
 
 
 def _split_port(text: str) -> tuple[str, int | None]:
@@ -65,7 +67,7 @@ def _split_port(text: str) -> tuple[str, int | None]:
     host, sep, port = text.partition(":")
     if not sep:
         return host, None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
         raise _bad(text, "the port must be 1-65535")
     return host, int(port)
 
@@ -76,7 +78,7 @@ def parse_rule(text: str) -> Rule:
     if not raw or len(raw) > 300:
         raise _bad(text[:80], "use HOST[:PORT], IP[:PORT] or CIDR[:PORT]")
     host, port = _split_port(raw.lower())
-    if host == HOST_ALIAS:
+    if host.rstrip(".") == HOST_ALIAS:
         if port is None:
             raise _bad(text, f"{HOST_ALIAS} needs a port: it reaches the host's loopback only on "
                              "the ports you name")
