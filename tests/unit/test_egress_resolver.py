@@ -67,22 +67,22 @@ def test_denied_name_is_nxdomain_logged_and_never_forwarded(monkeypatch: pytest.
                                                             ) -> None:
     fake = Fake(monkeypatch)
     for qtype in ("A", "AAAA", "TXT"):
-        reply = fake.ask(["index.example.org"], query("Evil.Example.", qtype))
+        reply = fake.ask(["idx.test"], query("Evil.Example.", qtype))
         assert reply is not None and reply.header.rcode == RCODE.NXDOMAIN and not reply.rr
     assert fake.events == [("deny", "evil.example"), ("answered",)] * 3
 
 
 def test_allowed_a_is_granted_before_the_reply_and_filtered(monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
-    records = [RR("index.example.org", QTYPE.CNAME, rdata=CNAME("cdn.example"), ttl=9999),
+    records = [RR("idx.test", QTYPE.CNAME, rdata=CNAME("cdn.example"), ttl=9999),
                a("cdn.example", "192.0.2.10", ttl=86400), a("cdn.example", "127.0.0.1"),
                a("cdn.example", "169.254.169.254"), a("cdn.example", "192.0.2.11"),
                a("cdn.example", "192.0.2.10"),
                RR("cdn.example", QTYPE.TXT, rdata=A("1.1.1.1"))]
-    fake = Fake(monkeypatch, upstream_reply("index.example.org", *records))
-    reply = fake.ask(["Index.Example.org:443"], query("INDEX.EXAMPLE.ORG."))
-    assert fake.events == [("forward", "index.example.org", "192.0.2.53:5353"),
-                           ("grant", "index.example.org", "192.0.2.10", "192.0.2.11"),
+    fake = Fake(monkeypatch, upstream_reply("idx.test", *records))
+    reply = fake.ask(["Idx.Test:443"], query("IDX.TEST."))
+    assert fake.events == [("forward", "idx.test", "192.0.2.53:5353"),
+                           ("grant", "idx.test", "192.0.2.10", "192.0.2.11"),
                            ("answered",)]
     assert reply is not None and reply.header.rcode == RCODE.NOERROR
     shown = [(QTYPE[rr.rtype], str(rr.rdata), rr.ttl) for rr in reply.rr]
@@ -122,7 +122,7 @@ def test_at_most_max_addresses_are_granted(monkeypatch: pytest.MonkeyPatch) -> N
 def test_other_types_for_allowed_names_are_empty_without_upstream(
         monkeypatch: pytest.MonkeyPatch, qtype: str) -> None:
     fake = Fake(monkeypatch)
-    reply = fake.ask(["*.index.example.org"], query("files.index.example.org", qtype))
+    reply = fake.ask(["*.idx.test"], query("files.idx.test", qtype))
     assert reply is not None and reply.header.rcode == RCODE.NOERROR and not reply.rr
     assert fake.events == [("answered",)]
 
@@ -131,7 +131,7 @@ def test_host_alias_only_with_a_host_rule(monkeypatch: pytest.MonkeyPatch) -> No
     fake = Fake(monkeypatch)
     reply = fake.ask(["host.banger.internal:8080"], query("host.banger.internal"))
     assert reply is not None and [str(rr.rdata) for rr in reply.rr] == ["10.0.2.2"]
-    reply = fake.ask(["index.example.org"], query("host.banger.internal"))
+    reply = fake.ask(["idx.test"], query("host.banger.internal"))
     assert reply is not None and reply.header.rcode == RCODE.NXDOMAIN
     # neither forwarded nor granted; denied and logged without a host rule
     assert fake.events == [("answered",), ("deny", "host.banger.internal"), ("answered",)]

@@ -26,8 +26,8 @@ from banger.numbers import shown
 @pytest.mark.parametrize(
     ("text", "kind", "target", "port", "shown"),
     [
-        ("index.example.org", Kind.NAME, "index.example.org", None, "index.example.org"),
-        ("Index.Example.Org.:443", Kind.NAME, "index.example.org", 443, "index.example.org:443"),
+        ("idx.test", Kind.NAME, "idx.test", None, "idx.test"),
+        ("Idx.Test.:443", Kind.NAME, "idx.test", 443, "idx.test:443"),
         (" files.pythonhosted.org:0443 ", Kind.NAME, "files.pythonhosted.org", 443,
          "files.pythonhosted.org:443"),
         ("*.Example.org", Kind.WILDCARD, "example.org", None, "*.example.org"),
@@ -59,8 +59,8 @@ def test_every_rule_form_and_its_normalised_text(text: str, kind: Kind, target: 
         ("127.0.0.1", "loopback"), ("127.0.0.1:22", "loopback"), ("127.8.0.0/16", "loopback"),
         ("126.0.0.0/7", "loopback"), ("0.0.0.0/0", "loopback"),
         ("host.banger.internal", "needs a port"),
-        ("index.example.org:0", "1-65535"), ("index.example.org:65536", "1-65535"), ("index.example.org:", "1-65535"),
-        ("index.example.org: 80", "1-65535"), ("index.example.org:-1", "1-65535"), ("index.example.org:http", "1-65535"),
+        ("idx.test:0", "1-65535"), ("idx.test:65536", "1-65535"), ("idx.test:", "1-65535"),
+        ("idx.test: 80", "1-65535"), ("idx.test:-1", "1-65535"), ("idx.test:http", "1-65535"),
         ("localhost", "a name like"), ("*", "a name like"), ("*.com", "a name like"),
         ("**.a.com", "a name like"), ("a.*.com", "a name like"), ("a..com", "a name like"),
         ("-a.com", "a name like"), ("a-.com", "a name like"), ("a_b.com", "a name like"),
@@ -86,12 +86,12 @@ def test_a_long_bad_rule_is_quoted_bounded() -> None:
 
 def test_unicode_digit_port_is_one_clear_error() -> None:
     with pytest.raises(InvalidArgument, match="1-65535"):
-        parse_rule("index.example.org:²")
+        parse_rule("idx.test:²")
 
 
 def test_non_ascii_digit_port_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="1-65535"):
-        parse_rule("index.example.org:\u0663")
+        parse_rule("idx.test:\u0663")
 
 
 @pytest.mark.parametrize("text", ["host.banger.internal.:22", "HOST.banger.internal."])
@@ -149,16 +149,16 @@ def test_wildcard_matches_sub_names_not_the_bare_domain() -> None:
 
 
 def test_ports_for_name() -> None:
-    policy = Policy.of(["index.example.org:443", "index.example.org:80", "*.index.example.org:443", "any.org", "any.org:22",
+    policy = Policy.of(["idx.test:443", "idx.test:80", "*.idx.test:443", "any.org", "any.org:22",
                         "1.2.3.4", "host.banger.internal:8080"])
-    assert policy.ports_for_name("Index.Example.org.") == (443, 80)
-    assert policy.ports_for_name("files.index.example.org") == (443,)
+    assert policy.ports_for_name("Idx.Test.") == (443, 80)
+    assert policy.ports_for_name("files.idx.test") == (443,)
     assert policy.ports_for_name("any.org") == (None, 22)
     assert policy.ports_for_name("other.org") is None
     assert policy.ports_for_name("1.2.3.4") is None  # an IP rule opens no name
     assert policy.ports_for_name("host.banger.internal") == (8080,)
-    assert Policy.of(["index.example.org"]).ports_for_name(HOST_ALIAS) is None
-    assert Policy().ports_for_name("index.example.org") is None
+    assert Policy.of(["idx.test"]).ports_for_name(HOST_ALIAS) is None
+    assert Policy().ports_for_name("idx.test") is None
 
 
 def test_policy_parts() -> None:
@@ -189,20 +189,20 @@ def test_usable_from_name(address: str, usable: bool) -> None:
 
 
 def test_edit_adds_and_removes() -> None:
-    current = ["index.example.org:443", "1.2.3.4"]
-    assert edit(current, ["A.org", "index.example.org:443"], []) == ["index.example.org:443", "1.2.3.4", "a.org"]
-    assert edit(current, [], ["INDEX.example.org.:443"]) == ["1.2.3.4"]
-    assert edit(current, ["index.example.org:80"], ["index.example.org:443"]) == ["1.2.3.4", "index.example.org:80"]
+    current = ["idx.test:443", "1.2.3.4"]
+    assert edit(current, ["A.org", "idx.test:443"], []) == ["idx.test:443", "1.2.3.4", "a.org"]
+    assert edit(current, [], ["IDX.test.:443"]) == ["1.2.3.4"]
+    assert edit(current, ["idx.test:80"], ["idx.test:443"]) == ["1.2.3.4", "idx.test:80"]
     # removed, then added back at the end
-    assert edit(current, ["1.2.3.4"], ["1.2.3.4/32"]) == ["index.example.org:443", "1.2.3.4"]
+    assert edit(current, ["1.2.3.4"], ["1.2.3.4/32"]) == ["idx.test:443", "1.2.3.4"]
     assert edit([], [], []) == []
 
 
 def test_edit_denying_an_absent_rule_lists_the_rules() -> None:
     with pytest.raises(NotFound) as info:
-        edit(["index.example.org:443", "1.2.3.4"], [], ["index.example.org"])
-    assert info.value.message == ("no egress rule 'index.example.org' to remove "
-                                  "(rules: index.example.org:443, 1.2.3.4)")
+        edit(["idx.test:443", "1.2.3.4"], [], ["idx.test"])
+    assert info.value.message == ("no egress rule 'idx.test' to remove "
+                                  "(rules: idx.test:443, 1.2.3.4)")
     with pytest.raises(NotFound, match=r"\(rules: none\)"):
         edit([], [], ["a.org"])
     with pytest.raises(InvalidArgument, match="invalid --allow rule"):
