@@ -4,6 +4,7 @@ addresses they resolved to (never loopback/link-local/multicast), and the refusa
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from banger.errors import OperationFailed
 from banger.net.egress import firewall
-from banger.net.egress.firewall import name_elements, network_rules, ruleset, update
+from banger.net.egress.nftset import allowed
 from banger.net.egress.rules import Policy
 from banger.runner import Result, run, which
 
@@ -24,6 +25,19 @@ RESOLVED = {"a.org": ["93.1.1.1", "127.0.0.1", "93.1.1.2"],
             "x.c.org": ["95.1.1.1"], "gone.org": ["96.1.1.1"],
             "host.banger.internal": ["10.0.2.2", "97.1.1.1"]}
 NS = ["unshare", "--user", "--map-root-user", "--net"]
+
+
+def name_elements(policy: Policy, resolved: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    found = allowed(policy, resolved)
+    return [f"{address} . {port}" for address, port in found.pairs], list(found.every)
+
+
+def ruleset(policy: Policy, resolved: dict[str, list[str]]) -> str:
+    return firewall.ruleset(allowed(policy, resolved))
+
+
+def update(policy: Policy, resolved: dict[str, list[str]]) -> str:
+    return firewall.update(allowed(policy, resolved))
 
 
 def _can_unshare() -> bool:
@@ -76,9 +90,18 @@ def test_host_alias_ports_go_to_host_ports_only() -> None:
 
 
 def test_network_rules() -> None:
-    assert network_rules(POLICY) == [
-        "ip daddr 10.0.0.0/8 tcp dport 22 accept",
-        "ip daddr 1.2.3.4/32 meta l4proto tcp accept"]
+    lines = update(POLICY, {}).splitlines()
+    assert [line for line in lines if line.startswith("add rule")] == [
+        "add rule inet banger_egress networks ip daddr 10.0.0.0/8 tcp dport 22 accept",
+        "add rule inet banger_egress networks ip daddr 1.2.3.4/32 meta l4proto tcp accept"]
+
+
+def test_names_never_open_blocked_addresses() -> None:
+    """The host's own addresses and banger's networks come only from an IP/CIDR rule."""
+    blocked = [ipaddress.IPv4Network("192.0.2.2/32"), ipaddress.IPv4Network("10.77.0.0/24")]
+    found = allowed(Policy.of(["a.org", "b.org:443"]),
+                    {"a.org": ["192.0.2.2", "93.1.1.1"], "b.org": ["10.77.0.5"]}, blocked)
+    assert (found.pairs, found.every) == ((), ("93.1.1.1",))
 
 
 def test_update_flushes_everything_first_and_never_adds_empty_sets() -> None:
@@ -188,3 +211,45 @@ def test_denied_odd_elements_are_skipped(monkeypatch: pytest.MonkeyPatch) -> Non
                                           {"concat": ["1.1.1.1", "icmp", 3]},
                                           {"concat": ["1.1.1.2", "tcp", 443]}]}}]}
     assert _denied_with(monkeypatch, json.dumps(odd)) == [("1.1.1.2", "tcp", 443)]
+
+
+_LIVE = """
+import socket, subprocess, sys, threading
+server = socket.socket()
+server.bind(("198.51.100.1", 8080))
+server.listen()
+def echo():
+    conn, _ = server.accept()
+    while data := conn.recv(100):
+        conn.sendall(data)
+threading.Thread(target=echo, daemon=True).start()
+def attempt(port):
+    try:
+        socket.create_connection(("198.51.100.1", port), timeout=3)
+        return "open"
+    except OSError as e:
+        return type(e).__name__
+conn = socket.create_connection(("198.51.100.1", 8080), timeout=3)
+conn.sendall(b"a")
+print("before", conn.recv(10).decode(), attempt(8081))
+subprocess.run(["nft", "-f", sys.argv[1]], check=True)
+try:
+    conn.sendall(b"b")
+    print("after", conn.recv(10).decode() or "closed")
+except OSError as e:
+    print("after", type(e).__name__)
+print("new", attempt(8080))
+"""
+
+
+@needs_nft
+def test_a_rule_removed_live_also_ends_open_connections(tmp_path: Path) -> None:
+    """Packets of connections already open are checked too; refusals are resets, not timeouts."""
+    (tmp_path / "0.nft").write_text(ruleset(Policy.of(["198.51.100.1:8080"]), {}))
+    (tmp_path / "1.nft").write_text(update(Policy(), {}))
+    (tmp_path / "live.py").write_text(_LIVE)
+    script = ("ip link set lo up && ip addr add 198.51.100.1/32 dev lo && "
+              f"nft -f {tmp_path}/0.nft && python3 {tmp_path}/live.py {tmp_path}/1.nft")
+    out = run([*NS, "sh", "-c", script], timeout=60).stdout.split("\n")
+    assert out[:3] == ["before a ConnectionRefusedError", "after ConnectionResetError",
+                       "new ConnectionRefusedError"]

@@ -4,6 +4,8 @@ reaches the upstream, what the firewall is told, and the on-disk state read back
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from pathlib import Path
 
 import msgspec
@@ -11,8 +13,10 @@ import pytest
 from dnslib import CNAME, OPCODE, QTYPE, RCODE, RR, A, DNSQuestion, DNSRecord
 
 from banger.errors import BangerError
-from banger.net.egress import firewall, gate, resolver
+from banger.net.egress import gate, resolver
+from banger.net.egress.firewall import grant, update
 from banger.net.egress.gate import Denial, Gate, load_resolved, log_file, read_log, resolved_file
+from banger.net.egress.nftset import MAX_ELEMENTS, Allowed
 from banger.net.egress.resolver import Resolver, upstream_server
 from banger.net.egress.rules import Policy
 
@@ -26,7 +30,7 @@ class Fake:
                  = None) -> None:
         self.events: list[tuple[str, ...]] = []
 
-        def forward(name: str, server: tuple[str, int]) -> DNSRecord:
+        async def forward(name: str, server: tuple[str, int]) -> DNSRecord:
             self.events.append(("forward", name, f"{server[0]}:{server[1]}"))
             if isinstance(upstream, Exception):
                 raise upstream
@@ -212,8 +216,22 @@ def test_read_log_skips_garbage_and_is_bounded(tmp_path: Path) -> None:
         "2026-01-01T00:00:00Z", "dns", "evil.example")}
 
 
-def make_gate(tmp_path: Path, rules: list[str]) -> Gate:
-    return Gate(tmp_path, pid=1, policy=Policy.of(rules), upstream=("127.0.0.1", 53))
+class FakeWall:
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    async def fill(self, allow: Allowed) -> None:
+        self.scripts.append("fill " + update(allow))
+
+    async def grant(self, allow: Allowed) -> None:
+        self.scripts.append(grant(allow))
+
+    async def denied(self) -> list[tuple[str, str, int]]:
+        return []
+
+
+def make_gate(tmp_path: Path, rules: list[str], wall: FakeWall | None = None) -> Gate:
+    return Gate(tmp_path, wall or FakeWall(), Policy.of(rules), ("127.0.0.1", 53))
 
 
 def test_record_dedupes_across_restarts(tmp_path: Path) -> None:
@@ -230,18 +248,64 @@ def test_record_dedupes_across_restarts(tmp_path: Path) -> None:
     assert len(log_file(tmp_path).read_bytes().splitlines()) == 4  # one JSON line each
 
 
-def test_gate_grants_through_the_firewall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    scripts: list[str] = []
-
-    async def apply(pid: int, script: str) -> None:
-        scripts.append(script)
-    monkeypatch.setattr(firewall, "apply", apply)
-    g = make_gate(tmp_path, ["a.org:443"])
+def test_gate_grants_through_the_firewall(tmp_path: Path) -> None:
+    wall = FakeWall()
+    g = make_gate(tmp_path, ["a.org:443"], wall)
     asyncio.run(g._grant("a.org", ["93.1.1.1"]))
     asyncio.run(g._grant("a.org", ["93.1.1.1"]))  # nothing new: the firewall is not touched
     asyncio.run(g._grant("a.org", ["93.1.1.2"]))
-    assert len(scripts) == 2 and "{ 93.1.1.2 . 443, 93.1.1.1 . 443 }" in scripts[1]
+    assert len(wall.scripts) == 2 and "{ 93.1.1.2 . 443, 93.1.1.1 . 443 }" in wall.scripts[1]
+    assert not wall.scripts[1].startswith("fill")  # a grant adds; it never flushes
     assert load_resolved(tmp_path) == {"a.org": ["93.1.1.2", "93.1.1.1"]}
     g.resolved = {f"n{i}.org": ["9.9.9.9"] for i in range(gate.MAX_NAMES)}
     with pytest.raises(BangerError, match="too many names"):
         asyncio.run(g._grant("a.org", ["93.1.1.3"]))
+
+
+def test_gate_caps_what_names_open(tmp_path: Path) -> None:
+    """A wildcard over a zone with many addresses cannot grow the sets past one transaction."""
+    wall = FakeWall()
+    g = make_gate(tmp_path, ["*.w.org:443", "*.w.org:80"], wall)
+    for i in range(MAX_ELEMENTS // 64):
+        asyncio.run(g._grant(f"n{i}.w.org", [f"10.{i // 256}.{i % 256}.{j}" for j in range(32)]))
+    with pytest.raises(BangerError, match="more than"):
+        asyncio.run(g._grant("last.w.org", ["11.0.0.1"]))
+    assert "last.w.org" not in load_resolved(tmp_path)  # nothing saved that the filter lacks
+    assert ("dns", "last.w.org") in {(d.kind, d.target) for d in read_log(tmp_path)}
+
+
+def test_upstream_answers_only_count_from_the_upstream_with_our_id_and_question() -> None:
+    """A forged datagram (another sender, a wrong id, another question) never becomes an answer
+    whose addresses the firewall would open."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forger.bind(("127.0.0.1", 0))
+
+    def upstream() -> None:
+        data, client = server.recvfrom(4096)
+        query = DNSRecord.parse(data)
+        forged = query.reply()
+        forged.add_answer(a(str(query.q.qname), "203.0.113.66"))
+        forger.sendto(forged.pack(), client)  # another sender: dropped by the connected socket
+        wrong_id = query.reply()
+        wrong_id.header.id = (query.header.id + 1) % 65536
+        wrong_id.add_answer(a(str(query.q.qname), "203.0.113.67"))
+        server.sendto(wrong_id.pack(), client)
+        other = DNSRecord.question("other.example.org", "A").reply()
+        other.header.id = query.header.id
+        other.add_answer(a("other.example.org", "203.0.113.68"))
+        server.sendto(other.pack(), client)
+        real = query.reply()
+        real.add_answer(a(str(query.q.qname), "192.0.2.10"))
+        server.sendto(real.pack(), client)
+
+    thread = threading.Thread(target=upstream)
+    thread.start()
+    try:
+        reply = asyncio.run(resolver._forward("idx.test", server.getsockname()))
+    finally:
+        thread.join(5)
+        server.close()
+        forger.close()
+    assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.10"]

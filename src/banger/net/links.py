@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,3 +154,10 @@ def link_names(netns: str) -> set[str]:
         return set()
     with netlink(netns) as ipr:
         return {str(link.get("ifname")) for link in ipr.get_links()}
+
+
+def ipv4_addresses(netns: str = "") -> list[str]:
+    """Every IPv4 address on an interface of this namespace (the host's own, by default)."""
+    with netlink(netns) as ipr:
+        return [str(a.get("IFA_ADDRESS")) for a in ipr.get_addr(family=socket.AF_INET)
+                if a.get("IFA_ADDRESS")]

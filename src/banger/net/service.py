@@ -71,7 +71,7 @@ class Network:
         self.cidr: str = config.bridge_cidr
         self.proxies = Proxies()
         self.privileged: PrivilegedNet = privileged_net(Bridge(self.bridge, self.cidr, self.netns))
-        self.egress = Gates(config.egress_upstream_dns)
+        self.egress = Gates(config.egress_upstream_dns, config.bridge_cidr)
 
     # ---- create
 

@@ -1,6 +1,6 @@
-"""One egress VM's gate in the daemon: its resolver, its host-alias proxy, the firewall's sets,
-and the log of what was refused. Gates live while their VM runs; a restarted daemon opens
-them again (the firewall itself lives in the VM's namespace and never goes away before it)."""
+"""One egress VM's gate in the daemon: its policy, its resolver, its host-alias proxy, and the
+log of what was refused. The packet filter itself is a Wall: nftables in the VM's own namespace
+(user mode) or in banger's table through the root helper (tap)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
-from banger.errors import BangerError
-from banger.net.egress import firewall
-from banger.net.egress.nsfd import GateSockets, open_gate_sockets
-from banger.net.egress.resolver import MAX_ADDRESSES, DnsProtocol, Resolver
-from banger.net.egress.rules import HOST_ALIAS, Policy
+from banger.errors import BangerError, OperationFailed
+from banger.net.egress.nftset import MAX_ELEMENTS, Allowed, allowed
+from banger.net.egress.resolver import MAX_ADDRESSES, Resolver
+from banger.net.egress.rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy
 from banger.net.forward import splice
 
 log = logging.getLogger("banger.net.egress")
@@ -30,6 +31,15 @@ CONNECT_TIMEOUT = 5.0
 POLL_S = 5.0  # how often the firewall's refusals are copied into the log
 MAX_LOG_ENTRIES = 10_000
 MAX_NAMES = 4096
+MAX_PROXIED = 128  # host-alias connections open at once, per VM
+
+
+class Wall(Protocol):
+    """Where a gate's packet filter lives."""
+
+    async def fill(self, allow: Allowed) -> None: ...  # the sets say exactly this
+    async def grant(self, allow: Allowed) -> None: ...  # add these
+    async def denied(self) -> list[tuple[str, str, int]]: ...
 
 
 class Denial(msgspec.Struct, frozen=True):
@@ -77,52 +87,56 @@ def read_log(vm_dir: Path) -> list[Denial]:
     return found
 
 
-def _target(address: str, port: int) -> str:
-    return f"{HOST_ALIAS if address == HOST_LOOPBACK else address}:{port}"
-
-
 class Gate:
-    def __init__(self, vm_dir: Path, pid: int, policy: Policy, upstream: tuple[str, int]) -> None:
+    def __init__(self, vm_dir: Path, wall: Wall, policy: Policy, upstream: tuple[str, int], *,
+                 alias: str = HOST_ALIAS_ADDRESS, alias_seen_as: str = HOST_LOOPBACK,
+                 blocked: Sequence[ipaddress.IPv4Network] = ()) -> None:
         self.vm_dir = vm_dir
-        self.pid = pid
+        self.wall = wall
         self.policy = policy
+        self.blocked = tuple(blocked)
+        self.alias_seen_as = alias_seen_as  # the host alias's address in the filter's view
         self.resolved = load_resolved(vm_dir)
-        self.resolver = Resolver(lambda: self.policy, upstream, self._grant, self._deny_name)
+        self.resolver = Resolver(lambda: self.policy, upstream, self._grant, self._deny_name,
+                                 alias)
         self.seen = {(d.kind, d.target) for d in read_log(vm_dir)}
         self.lock = asyncio.Lock()
-        self.sockets: GateSockets | None = None
-        self.dns: DnsProtocol | None = None
-        self.server: asyncio.Server | None = None
+        self.proxied: dict[asyncio.StreamWriter, int] = {}  # open host-alias connections: port
         self.poller: asyncio.Task[None] | None = None
 
-    async def open(self) -> None:
-        """Serve DNS and the host alias in the namespace, and bring the firewall up to date."""
-        await self.apply()
-        self.sockets = await open_gate_sockets(self.pid)
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_datagram_endpoint(lambda: DnsProtocol(self.resolver),
-                                                          sock=self.sockets.dns)
-        self.dns = protocol
-        self.server = await asyncio.start_server(self._proxy, sock=self.sockets.proxy)
-        self.poller = loop.create_task(self._poll())
+    def allowed(self, policy: Policy | None = None) -> Allowed:
+        return allowed(policy or self.policy, self.resolved, self.blocked)
 
-    async def apply(self) -> None:
-        async with self.lock:
-            await firewall.apply(self.pid, firewall.update(self.policy, self.resolved))
+    async def start(self) -> None:
+        """Bring the filter up to date and copy its refusals into the log from now on."""
+        await self.set_policy(self.policy)
+        self.poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def set_policy(self, policy: Policy) -> None:
-        self.policy = policy
-        await self.apply()
+        """The filter first: the resolver and proxy follow only once it holds."""
+        async with self.lock:
+            await self.wall.fill(self.allowed(policy))
+            self.policy = policy
+        for writer, port in list(self.proxied.items()):
+            if port not in policy.host_ports():  # a removed rule ends what it let through
+                _reset(writer)
 
     async def _grant(self, name: str, addresses: list[str]) -> None:
         known = self.resolved.get(name, [])
         if set(addresses) <= set(known):
             return
         if name not in self.resolved and len(self.resolved) >= MAX_NAMES:
-            raise BangerError(f"too many names resolved in this VM ({MAX_NAMES})")
-        self.resolved[name] = list(dict.fromkeys([*addresses, *known]))[:MAX_ADDRESSES]
-        resolved_file(self.vm_dir).write_bytes(msgspec.json.encode(self.resolved))
-        await self.apply()
+            raise OperationFailed(f"too many names resolved in this VM ({MAX_NAMES})")
+        merged = list(dict.fromkeys([*addresses, *known]))[:MAX_ADDRESSES]
+        async with self.lock:
+            grown = {**self.resolved, name: merged}
+            if allowed(self.policy, grown, self.blocked).size() > MAX_ELEMENTS:
+                self._record("dns", name)
+                raise OperationFailed(f"this VM's names resolved to more than {MAX_ELEMENTS} "
+                                      "addresses and ports")
+            await self.wall.grant(allowed(self.policy, {name: merged}, self.blocked))
+            self.resolved = grown
+            resolved_file(self.vm_dir).write_bytes(msgspec.json.encode(self.resolved))
 
     def _deny_name(self, name: str) -> None:
         self._record("dns", name)
@@ -137,9 +151,10 @@ class Gate:
         log.info("egress refused %s %s", kind, json.dumps(target))
 
     async def collect(self) -> None:
-        """Copy the firewall's refusals into the log."""
-        for address, proto, port in await firewall.denied(self.pid):
-            self._record(proto, _target(address, port))
+        """Copy the filter's refusals into the log."""
+        for address, proto, port in await self.wall.denied():
+            shown = HOST_ALIAS if address == self.alias_seen_as else address
+            self._record(proto, f"{shown}:{port}")
 
     async def _poll(self) -> None:
         while True:
@@ -149,40 +164,46 @@ class Gate:
             except BangerError as exc:  # QEMU gone: the VM is stopping
                 log.debug("egress log not read: %s", exc)
 
-    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A guest connection to host.banger.internal:PORT, redirected here by the firewall."""
-        sock: socket.socket = writer.get_extra_info("socket")
-        try:
-            raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-            port = struct.unpack_from("!H", raw, 2)[0]
-        except OSError:
-            writer.close()
-            return
-        if port not in self.policy.host_ports():  # a rule removed after the redirect
+    async def proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    port: int) -> None:
+        """A guest connection to host.banger.internal:PORT, redirected here by the filter."""
+        if port not in self.policy.host_ports() or len(self.proxied) >= MAX_PROXIED:
             self._record("tcp", f"{HOST_ALIAS}:{port}")
-            _reset(sock, writer)
+            _reset(writer)
             return
+        self.proxied[writer] = port
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(HOST_LOOPBACK, port), CONNECT_TIMEOUT)
-        except (OSError, TimeoutError):
-            _reset(sock, writer)
-            return
-        await splice(reader, writer, up_reader, up_writer)
+            try:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection(HOST_LOOPBACK, port), CONNECT_TIMEOUT)
+            except (OSError, TimeoutError):
+                _reset(writer)
+                return
+            await splice(reader, writer, up_reader, up_writer)
+        finally:
+            self.proxied.pop(writer, None)
 
     def close(self) -> None:
         if self.poller is not None:
             self.poller.cancel()
-        if self.server is not None:
-            self.server.close()
-        if self.dns is not None:
-            self.dns.close()
-        if self.sockets is not None:
-            self.sockets.close()
+        for writer in list(self.proxied):
+            _reset(writer)
 
 
-def _reset(sock: socket.socket, writer: asyncio.StreamWriter) -> None:
+def original_port(writer: asyncio.StreamWriter) -> int | None:
+    """The port a redirected connection was meant for (the filter's NAT keeps it)."""
+    sock: socket.socket = writer.get_extra_info("socket")
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError:
+        return None
+    return int(struct.unpack_from("!H", raw, 2)[0])
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with a reset, so the guest sees a refusal and not an empty reply."""
+    sock: socket.socket | None = writer.get_extra_info("socket")
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ MAX_QUERY = 4096
 MAX_ADDRESSES = 32
 MAX_TTL = 300
 UPSTREAM_TIMEOUT = 3.0
+MAX_PENDING = 64  # queries in flight per VM
+UPSTREAM_PARALLEL = 4  # per VM: a guest asking many names at once waits for its own answers
 # (name, addresses) -> after the firewall lets them through; the answer waits for it.
 Grant = Callable[[str, list[str]], Awaitable[None]]
 Deny = Callable[[str], None]
@@ -50,18 +53,48 @@ def _reply(request: DNSRecord, rcode: int = RCODE.NOERROR) -> DNSRecord:
     return reply
 
 
-def _forward(name: str, server: tuple[str, int]) -> DNSRecord:
-    packet = DNSRecord.question(name, "A").send(server[0], server[1], timeout=UPSTREAM_TIMEOUT)
-    return DNSRecord.parse(packet[:MAX_QUERY])
+class _Upstream(asyncio.DatagramProtocol):
+    """One query on a socket connected to the upstream: the kernel drops datagrams from any
+    other address, and only the answer to this id and question is taken."""
+
+    def __init__(self, query: DNSRecord) -> None:
+        self.query = query
+        self.answer: asyncio.Future[DNSRecord] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        try:
+            reply = DNSRecord.parse(data[:MAX_QUERY])
+        except Exception:  # dnslib raises several types for garbage
+            return
+        if (reply.header.qr and reply.header.id == self.query.header.id
+                and len(reply.questions) == 1 and reply.q.qtype == self.query.q.qtype
+                and str(reply.q.qname).lower() == str(self.query.q.qname).lower()
+                and not self.answer.done()):
+            self.answer.set_result(reply)
+
+
+async def _forward(name: str, server: tuple[str, int]) -> DNSRecord:
+    query = DNSRecord.question(name, "A")
+    query.header.id = secrets.randbelow(1 << 16)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(lambda: _Upstream(query),
+                                                              remote_addr=server)
+    try:
+        transport.sendto(bytes(query.pack()))
+        return await asyncio.wait_for(protocol.answer, UPSTREAM_TIMEOUT)
+    finally:
+        transport.close()
 
 
 class Resolver:
     def __init__(self, policy: Callable[[], Policy], server: tuple[str, int], grant: Grant,
-                 deny: Deny) -> None:
+                 deny: Deny, alias: str = HOST_ALIAS_ADDRESS) -> None:
         self.policy = policy
         self.server = server
         self.grant = grant
         self.deny = deny
+        self.alias = alias  # where host.banger.internal points in this VM's network
+        self.upstream_slots = asyncio.Semaphore(UPSTREAM_PARALLEL)
 
     async def answer(self, query: bytes) -> bytes | None:
         """The reply to one datagram from the guest; None for garbage and responses."""
@@ -88,9 +121,10 @@ class Resolver:
         if request.q.qtype != QTYPE.A:
             return reply  # allowed, but only A: no IPv6, no other record types
         if name == HOST_ALIAS:
-            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(HOST_ALIAS_ADDRESS), ttl=60))
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(self.alias), ttl=60))
             return reply
-        upstream = await asyncio.to_thread(_forward, name, self.server)
+        async with self.upstream_slots:
+            upstream = await _forward(name, self.server)
         if upstream.header.rcode != RCODE.NOERROR:
             return _reply(request, upstream.header.rcode)
         records = [rr for rr in upstream.rr if rr.rtype in (QTYPE.A, QTYPE.CNAME)]
@@ -106,28 +140,36 @@ class Resolver:
 
 
 class DnsProtocol(asyncio.DatagramProtocol):
-    def __init__(self, resolver: Resolver) -> None:
-        self.resolver = resolver
+    """Queries in, answers out; which VM's resolver answers depends on the sender (one VM per
+    socket in user mode; tap VMs share one socket and are told apart by address)."""
+
+    def __init__(self, resolver_for: Callable[[str], Resolver | None]) -> None:
+        self.resolver_for = resolver_for
         self.transport: asyncio.DatagramTransport | None = None
-        self.pending: set[asyncio.Task[None]] = set()
+        self.pending: dict[str, set[asyncio.Task[None]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        if len(self.pending) >= 64:  # a flood waits for answers instead of piling up tasks
-            return
-        task = asyncio.get_running_loop().create_task(self._answer(data, addr))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        source = str(addr[0])
+        resolver = self.resolver_for(source)
+        tasks = self.pending.setdefault(source, set())
+        if resolver is None or len(tasks) >= MAX_PENDING:
+            return  # a flood waits for its own answers instead of piling up tasks
+        task = asyncio.get_running_loop().create_task(self._answer(resolver, data, addr))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-    async def _answer(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        reply = await self.resolver.answer(data)
+    async def _answer(self, resolver: Resolver, data: bytes,
+                      addr: tuple[str | object, int]) -> None:
+        reply = await resolver.answer(data)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
     def close(self) -> None:
-        for task in self.pending:
-            task.cancel()
+        for tasks in self.pending.values():
+            for task in tasks:
+                task.cancel()
         if self.transport is not None:
             self.transport.close()

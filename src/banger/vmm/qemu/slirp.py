@@ -33,9 +33,12 @@ UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--"]
 # (127.0.0.53) is not in QEMU's namespace, so it gets slirp4netns's resolver instead.
 NS_RESOLVER = "10.0.2.3"
 _BIND_RESOLV = 'mount --bind "$1" /etc/resolv.conf || exit 1; shift; exec "$@"'
-# Egress VMs: the firewall is loaded before QEMU exists, so the namespace is never open.
+# Egress VMs: the firewall is loaded before QEMU exists, so the namespace is never open, and
+# QEMU keeps no capability there (a slirp bug must not be able to flush the firewall).
 _FIREWALL_FIRST = ('"$1" link set lo up && "$2" -f "$3" && mount --bind "$4" /etc/resolv.conf '
                    '|| exit 1; shift 4; exec "$@"')
+NO_CAPS = ["--no-new-privs", "--bounding-set=-all", "--inh-caps=-all",
+           "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked", "--"]
 EGRESS_RESOLVER = "127.0.0.1"  # the daemon's resolver, inside the namespace
 NS_TAP = "tap0"
 READY_TIMEOUT = 5.0
@@ -92,13 +95,16 @@ def write_resolv_conf(vm_dir: Path, firewall: str = "") -> None:
 def namespace_argv(vm_dir: Path, firewall: str = "") -> list[str]:
     """The prefix that starts QEMU in its own namespaces, resolving through slirp4netns
     (write_resolv_conf first); with a firewall (an nft file), behind it from the start."""
+    setpriv = which("setpriv")
+    drop = [setpriv, *NO_CAPS] if setpriv else []
     if not firewall:
-        return [*UNSHARE, "sh", "-c", _BIND_RESOLV, "sh", str(resolv_conf(vm_dir))]
+        return [*UNSHARE, "sh", "-c", _BIND_RESOLV, "sh", str(resolv_conf(vm_dir)), *drop]
     ip, nft = which("ip"), which("nft")
-    if ip is None or nft is None:
-        raise Unavailable("--allow needs iproute2 and nftables: apt-get install iproute2 nftables")
+    if ip is None or nft is None or not drop:
+        raise Unavailable("--allow needs iproute2, nftables and setpriv: apt-get install "
+                          "iproute2 nftables util-linux")
     return [*UNSHARE, "sh", "-c", _FIREWALL_FIRST, "sh", ip, nft, firewall,
-            str(resolv_conf(vm_dir))]
+            str(resolv_conf(vm_dir)), *drop]
 
 
 def api_socket(vm_dir: Path) -> Path:
