@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,8 +56,12 @@ def test_allowed_names_and_ports_work_and_everything_else_is_refused(
                 "--allow", "*.wild.test:8080", "--allow", f"host.banger.internal:{lab.host_port}",
                 timeout=300)
     assert res.returncode == 0, res.stderr + b.log.read_text()[-3000:]
-    assert b.show(VM)["egress"] == ["pkg.test:8080", "*.wild.test:8080",
-                                    f"host.banger.internal:{lab.host_port}"]
+    shown = b.show(VM)
+    assert shown["egress"] == ["pkg.test:8080", "*.wild.test:8080",
+                               f"host.banger.internal:{lab.host_port}"]
+    qemu = int((b.home / "state" / "vms" / shown["id"] / "qemu.pid").read_text())
+    status = Path(f"/proc/{qemu}/status").read_text()  # it cannot touch its namespace's filter
+    assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status, status
     # Allowed: a name and its port, a wildcard, the host's loopback on its port.
     assert guest_http(b, VM, "http://pkg.test:8080/") == "server-a-8080"
     assert guest_http(b, VM, "http://a.wild.test:8080/") == "server-a-8080"
