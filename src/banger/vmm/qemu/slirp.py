@@ -32,11 +32,14 @@ UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--"]
 # QEMU's slirp forwards guest DNS to /etc/resolv.conf's server; a host loopback resolver
 # (127.0.0.53) is not in QEMU's namespace, so it gets slirp4netns's resolver instead.
 NS_RESOLVER = "10.0.2.3"
-_BIND_RESOLV = 'mount --bind "$1" /etc/resolv.conf || exit 1; shift; exec "$@"'
+# QEMU keeps no capability in its namespace, so its forwards of low guest ports (ssh's 22)
+# need the namespace's unprivileged port range opened first.
+_LOW_PORTS = "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start"
+_BIND_RESOLV = f'{_LOW_PORTS} && mount --bind "$1" /etc/resolv.conf || exit 1; shift; exec "$@"'
 # Egress VMs: the firewall is loaded before QEMU exists, so the namespace is never open, and
 # QEMU keeps no capability there (a slirp bug must not be able to flush the firewall).
-_FIREWALL_FIRST = ('"$1" link set lo up && "$2" -f "$3" && mount --bind "$4" /etc/resolv.conf '
-                   '|| exit 1; shift 4; exec "$@"')
+_FIREWALL_FIRST = (f'"$1" link set lo up && "$2" -f "$3" && {_LOW_PORTS} && '
+                   'mount --bind "$4" /etc/resolv.conf || exit 1; shift 4; exec "$@"')
 NO_CAPS = ["--no-new-privs", "--bounding-set=-all", "--inh-caps=-all",
            "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked", "--"]
 EGRESS_RESOLVER = "127.0.0.1"  # the daemon's resolver, inside the namespace
