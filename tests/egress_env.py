@@ -103,8 +103,11 @@ class EgressLab:
     "server-a-8080" (ip_a:8080, allowed), "server-a-8081" (ip_a:8081, other port),
     "server-b-8080" (ip_b:8080, other address); host loopback ones with "host-loopback-<port>"."""
 
-    def __init__(self) -> None:
+    def __init__(self, host_ns: str = "") -> None:
+        """host_ns: where the veth's host side goes (a tap test's bridge namespace), not the
+        root namespace."""
         n = next(_labs)
+        self.host_ns = host_ns
         self.ns = f"bgr-egress-{os.getpid()}" + (f"-{n}" if n else "")
         self.host_if = f"bge{os.getpid() % 100000}" + (f"x{n}" if n else "")
         self.peer_if = "bgp" + self.host_if[3:]
@@ -136,10 +139,11 @@ class EgressLab:
         self.subnet = _free_subnet()
         self.host_ip, self.ip_a, self.ip_b = host, a, b = [str(self.subnet[i]) for i in (1, 2, 3)]
         _ip("netns", "add", self.ns)
-        _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if,
+        on_host = ["-n", self.host_ns] if self.host_ns else []
+        _ip(*on_host, "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if,
             "netns", self.ns)
-        _ip("addr", "add", f"{host}/24", "dev", self.host_if)
-        _ip("link", "set", self.host_if, "up")
+        _ip(*on_host, "addr", "add", f"{host}/24", "dev", self.host_if)
+        _ip(*on_host, "link", "set", self.host_if, "up")
         for addr in (a, b):
             _ip("-n", self.ns, "addr", "add", f"{addr}/24", "dev", self.peer_if)
         _ip("-n", self.ns, "link", "set", self.peer_if, "up")
@@ -184,6 +188,12 @@ class EgressLab:
         dead = [name for name, p in self._procs.items() if p.poll() is not None]
         if dead:
             raise RuntimeError(f"egress lab server exited: {dead}")
+        if self.host_ns and "127.0.0.1" not in url:  # the lab is reached from host_ns only
+            code = ("import sys, urllib.request\ntry: print(urllib.request.urlopen(sys.argv[1], "
+                    "timeout=1).read().decode().strip())\nexcept OSError: pass")
+            got = subprocess.run(["ip", "netns", "exec", self.host_ns, sys.executable, "-c", code,
+                                  url], capture_output=True, text=True, timeout=10).stdout
+            return got.strip() == body
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 return bool(r.read().decode().strip() == body)
@@ -208,7 +218,8 @@ class EgressLab:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
         _ip("netns", "del", self.ns, check=False)  # takes the peer and so the veth pair with it
-        _ip("link", "del", self.host_if, check=False)
+        _ip(*(["-n", self.host_ns] if self.host_ns else []), "link", "del", self.host_if,
+            check=False)
 
 
 # Runs in the guest: GET argv[1] with timeout argv[2]; a failure names the underlying error.

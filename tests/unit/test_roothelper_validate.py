@@ -77,7 +77,7 @@ def test_malformed_requests_are_refused_in_one_line(data: bytes, why: str) -> No
 
 def test_oversized_requests_are_refused_before_parsing() -> None:
     data = b'{"op": "info", "pad": "' + b"x" * rootwire.MAX_REQUEST + b'"}'
-    with pytest.raises(InvalidArgument, match="larger than 1024 bytes"):
+    with pytest.raises(InvalidArgument, match=f"larger than {rootwire.MAX_REQUEST} bytes"):
         rootwire.decode_request(data)
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from banger.errors import Conflict, InvalidArgument
 from banger.net import links, nat
-from banger.net.plan import gateway_of
+from banger.net.egress import tapfilter
+from banger.net.egress.nftset import Allowed
+from banger.net.plan import gateway_of, tap_name
 from banger.numbers import shown
 
 log = logging.getLogger("banger.net.admin")
@@ -25,6 +27,7 @@ log = logging.getLogger("banger.net.admin")
 VM_ID = re.compile(r"[0-9a-f]{12}", re.ASCII)
 TAP_NAME = re.compile(r"bt[0-9a-f]{12}", re.ASCII)
 ROOT = 0
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
 @dataclass(frozen=True)
@@ -102,3 +105,75 @@ async def nat_disable(bridge: Bridge, vm_id: str, caller: int) -> None:
     """Removes only the caller's rules for the VM (rules are tagged with their uid)."""
     check_vm_id(vm_id)
     await nat.disable(bridge.netns, vm_id, caller)
+
+
+# ---- egress (tap): what the VM may reach, checked element by element before any nft runs
+
+MAX_EGRESS_ELEMENTS = 16384
+MAX_EGRESS_RULES = 256
+
+
+def check_allowed(allow: Allowed) -> Allowed:
+    """Every element canonical IPv4 (never loopback), every port in range, counts bounded."""
+    if allow.size() > MAX_EGRESS_ELEMENTS or len(allow.networks) > MAX_EGRESS_RULES or len(
+            allow.host_ports) > MAX_EGRESS_RULES:
+        raise InvalidArgument("refused: too many egress elements")
+    for address in (*(a for a, _ in allow.pairs), *allow.every):
+        _check_public_address(address)
+    for port in (*(p for _, p in allow.pairs), *allow.host_ports):
+        check_port(port)
+    for cidr, net_port in allow.networks:
+        try:
+            net = ipaddress.IPv4Network(cidr)
+        except ValueError:
+            raise InvalidArgument(f"refused: {shown(cidr)} is not an IPv4 network") from None
+        if str(net) != cidr or net.overlaps(LOOPBACK):
+            raise InvalidArgument(f"refused: {shown(cidr)} is not an egress network")
+        if net_port is not None:
+            check_port(net_port)
+    return allow
+
+
+def _check_public_address(address: str) -> None:
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        raise InvalidArgument(f"refused: {shown(address)} is not an IPv4 address") from None
+    if str(ip) != address or ip in LOOPBACK:
+        raise InvalidArgument(f"refused: {shown(address)} is not an egress address")
+
+
+def check_port(port: int, low: int = 1) -> int:
+    if not low <= port <= 65535:
+        raise InvalidArgument(f"refused: port {port} is out of range")
+    return port
+
+
+async def egress_enable(bridge: Bridge, vm_id: str, ip: str, resolver_port: int,
+                        proxy_port: int, allow: Allowed, caller: int) -> None:
+    """The VM's tap (bt + its id) may reach only `allow`; DNS and the host alias go to the
+    caller's resolver and proxy on the gateway (unprivileged ports)."""
+    check_vm_id(vm_id)
+    check_vm_address(ip, bridge.cidr)
+    check_port(resolver_port, 1024)
+    check_port(proxy_port, 1024)
+    vm = tapfilter.TapVm(vm_id, ip, tap_name(vm_id), caller)
+    await asyncio.to_thread(_check_may_change, bridge, vm.tap, caller)  # your own VM only
+    await tapfilter.enable(bridge.netns, bridge.name, bridge.cidr, vm, resolver_port, proxy_port,
+                           check_allowed(allow))
+
+
+async def egress_update(bridge: Bridge, vm_id: str, allow: Allowed, add_only: bool,
+                        caller: int) -> None:
+    check_vm_id(vm_id)
+    await tapfilter.update(bridge.netns, vm_id, caller, check_allowed(allow), add_only=add_only)
+
+
+async def egress_denied(bridge: Bridge, vm_id: str, caller: int) -> list[tuple[str, str, int]]:
+    check_vm_id(vm_id)
+    return await tapfilter.denied(bridge.netns, vm_id, caller)
+
+
+async def egress_disable(bridge: Bridge, vm_id: str, caller: int) -> None:
+    check_vm_id(vm_id)
+    await tapfilter.disable(bridge.netns, vm_id, caller)

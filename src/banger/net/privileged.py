@@ -19,6 +19,7 @@ import msgspec
 from banger.errors import Conflict, Unavailable
 from banger.net import admin, links, rootwire
 from banger.net.admin import Bridge
+from banger.net.egress.nftset import Allowed
 
 HELPER_SOCKET = Path("/run/banger/root.sock")
 SOCKET_ENV = "BANGER_ROOT_SOCKET"  # another helper socket (tests, a second install)
@@ -39,6 +40,11 @@ class PrivilegedNet(Protocol):
     async def tap_delete(self, tap: str) -> bool: ...
     async def nat_enable(self, vm_id: str, ip: str) -> None: ...
     async def nat_disable(self, vm_id: str) -> None: ...
+    async def egress_enable(self, vm_id: str, ip: str, resolver_port: int, proxy_port: int,
+                            allow: Allowed) -> None: ...
+    async def egress_update(self, vm_id: str, allow: Allowed, add_only: bool) -> None: ...
+    async def egress_denied(self, vm_id: str) -> list[tuple[str, str, int]]: ...
+    async def egress_disable(self, vm_id: str) -> None: ...
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -73,6 +79,20 @@ class InProcess:
     async def nat_disable(self, vm_id: str) -> None:
         await admin.nat_disable(self._bridge, vm_id, self.caller)
 
+    async def egress_enable(self, vm_id: str, ip: str, resolver_port: int, proxy_port: int,
+                            allow: Allowed) -> None:
+        await admin.egress_enable(self._bridge, vm_id, ip, resolver_port, proxy_port, allow,
+                                  self.caller)
+
+    async def egress_update(self, vm_id: str, allow: Allowed, add_only: bool) -> None:
+        await admin.egress_update(self._bridge, vm_id, allow, add_only, self.caller)
+
+    async def egress_denied(self, vm_id: str) -> list[tuple[str, str, int]]:
+        return await admin.egress_denied(self._bridge, vm_id, self.caller)
+
+    async def egress_disable(self, vm_id: str) -> None:
+        await admin.egress_disable(self._bridge, vm_id, self.caller)
+
 
 class HelperClient:
     """The root helper does them: one request per connection, its replies checked and capped."""
@@ -101,6 +121,20 @@ class HelperClient:
 
     async def nat_disable(self, vm_id: str) -> None:
         await self._call(rootwire.NatDisable(vm_id=vm_id))
+
+    async def egress_enable(self, vm_id: str, ip: str, resolver_port: int, proxy_port: int,
+                            allow: Allowed) -> None:
+        await self._call(rootwire.EgressEnable(vm_id, ip, resolver_port, proxy_port,
+                                               rootwire.EgressSets.of(allow)))
+
+    async def egress_update(self, vm_id: str, allow: Allowed, add_only: bool) -> None:
+        await self._call(rootwire.EgressUpdate(vm_id, rootwire.EgressSets.of(allow), add_only))
+
+    async def egress_denied(self, vm_id: str) -> list[tuple[str, str, int]]:
+        return list((await self._call(rootwire.EgressDenied(vm_id=vm_id))).denied)
+
+    async def egress_disable(self, vm_id: str) -> None:
+        await self._call(rootwire.EgressDisable(vm_id=vm_id))
 
     def exchange(self, request: rootwire.Request) -> rootwire.Reply:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

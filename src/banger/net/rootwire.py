@@ -11,10 +11,11 @@ from typing import Annotated, Any
 import msgspec
 
 from banger.errors import BangerError, InvalidArgument
+from banger.net.egress.nftset import Allowed
 from banger.textsafe import one_line
 
-MAX_REQUEST = 1024  # the largest valid request is under 150 bytes
-MAX_REPLY = 4096
+MAX_REQUEST = 1 << 20  # egress sets; every other request is under 150 bytes
+MAX_REPLY = 1 << 18  # an egress log of MAX_DENIED entries
 Name = Annotated[str, msgspec.Meta(max_length=15)]  # IFNAMSIZ - 1
 Field = Annotated[str, msgspec.Meta(max_length=64)]
 
@@ -48,7 +49,53 @@ class NatDisable(_Op, frozen=True, tag="nat_disable"):
     vm_id: Field
 
 
-Request = Info | BridgeUp | TapAdd | TapDelete | NatEnable | NatDisable
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Address = Annotated[str, msgspec.Meta(max_length=18)]
+Many = msgspec.Meta(max_length=16384)
+
+
+class EgressSets(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """nftset.Allowed on the wire; net.admin checks every element again."""
+
+    pairs: Annotated[list[tuple[Address, Port]], Many] = []
+    every: Annotated[list[Address], Many] = []
+    networks: Annotated[list[tuple[Address, Port | None]], msgspec.Meta(max_length=256)] = []
+    host_ports: Annotated[list[Port], msgspec.Meta(max_length=256)] = []
+
+    @classmethod
+    def of(cls, allow: Allowed) -> EgressSets:
+        return cls(list(allow.pairs), list(allow.every), list(allow.networks),
+                   list(allow.host_ports))
+
+    def allowed(self) -> Allowed:
+        return Allowed(tuple(self.pairs), tuple(self.every), tuple(self.networks),
+                       tuple(self.host_ports))
+
+
+class EgressEnable(_Op, frozen=True, tag="egress_enable"):
+    vm_id: Field
+    ip: Field
+    resolver_port: Port
+    proxy_port: Port
+    sets: EgressSets
+
+
+class EgressUpdate(_Op, frozen=True, tag="egress_update"):
+    vm_id: Field
+    sets: EgressSets
+    add_only: bool = False
+
+
+class EgressDenied(_Op, frozen=True, tag="egress_denied"):
+    vm_id: Field
+
+
+class EgressDisable(_Op, frozen=True, tag="egress_disable"):
+    vm_id: Field
+
+
+Request = (Info | BridgeUp | TapAdd | TapDelete | NatEnable | NatDisable | EgressEnable
+           | EgressUpdate | EgressDenied | EgressDisable)
 
 
 class Reply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -57,6 +104,8 @@ class Reply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bridge: str = ""
     cidr: str = ""
     existed: bool = False
+    denied: Annotated[list[tuple[Address, Annotated[str, msgspec.Meta(max_length=8)], Port]],
+                      msgspec.Meta(max_length=4096)] = []
 
 
 def decode_request(data: bytes) -> Request:

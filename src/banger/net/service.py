@@ -71,7 +71,7 @@ class Network:
         self.cidr: str = config.bridge_cidr
         self.proxies = Proxies()
         self.privileged: PrivilegedNet = privileged_net(Bridge(self.bridge, self.cidr, self.netns))
-        self.egress = Gates(config.egress_upstream_dns, config.bridge_cidr)
+        self.egress = Gates(config.egress_upstream_dns, config.bridge_cidr, self.netns)
 
     # ---- create
 
@@ -133,6 +133,10 @@ class Network:
             tap = plan.tap_name(vm.id)
             await self.privileged.bridge_up()
             await self.privileged.tap_add(tap)
+            if vm.egress:  # before the VMM starts: the VM's first packet meets its rules
+                self.egress.fresh(self._runtime_file(vm).parent)
+                await self.egress.ensure_tap(vm.id, self._runtime_file(vm).parent, vm.ip or "",
+                                             vm.egress, self.privileged)
             return NetworkAttachment("tap", tap=tap, mac=vm.mac or plan.mac_for(vm.id),
                                      netns=self.netns)
         loop = vm.ip or ""
@@ -174,8 +178,8 @@ class Network:
         if vm.mode == "tap":
             prefix = ipaddress.IPv4Network(self.cidr).prefixlen
             gateway = str(plan.gateway_of(self.cidr))
-            return {"mac": mac, "address": f"{vm.ip}/{prefix}", "gateway": gateway,
-                    "dns": host_nameservers() or [gateway]}
+            dns = [gateway] if vm.egress else host_nameservers() or [gateway]
+            return {"mac": mac, "address": f"{vm.ip}/{prefix}", "gateway": gateway, "dns": dns}
         return {"mac": mac, "address": plan.USER_GUEST_ADDRESS, "gateway": plan.USER_GATEWAY,
                 "dns": [plan.USER_DNS]}
 
@@ -196,6 +200,9 @@ class Network:
                                    vm.egress)
         if vm.mode != "tap" or not vm.ip:
             return
+        if vm.egress:
+            await self.egress.open_tap(vm.id, self._runtime_file(vm).parent, vm.ip, vm.egress,
+                                       self.privileged)
         if vm.nat:
             await self.privileged.nat_enable(vm.id, vm.ip)
         self.proxies.close(vm.id)
@@ -254,6 +261,7 @@ class Network:
             try:
                 if vm.nat or vm.ip:
                     await self.privileged.nat_disable(vm.id)
+                    await self.privileged.egress_disable(vm.id)
                 await self.privileged.tap_delete(plan.tap_name(vm.id))
             except Unavailable as exc:  # a removed helper must not make VMs undeletable
                 log.warning("left %s's tap and NAT rules: %s", vm.name, exc.message)

@@ -100,12 +100,24 @@ class Helper:
                 await admin.nat_enable(b, vm_id, ip, uid)
             case rootwire.NatDisable(vm_id=vm_id):
                 await admin.nat_disable(b, vm_id, uid)
+            case rootwire.EgressEnable():
+                await admin.egress_enable(b, request.vm_id, request.ip, request.resolver_port,
+                                          request.proxy_port, request.sets.allowed(), uid)
+            case rootwire.EgressUpdate():
+                await admin.egress_update(b, request.vm_id, request.sets.allowed(),
+                                          request.add_only, uid)
+            case rootwire.EgressDenied(vm_id=vm_id):
+                return Reply(ok=True, denied=await admin.egress_denied(b, vm_id, uid))
+            case rootwire.EgressDisable(vm_id=vm_id):
+                await admin.egress_disable(b, vm_id, uid)
         return Reply(ok=True)
 
 
 def _describe(request: Request) -> str:
-    """For the log: only validated requests get here, so their fields are banger's own names."""
-    fields = " ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(request).items())
+    """For the log: only validated requests get here, so their fields are banger's own names
+    (egress sets are counted, not listed)."""
+    fields = " ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(request).items()
+                      if k != "sets")
     return f"{type(request).__name__} {fields}".strip()
 
 

@@ -11,12 +11,23 @@ from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument, Unavailable
 from banger.net.egress import firewall
-from banger.net.egress.gate import Denial, Gate, log_file, original_port, read_log, resolved_file
+from banger.net.egress.gate import (
+    Denial,
+    Gate,
+    load_resolved,
+    log_file,
+    original_port,
+    read_log,
+    resolved_file,
+)
 from banger.net.egress.nftset import Allowed, allowed
 from banger.net.egress.nsfd import GateSockets, open_gate_sockets
 from banger.net.egress.resolver import DnsProtocol, upstream_server
 from banger.net.egress.rules import Policy
+from banger.net.egress.tapgate import TapFront, TapWall
 from banger.net.links import ipv4_addresses
+from banger.net.plan import gateway_of
+from banger.net.privileged import PrivilegedNet
 from banger.runner import which
 
 log = logging.getLogger("banger.net.egress")
@@ -31,11 +42,13 @@ def check_supported(rules: Sequence[str], mode: str | None, nat: bool, vmm: str)
     if nat:
         raise InvalidArgument("--allow and --nat do not mix: --nat already allows everything; "
                               "drop one")
+    if mode == "tap":
+        return  # the root side (helper or root daemon) checks its own tools
     if mode != "user":
-        raise InvalidArgument("--allow is enforced in user-mode networking only for now; "
-                              "add --net user")
+        raise InvalidArgument("--allow needs a network: add --net user or --net tap")
     if vmm != "qemu":
-        raise InvalidArgument(f"--allow needs the qemu VMM (this daemon uses {vmm})")
+        raise InvalidArgument(f"--allow in user mode needs the qemu VMM (this daemon uses {vmm}"
+                              "); add --net tap")
     for tool in ("nft", "slirp4netns", "nsenter", "setpriv"):
         if which(tool) is None:
             package = {"nft": "nftables", "nsenter": "util-linux", "setpriv": "util-linux"}
@@ -92,21 +105,30 @@ class NamespaceFront:
 
 
 class Gates:
-    def __init__(self, upstream_dns: str, bridge_cidr: str) -> None:
+    def __init__(self, upstream_dns: str, bridge_cidr: str, netns: str = "") -> None:
         self.upstream = upstream_server(upstream_dns)
         self.bridge_cidr = ipaddress.IPv4Network(bridge_cidr)
-        self.gates: dict[str, tuple[Gate, NamespaceFront]] = {}
+        self.netns = netns  # tap mode's namespace (bridge, taps), "" for the daemon's own
+        self.gates: dict[str, tuple[Gate, NamespaceFront | None]] = {}
+        self.tap_front = TapFront(netns, str(gateway_of(bridge_cidr)), self._tap_gate)
+        self.tap_ips: dict[str, str] = {}  # a tap VM's address -> its id
+        self.tap_enabled: dict[str, tuple[int, int]] = {}  # id -> the front's ports it uses
 
     def blocked(self) -> list[ipaddress.IPv4Network]:
         """What no name may open: the host's own addresses and banger's networks."""
-        own = [ipaddress.IPv4Network(address) for address in ipv4_addresses()]
+        spaces = {"", self.netns}
+        own = [ipaddress.IPv4Network(a) for netns in spaces for a in ipv4_addresses(netns)]
         return [*own, self.bridge_cidr, SLIRP_NET]
 
-    def prepare(self, vm_dir: Path, rules: Sequence[str]) -> str:
-        """The firewall file QEMU's namespace loads before QEMU starts. A fresh start: names
-        are resolved again and the log starts empty."""
+    @staticmethod
+    def fresh(vm_dir: Path) -> None:
+        """A VM start: names are resolved again and the log starts empty."""
         resolved_file(vm_dir).unlink(missing_ok=True)
         log_file(vm_dir).unlink(missing_ok=True)
+
+    def prepare(self, vm_dir: Path, rules: Sequence[str]) -> str:
+        """The firewall file QEMU's namespace loads before QEMU starts."""
+        self.fresh(vm_dir)
         path = vm_dir / FIREWALL_FILE
         path.write_text(firewall.ruleset(allowed(Policy.of(rules), {})))
         return str(path)
@@ -124,6 +146,36 @@ class Gates:
             gate.close()
             raise
         self.gates[vm_id] = (gate, front)
+
+    async def ensure_tap(self, vm_id: str, vm_dir: Path, ip: str, rules: Sequence[str],
+                         privileged: PrivilegedNet) -> None:
+        """A tap VM's rules in banger's table, pointing at this daemon's resolver and proxy:
+        before its VMM starts, and again when a restarted daemon listens on other ports."""
+        ports = await self.tap_front.open()
+        if self.tap_enabled.get(vm_id) == ports:
+            return
+        allow = allowed(Policy.of(rules), load_resolved(vm_dir),
+                        await asyncio.to_thread(self.blocked))
+        await privileged.egress_enable(vm_id, ip, ports[0], ports[1], allow)
+        self.tap_enabled[vm_id] = ports
+
+    async def open_tap(self, vm_id: str, vm_dir: Path, ip: str, rules: Sequence[str],
+                       privileged: PrivilegedNet) -> None:
+        stale = self.gates.pop(vm_id, None)  # a re-adopted VM: its rules may stay as they are
+        if stale is not None:
+            stale[0].close()
+        await self.ensure_tap(vm_id, vm_dir, ip, rules, privileged)
+        gateway = self.tap_front.gateway
+        gate = Gate(vm_dir, TapWall(privileged, vm_id), Policy.of(rules), self.upstream,
+                    alias=gateway, alias_seen_as=gateway,
+                    blocked=await asyncio.to_thread(self.blocked))
+        await gate.start()
+        self.gates[vm_id] = (gate, None)
+        self.tap_ips[ip] = vm_id
+
+    def _tap_gate(self, source: str) -> Gate | None:
+        opened = self.gates.get(self.tap_ips.get(source, ""))
+        return opened[0] if opened else None
 
     async def update(self, vm_id: str, rules: Sequence[str]) -> None:
         """A running egress VM's new rules; its gate must be open to take them."""
@@ -144,13 +196,17 @@ class Gates:
 
     def close(self, vm_id: str) -> None:
         opened = self.gates.pop(vm_id, None)
+        self.tap_ips = {ip: vm for ip, vm in self.tap_ips.items() if vm != vm_id}
+        self.tap_enabled.pop(vm_id, None)
         if opened is not None:
-            opened[1].close()
+            if opened[1] is not None:
+                opened[1].close()
             opened[0].close()
 
     def close_all(self) -> None:
         for vm_id in list(self.gates):
             self.close(vm_id)
+        self.tap_front.close()
 
 
 __all__ = ["Gates", "check_supported"]

@@ -31,10 +31,11 @@ class Names:
     denied: str = "denied"
     networks: str = "networks"  # the IP/CIDR rules, as rules
     deny: str = "deny"
+    check: str = "check"  # the verdict as its own chain (tap: jumped to from the base chains)
 
     @classmethod
     def for_vm(cls, vm_id: str) -> Names:
-        return cls(*(f"eg{vm_id}{suffix}" for suffix in ("p", "e", "h", "d", "n", "x")))
+        return cls(*(f"eg{vm_id}{suffix}" for suffix in ("p", "e", "h", "d", "n", "x", "c")))
 
 
 @dataclass(frozen=True)
