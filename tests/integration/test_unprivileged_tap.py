@@ -10,6 +10,7 @@ file creates and deletes; nothing reaches the host's own links. Root runs the he
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -154,3 +155,41 @@ def test_a_users_tap_vm_reaches_the_bridge_through_the_helper(world: TapWorld) -
     deleted = world.run("vm", "delete", "-f", "tapper")
     assert deleted.returncode == 0, deleted.stderr
     assert not [link for link in world.links() if str(link["ifname"]).startswith("bt")]
+
+
+GUEST_GET = ("import sys, urllib.request\ntry: print(urllib.request.urlopen(sys.argv[1], "
+             "timeout=5).status)\nexcept Exception as e: print('fail', type(getattr(e, 'reason', "
+             "e)).__name__)")
+
+
+def test_a_users_tap_vm_with_egress_rules_through_the_helper(world: TapWorld) -> None:
+    """The helper loads the VM's rules for the user's daemon; the daemon serves the VM's DNS and
+    host alias on the bridge's gateway, unprivileged."""
+    port = 18000 + os.getpid() % 1000
+    server = subprocess.Popen(["ip", "netns", "exec", world.netns, sys.executable, "-m",
+                               "http.server", "--bind", "127.0.0.1", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        made = world.run("vm", "create", "--name", "tapeg", "--net", "tap", "--allow",
+                         f"host.banger.internal:{port}", timeout=300)
+        assert made.returncode == 0, made.stderr
+
+        def get(url: str) -> str:
+            return world.run("vm", "exec", "tapeg", "--", "python3", "-c", GUEST_GET,
+                             url).stdout.strip()
+
+        wait_until(lambda: get(f"http://host.banger.internal:{port}/") == "200",
+                   "the host's loopback server through the helper's rules")
+        assert get(f"http://host.banger.internal:{port + 1}/") == "fail ConnectionRefusedError"
+        assert get(f"http://{GATEWAY}:{port}/") == "200"  # the alias is the gateway
+        log = world.run("vm", "logs", "--egress", "tapeg").stdout
+        assert f"host.banger.internal:{port + 1}" in log, log
+        world.run("vm", "set", "tapeg", "--deny", f"host.banger.internal:{port}")
+        assert get(f"http://{GATEWAY}:{port}/") == "fail ConnectionRefusedError"
+        vm_id = json.loads(world.run("vm", "show", "tapeg").stdout)["id"]
+        world.run("vm", "delete", "-f", "tapeg", timeout=120)
+        rules = sh("ip", "netns", "exec", world.netns, "nft", "list", "ruleset")
+        assert f"banger:{vm_id}" not in rules
+    finally:
+        server.kill()
+        server.wait()
