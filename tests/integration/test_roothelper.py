@@ -139,7 +139,8 @@ def account_or_uid(uid: int) -> str | int:
 
 def test_happy_path_tap_owned_by_the_caller_nat_and_cleanup(helper: Helper) -> None:
     assert helper.call({"op": "info"}, uid=USER) == {
-        "ok": True, "error": None, "bridge": helper.bridge, "cidr": CIDR, "existed": False}
+        "ok": True, "error": None, "bridge": helper.bridge, "cidr": CIDR, "existed": False,
+        "denied": []}
     assert helper.call({"op": "bridge_up"}, uid=USER)["ok"] is True
     bridge = helper.link(helper.bridge)
     assert bridge is not None and "UP" in bridge["flags"]  # type: ignore[operator]
@@ -184,12 +185,12 @@ def test_each_refusal_is_one_line_logged_and_changes_nothing(helper: Helper, req
 
 
 def test_oversized_and_malformed_requests_are_refused(helper: Helper) -> None:
-    big = b'{"op": "info", "pad": "' + b"x" * 100_000 + b'"}'
-    refused(helper.call(None, uid=USER, raw=big), "larger than 1024 bytes")
+    big = b'{"op": "info", "pad": "' + b"x" * ((1 << 20) + 100) + b'"}'
+    refused(helper.call(None, uid=USER, raw=big), f"larger than {1 << 20} bytes")
     refused(helper.call(None, uid=USER, raw=b"\xff\xfe{not json"), "malformed request")
     refused(helper.call(None, uid=USER, raw=b""), "malformed request")
     log = helper.log.read_text()
-    assert "larger than 1024 bytes" in log and log.count("malformed request") == 2
+    assert f"larger than {1 << 20} bytes" in log and log.count("malformed request") == 2
 
 
 def test_a_caller_outside_the_group_is_refused(helper: Helper) -> None:
