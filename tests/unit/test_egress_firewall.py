@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from banger.egress_rules import Policy
 from banger.errors import OperationFailed
 from banger.net.egress import firewall
 from banger.net.egress.nftset import allowed
-from banger.net.egress.rules import Policy
 from banger.runner import Result, run, which
 
 POLICY = Policy.of(["a.org:443", "a.org:80", "b.org", "*.c.org:22", "10.0.0.0/8:22", "1.2.3.4",

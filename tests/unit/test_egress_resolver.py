@@ -12,13 +12,13 @@ import msgspec
 import pytest
 from dnslib import CNAME, OPCODE, QTYPE, RCODE, RR, A, DNSQuestion, DNSRecord
 
+from banger.egress_rules import Policy
 from banger.errors import BangerError
 from banger.net.egress import gate, resolver
 from banger.net.egress.firewall import grant, update
 from banger.net.egress.gate import Denial, Gate, load_resolved, log_file, read_log, resolved_file
 from banger.net.egress.nftset import MAX_ELEMENTS, Allowed
 from banger.net.egress.resolver import Resolver, upstream_server
-from banger.net.egress.rules import Policy
 
 SERVER = ("192.0.2.53", 5353)
 

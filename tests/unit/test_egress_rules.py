@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from banger.errors import InvalidArgument, NotFound
-from banger.net.egress.rules import (
+from banger.egress_rules import (
     HOST_ALIAS,
     MAX_RULES,
     Kind,
@@ -20,6 +19,7 @@ from banger.net.egress.rules import (
     parse_rules,
     usable_from_name,
 )
+from banger.errors import InvalidArgument, NotFound
 from banger.numbers import shown
 
 

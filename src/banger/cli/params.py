@@ -75,8 +75,8 @@ def check_publish(specs: tuple[str, ...]) -> None:
 
 def check_allow(rules: tuple[str, ...], hint: str = "--allow") -> None:
     """Egress rules checked before anything is sent to the daemon."""
+    from banger.egress_rules import parse_rules
     from banger.errors import InvalidArgument
-    from banger.net.egress.rules import parse_rules
 
     try:
         parse_rules(rules)

@@ -14,8 +14,8 @@ import msgspec
 
 from banger.config import host
 from banger.config.sizes import SIZE_HELP, parse_size_mib
+from banger.egress_rules import parse_rules
 from banger.errors import ConfigError, InvalidArgument
-from banger.net.egress.rules import parse_rules
 from banger.paths import Paths
 
 Vmm = Literal["auto", "qemu", "firecracker"]

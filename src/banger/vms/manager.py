@@ -17,6 +17,8 @@ from banger.agent.client import AgentClient
 from banger.artifacts import Artifacts, ImageFiles, KernelFiles, kernel_files
 from banger.config import Config, format_size_mib
 from banger.config import host as host_facts
+from banger.egress_rules import Policy
+from banger.egress_rules import edit as edit_rules
 from banger.errors import (
     BangerError,
     Conflict,
@@ -28,8 +30,6 @@ from banger.errors import (
 from banger.images.manifest import get_image
 from banger.kernels.manifest import get_kernel
 from banger.namegen import generate
-from banger.net.egress.rules import Policy
-from banger.net.egress.rules import edit as edit_rules
 from banger.net.plan import VmNet, parse_publish
 from banger.net.service import Network
 from banger.paths import Paths

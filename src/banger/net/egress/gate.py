@@ -18,10 +18,10 @@ from typing import Protocol
 
 import msgspec
 
+from banger.egress_rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy
 from banger.errors import BangerError, OperationFailed
 from banger.net.egress.nftset import MAX_ELEMENTS, Allowed, allowed
 from banger.net.egress.resolver import MAX_ADDRESSES, Resolver
-from banger.net.egress.rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy
 from banger.net.forward import splice
 
 log = logging.getLogger("banger.net.egress")

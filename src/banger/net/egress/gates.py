@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from banger.egress_rules import Policy
 from banger.errors import BangerError, InvalidArgument, Unavailable
 from banger.net.egress import firewall
 from banger.net.egress.gate import (
@@ -23,7 +24,6 @@ from banger.net.egress.gate import (
 from banger.net.egress.nftset import Allowed, allowed
 from banger.net.egress.nsfd import GateSockets, open_gate_sockets
 from banger.net.egress.resolver import DnsProtocol, upstream_server
-from banger.net.egress.rules import Policy
 from banger.net.egress.tapgate import TapFront, TapWall
 from banger.net.links import ipv4_addresses
 from banger.net.plan import gateway_of

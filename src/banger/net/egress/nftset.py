@@ -12,8 +12,8 @@ from typing import Annotated
 
 import msgspec
 
+from banger.egress_rules import HOST_ALIAS, Policy, usable_from_name
 from banger.errors import OperationFailed
-from banger.net.egress.rules import HOST_ALIAS, Policy, usable_from_name
 
 MAX_DENIED = 4096
 DENIED_TIMEOUT = "60s"  # copied into the log every few seconds; expiry makes room for new ones

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dnslib import OPCODE, QTYPE, RCODE, RR, A, DNSRecord
 
-from banger.net.egress.rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy, usable_from_name
+from banger.egress_rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy, usable_from_name
 
 log = logging.getLogger("banger.net.egress")
 MAX_QUERY = 4096
