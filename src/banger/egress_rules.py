@@ -83,7 +83,7 @@ def parse_rule(text: str) -> Rule:
             raise _bad(text, f"{HOST_ALIAS} needs a port: it reaches the host's loopback only on "
                              "the ports you name")
         return Rule(Kind.HOST, HOST_ALIAS, port)
-    if "/" in host or _is_ip(host):
+    if "/" in host or is_ipv4(host):
         return Rule(Kind.NETWORK, _network(text, host), port)
     wildcard = host.startswith("*.")
     name = host.removeprefix("*.").rstrip(".")
@@ -92,9 +92,9 @@ def parse_rule(text: str) -> Rule:
     return Rule(Kind.WILDCARD if wildcard else Kind.NAME, name, port)
 
 
-def _is_ip(host: str) -> bool:
+def is_ipv4(text: str) -> bool:
     try:
-        ipaddress.ip_address(host)
+        ipaddress.IPv4Address(text)
     except ValueError:
         return False
     return True

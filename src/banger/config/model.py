@@ -14,7 +14,7 @@ import msgspec
 
 from banger.config import host
 from banger.config.sizes import SIZE_HELP, parse_size_mib
-from banger.egress_rules import parse_rules
+from banger.egress_rules import is_ipv4, parse_rules
 from banger.errors import ConfigError, InvalidArgument
 from banger.paths import Paths
 
@@ -155,18 +155,12 @@ def _check_values(file: Path, raw: RawConfig) -> None:
     except InvalidArgument as exc:
         raise bad("egress_allow", exc.message) from None
     host_part, _, dns_port = raw.egress_upstream_dns.partition(":")
-    if raw.egress_upstream_dns and (not _is_ip(host_part) or (dns_port and not (
+    if raw.egress_upstream_dns and (not is_ipv4(host_part) or (dns_port and not (
             re.fullmatch(r"[0-9]{1,5}", dns_port, re.ASCII) and 0 < int(dns_port) < 65536))):
         raise bad("egress_upstream_dns", "expected an IPv4 ADDRESS[:PORT] such as 127.0.0.53")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", raw.bridge_name):
         raise bad("bridge_name", "expected an interface name of 1-15 letters, digits, . _ -")
 
-
-def _is_ip(text: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
-    except ValueError:
-        return False
 
 
 def ui_address(listen: str) -> tuple[str, int]:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import msgspec
 
-from banger.egress_rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy
+from banger.egress_rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy, is_ipv4
 from banger.errors import BangerError, OperationFailed
 from banger.net.egress.nftset import MAX_ELEMENTS, Allowed, allowed
 from banger.net.egress.resolver import MAX_ADDRESSES, Resolver
@@ -63,16 +63,9 @@ def load_resolved(vm_dir: Path) -> dict[str, list[str]]:
                                    type=dict[str, list[str]])
     except (OSError, msgspec.DecodeError):
         return {}
-    return {name: [a for a in addrs[:MAX_ADDRESSES] if _ipv4(a)]
+    return {name: [a for a in addrs[:MAX_ADDRESSES] if is_ipv4(a)]
             for name, addrs in list(data.items())[:MAX_NAMES]}
 
-
-def _ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_log(vm_dir: Path) -> list[Denial]:
