@@ -29,6 +29,7 @@ OTHER = 1002  # any other uid: no account is needed to hold a uid
 CIDR = "10.77.0.0/24"
 VM_ID = "0123456789ab"
 TAP = f"bt{VM_ID}"
+PIN = {"ip": "10.77.0.2", "mac": "52:54:00:12:34:56"}  # the VM's address and MAC
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path(SYS_PY).exists(),
                                 reason="the root helper's tests run as root")
@@ -144,7 +145,7 @@ def test_happy_path_tap_owned_by_the_caller_nat_and_cleanup(helper: Helper) -> N
     assert helper.call({"op": "bridge_up"}, uid=USER)["ok"] is True
     bridge = helper.link(helper.bridge)
     assert bridge is not None and "UP" in bridge["flags"]  # type: ignore[operator]
-    assert helper.call({"op": "tap_add", "name": TAP}, uid=USER)["ok"] is True
+    assert helper.call({"op": "tap_add", "name": TAP, **PIN}, uid=USER)["ok"] is True
     tap = helper.link(TAP)
     assert tap is not None and tap["master"] == helper.bridge
     assert tap["linkinfo"]["info_data"]["user"] == account_or_uid(USER)  # type: ignore[index]
@@ -159,13 +160,13 @@ def test_happy_path_tap_owned_by_the_caller_nat_and_cleanup(helper: Helper) -> N
 
 
 @pytest.mark.parametrize("request_, why", [
-    ({"op": "tap_add", "name": "eth0"}, "is not a banger tap name"),
+    ({"op": "tap_add", "name": "eth0", **PIN}, "is not a banger tap name"),
     ({"op": "tap_delete", "name": "lo"}, "is not a banger tap name"),
     ({"op": "tap_delete", "name": "br-bgtest"}, "is not a banger tap name"),
-    ({"op": "tap_add", "name": "bt../../../etc"}, "is not a banger tap name"),
-    ({"op": "tap_add", "name": "bt0123456789a/"}, "is not a banger tap name"),
-    ({"op": "tap_add", "name": "bt0123456789a\n"}, "is not a banger tap name"),
-    ({"op": "tap_add", "name": "bt0123456789ab\u202e"}, "is not a banger tap name"),
+    ({"op": "tap_add", "name": "bt../../../etc", **PIN}, "is not a banger tap name"),
+    ({"op": "tap_add", "name": "bt0123456789a/", **PIN}, "is not a banger tap name"),
+    ({"op": "tap_add", "name": "bt0123456789a\n", **PIN}, "is not a banger tap name"),
+    ({"op": "tap_add", "name": "bt0123456789ab\u202e", **PIN}, "is not a banger tap name"),
     ({"op": "nat_enable", "vm_id": VM_ID, "ip": "10.78.0.2"}, "not a VM address in banger's"),
     ({"op": "nat_enable", "vm_id": VM_ID, "ip": "192.168.1.1"}, "not a VM address in banger's"),
     ({"op": "nat_enable", "vm_id": VM_ID, "ip": "10.77.0.1"}, "not a VM address in banger's"),
@@ -207,16 +208,44 @@ def test_a_caller_outside_the_group_is_refused(helper: Helper) -> None:
 
 def test_nobody_may_change_a_tap_owned_by_someone_else(helper: Helper) -> None:
     assert helper.call({"op": "bridge_up"}, uid=USER)["ok"] is True
-    assert helper.call({"op": "tap_add", "name": TAP}, uid=USER)["ok"] is True
+    assert helper.call({"op": "tap_add", "name": TAP, **PIN}, uid=USER)["ok"] is True
     assert helper.call({"op": "nat_enable", "vm_id": VM_ID, "ip": "10.77.0.2"}, uid=USER)["ok"]
     refused(helper.call({"op": "tap_delete", "name": TAP}, uid=OTHER),
             f"tap {TAP} belongs to uid {USER}, not you")
-    refused(helper.call({"op": "tap_add", "name": TAP}, uid=OTHER), f"belongs to uid {USER}")
+    refused(helper.call({"op": "tap_add", "name": TAP, **PIN}, uid=OTHER), f"belongs to uid {USER}")
     assert helper.call({"op": "nat_disable", "vm_id": VM_ID}, uid=OTHER)["ok"] is True
     assert helper.link(TAP) is not None  # still there, still USER's, still NATed
     assert helper.nat_comments().count(f"banger:{VM_ID}:{USER}") == 3
     assert "belongs to uid 1001, not you" in helper.log.read_text()
     assert helper.call({"op": "tap_delete", "name": TAP}, uid=0)["existed"] is True  # root may
+
+
+def test_nobody_may_rule_over_another_users_vm_address(helper: Helper) -> None:
+    """Rules name a VM by its address: only the uid whose tap is pinned to it may make them
+    (another group member once inserted NAT or egress rules above the owner's)."""
+    assert helper.call({"op": "bridge_up"}, uid=USER)["ok"] is True
+    assert helper.call({"op": "tap_add", "name": TAP, **PIN}, uid=USER)["ok"] is True
+    theirs = "0123456789ff"  # an id with no tap at all
+    refused(helper.call({"op": "nat_enable", "vm_id": theirs, "ip": PIN["ip"]}, uid=OTHER),
+            "is not the address of your tap")
+    sets = {"pairs": [], "every": ["93.184.216.34"], "networks": [], "host_ports": []}
+    refused(helper.call({"op": "egress_enable", "vm_id": theirs, "ip": PIN["ip"],
+                         "resolver_port": 40000, "proxy_port": 40001, "sets": sets}, uid=OTHER),
+            "is not the address of your tap")
+    refused(helper.call({"op": "tap_add", "name": "bt0123456789ff", **PIN}, uid=OTHER),
+            "belongs to another VM's tap")
+    assert helper.link("bt0123456789ff") is None
+    refused(helper.call({"op": "nat_enable", "vm_id": VM_ID, "ip": PIN["ip"]}, uid=OTHER),
+            "is not the address of your tap")
+    assert helper.call({"op": "nat_enable", "vm_id": VM_ID, "ip": PIN["ip"]}, uid=USER)["ok"]
+    rules = sh("ip", "netns", "exec", helper.netns, "nft", "list", "table", "bridge",
+               "banger").stdout
+    for pinned in ("ether saddr != 52:54:00:12:34:56", "ether type != { ip, arp }",
+                   "ip saddr != 10.77.0.2", "arp saddr ip != 10.77.0.2"):
+        assert pinned in rules, rules
+    assert helper.call({"op": "tap_delete", "name": TAP}, uid=USER)["existed"] is True
+    assert "10.77.0.2" not in sh("ip", "netns", "exec", helper.netns, "nft", "list", "table",
+                                 "bridge", "banger").stdout  # the pin goes with its tap
 
 
 def test_the_daemon_side_client_speaks_to_it(helper: Helper) -> None:
@@ -231,7 +260,7 @@ def test_the_daemon_side_client_speaks_to_it(helper: Helper) -> None:
 
     async def steps() -> None:
         await client.bridge_up()
-        await client.tap_add(TAP)
+        await client.tap_add(TAP, PIN["ip"], PIN["mac"])
         with pytest.raises(InvalidArgument, match="not a VM address"):
             await client.nat_enable(VM_ID, "10.1.0.2")
         assert await client.tap_delete(TAP) is True

@@ -53,14 +53,16 @@ def test_other_subnets_gateway_and_odd_spellings_are_refused(ip: str) -> None:
 
 
 def test_valid_requests_decode_to_their_types() -> None:
-    req = rootwire.decode_request(b'{"op": "tap_add", "name": "bt0123456789ab"}')
-    assert req == rootwire.TapAdd(name="bt0123456789ab")
+    req = rootwire.decode_request(b'{"op": "tap_add", "name": "bt0123456789ab", '
+                                  b'"ip": "10.77.0.2", "mac": "52:54:00:12:34:56"}')
+    assert req == rootwire.TapAdd("bt0123456789ab", "10.77.0.2", "52:54:00:12:34:56")
     assert rootwire.decode_request(b'{"op":"info"}') == rootwire.Info()
 
 
 @pytest.mark.parametrize("data, why", [
     (b'{"op": "exec", "argv": ["sh"]}', "Invalid value 'exec'"),
-    (b'{"op": "tap_add", "name": "bt0123456789ab", "owner": 0}', "unknown field `owner`"),
+    (b'{"op": "tap_add", "name": "bt0123456789ab", "ip": "10.77.0.2", "mac": "52:54:00:12:34:56", '
+     b'"owner": 0}', "unknown field `owner`"),
     (b'{"op": "bridge_up", "name": "eth0"}', "unknown field `name`"),
     (b'{"op": "tap_add", "name": "' + b"b" * 16 + b'"}', "length <= 15"),
     (b'{"op": "tap_add"}', "missing required field `name`"),

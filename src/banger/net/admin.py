@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 
 from banger.errors import Conflict, InvalidArgument
-from banger.net import links, nat
+from banger.net import links, nat, tappin
 from banger.net.egress import tapfilter
-from banger.net.egress.nftset import Allowed
+from banger.net.egress.nftset import MAX_ELEMENTS, Allowed
 from banger.net.plan import gateway_of, tap_name
 from banger.numbers import shown
 
@@ -26,6 +26,7 @@ log = logging.getLogger("banger.net.admin")
 # vms make ids with secrets.token_hex(6); plan.tap_name() is "bt" + the id.
 VM_ID = re.compile(r"[0-9a-f]{12}", re.ASCII)
 TAP_NAME = re.compile(r"bt[0-9a-f]{12}", re.ASCII)
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
 ROOT = 0
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -50,6 +51,12 @@ def check_vm_id(vm_id: str) -> str:
     if not VM_ID.fullmatch(vm_id):
         raise InvalidArgument(f"refused: {shown(vm_id)} is not a banger VM id (12 hex digits)")
     return vm_id
+
+
+def check_mac(mac: str) -> str:
+    if not MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
+        raise InvalidArgument(f"refused: {shown(mac)} is not a unicast MAC address")
+    return mac
 
 
 def check_vm_address(ip: str, cidr: str) -> str:
@@ -79,25 +86,37 @@ async def bridge_up(bridge: Bridge) -> None:
     await asyncio.to_thread(links.ensure_bridge, bridge.netns, bridge.name, bridge.cidr)
 
 
-async def tap_add(bridge: Bridge, tap: str, caller: int) -> None:
-    """A tap on banger's bridge that the caller's VMM may open without privilege."""
+async def tap_add(bridge: Bridge, tap: str, ip: str, mac: str, caller: int) -> None:
+    """A tap on banger's bridge that the caller's VMM may open without privilege, pinned to
+    the VM's address and MAC (it can speak as nothing else)."""
     check_tap_name(tap)
+    check_vm_address(ip, bridge.cidr)
+    check_mac(mac)
     await asyncio.to_thread(_check_may_change, bridge, tap, caller)
     await asyncio.to_thread(links.add_tap, bridge.netns, tap, bridge.name, caller)
-    log.info("tap %s for uid %d on %s", tap, caller, bridge.name)
+    try:
+        await tappin.pin(bridge.netns, tap, ip, mac, caller)
+    except BaseException:
+        await asyncio.to_thread(links.delete_link, bridge.netns, tap)
+        raise
+    log.info("tap %s for uid %d on %s as %s %s", tap, caller, bridge.name, ip, mac)
 
 
 async def tap_delete(bridge: Bridge, tap: str, caller: int) -> bool:
     """True if it existed. Only its owner (or root) may delete it."""
     check_tap_name(tap)
     if not await asyncio.to_thread(_check_may_change, bridge, tap, caller):
+        await tappin.unpin(bridge.netns, tap)  # a pin whose tap is gone: nothing to own
         return False
-    return await asyncio.to_thread(links.delete_link, bridge.netns, tap)
+    existed = await asyncio.to_thread(links.delete_link, bridge.netns, tap)
+    await tappin.unpin(bridge.netns, tap)
+    return existed
 
 
 async def nat_enable(bridge: Bridge, vm_id: str, ip: str, caller: int) -> None:
     check_vm_id(vm_id)
     check_vm_address(ip, bridge.cidr)
+    await tappin.check_owner(bridge.netns, tap_name(vm_id), ip, caller)  # your VM's address only
     await nat.enable(bridge.netns, bridge.name, vm_id, ip, caller)
 
 
@@ -109,7 +128,7 @@ async def nat_disable(bridge: Bridge, vm_id: str, caller: int) -> None:
 
 # ---- egress (tap): what the VM may reach, checked element by element before any nft runs
 
-MAX_EGRESS_ELEMENTS = 16384
+MAX_EGRESS_ELEMENTS = MAX_ELEMENTS  # what one nft transaction surely carries
 MAX_EGRESS_RULES = 256
 
 
@@ -158,7 +177,7 @@ async def egress_enable(bridge: Bridge, vm_id: str, ip: str, resolver_port: int,
     check_port(resolver_port, 1024)
     check_port(proxy_port, 1024)
     vm = tapfilter.TapVm(vm_id, ip, tap_name(vm_id), caller)
-    await asyncio.to_thread(_check_may_change, bridge, vm.tap, caller)  # your own VM only
+    await tappin.check_owner(bridge.netns, vm.tap, ip, caller)  # your VM's address only
     await tapfilter.enable(bridge.netns, bridge.name, bridge.cidr, vm, resolver_port, proxy_port,
                            check_allowed(allow))
 

@@ -36,7 +36,7 @@ class PrivilegedNet(Protocol):
 
     def bridge(self) -> Bridge: ...
     async def bridge_up(self) -> None: ...
-    async def tap_add(self, tap: str) -> None: ...
+    async def tap_add(self, tap: str, ip: str, mac: str) -> None: ...
     async def tap_delete(self, tap: str) -> bool: ...
     async def nat_enable(self, vm_id: str, ip: str) -> None: ...
     async def nat_disable(self, vm_id: str) -> None: ...
@@ -67,8 +67,8 @@ class InProcess:
     async def bridge_up(self) -> None:
         await admin.bridge_up(self._bridge)
 
-    async def tap_add(self, tap: str) -> None:
-        await admin.tap_add(self._bridge, tap, self.caller)
+    async def tap_add(self, tap: str, ip: str, mac: str) -> None:
+        await admin.tap_add(self._bridge, tap, ip, mac, self.caller)
 
     async def tap_delete(self, tap: str) -> bool:
         return await admin.tap_delete(self._bridge, tap, self.caller)
@@ -110,8 +110,8 @@ class HelperClient:
     async def bridge_up(self) -> None:
         await self._call(rootwire.BridgeUp())
 
-    async def tap_add(self, tap: str) -> None:
-        await self._call(rootwire.TapAdd(name=tap))
+    async def tap_add(self, tap: str, ip: str, mac: str) -> None:
+        await self._call(rootwire.TapAdd(name=tap, ip=ip, mac=mac))
 
     async def tap_delete(self, tap: str) -> bool:
         return (await self._call(rootwire.TapDelete(name=tap))).existed

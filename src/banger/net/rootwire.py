@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import msgspec
 
 from banger.errors import BangerError, InvalidArgument
-from banger.net.egress.nftset import Allowed
+from banger.net.egress.nftset import MAX_ELEMENTS, Allowed
 from banger.textsafe import one_line
 
 MAX_REQUEST = 1 << 20  # egress sets; every other request is under 150 bytes
@@ -34,6 +34,8 @@ class BridgeUp(_Op, frozen=True, tag="bridge_up"):
 
 class TapAdd(_Op, frozen=True, tag="tap_add"):
     name: Name
+    ip: Field  # the VM's address and MAC: the tap is pinned to them
+    mac: Field
 
 
 class TapDelete(_Op, frozen=True, tag="tap_delete"):
@@ -51,7 +53,7 @@ class NatDisable(_Op, frozen=True, tag="nat_disable"):
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Address = Annotated[str, msgspec.Meta(max_length=18)]
-Many = msgspec.Meta(max_length=16384)
+Many = msgspec.Meta(max_length=MAX_ELEMENTS)
 
 
 class EgressSets(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -132,7 +132,7 @@ class Network:
         if vm.mode == "tap":
             tap = plan.tap_name(vm.id)
             await self.privileged.bridge_up()
-            await self.privileged.tap_add(tap)
+            await self.privileged.tap_add(tap, vm.ip or "", vm.mac or plan.mac_for(vm.id))
             if vm.egress:  # before the VMM starts: the VM's first packet meets its rules
                 self.egress.fresh(self._runtime_file(vm).parent)
                 await self.egress.ensure_tap(vm.id, self._runtime_file(vm).parent, vm.ip or "",

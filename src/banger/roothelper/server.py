@@ -25,6 +25,7 @@ from banger.roothelper.config import RootConfig
 log = logging.getLogger("bangerd-root")
 SO_PEERGROUPS = 59  # Linux; the stdlib has no name for it
 MAX_GROUPS = 256
+MAX_READERS = 32  # connections whose request is being read at once
 READ_TIMEOUT = 5.0
 SD_LISTEN_FDS_START = 3
 
@@ -53,6 +54,7 @@ class Helper:
         self.group = config.group
         self.gid = group_id(config.group)
         self.lock = asyncio.Lock()  # one operation at a time: ownership checks stay true
+        self.readers = asyncio.Semaphore(MAX_READERS)  # requests being read (up to 1 MiB each)
 
     def authorize(self, uid: int, gid: int, groups: set[int]) -> None:
         if uid == 0 or (self.gid is not None and (gid == self.gid or self.gid in groups)):
@@ -63,8 +65,12 @@ class Helper:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         pid, uid, gid = peer_credentials(sock)
+        if self.readers.locked():  # a group member holding many connections: refuse, not queue
+            writer.close()
+            return
         try:
-            data = await _read_request(reader)  # read first: closing on unread data loses the reply
+            async with self.readers:
+                data = await _read_request(reader)  # read first: closing unread loses the reply
             self.authorize(uid, gid, peer_groups(sock))
             request = rootwire.decode_request(data)
             async with self.lock:
@@ -92,8 +98,8 @@ class Helper:
                 return Reply(ok=True, bridge=b.name, cidr=b.cidr)
             case rootwire.BridgeUp():
                 await admin.bridge_up(b)
-            case rootwire.TapAdd(name=name):
-                await admin.tap_add(b, name, uid)
+            case rootwire.TapAdd(name=name, ip=ip, mac=mac):
+                await admin.tap_add(b, name, ip, mac, uid)
             case rootwire.TapDelete(name=name):
                 return Reply(ok=True, existed=await admin.tap_delete(b, name, uid))
             case rootwire.NatEnable(vm_id=vm_id, ip=ip):

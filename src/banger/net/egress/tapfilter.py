@@ -4,8 +4,8 @@ daemon in-process). Called only through net.admin, which validates every field f
 A tap VM's packets reach the host through the bridge: routed ones (the outside, the gateway's
 services) pass the inet table's forward and input hooks, where they go through the VM's verdict
 chain; its DNS and host-alias connections to the gateway are redirected to the daemon's
-resolver and proxy. The bridge table keeps the VM from speaking as another address and from
-reaching other VMs directly at layer 2, so the inet rules' `ip saddr` is really the VM.
+resolver and proxy. Every tap is pinned to its VM's address (net/tappin.py), so `ip saddr` is
+really the VM; an egress VM's frames also never reach other VMs directly at layer 2.
 Everything carries the tag `banger:<vm id>:<uid>:egress`.
 """
 
@@ -15,13 +15,14 @@ import json
 from dataclasses import dataclass
 
 from banger.errors import Conflict
+from banger.net import tappin
 from banger.net.egress.nftset import Allowed, Names, add, declarations, fill, parse_denied, verdict
 from banger.net.nat import in_netns
 from banger.net.plan import gateway_of
 from banger.runner import arun
 
 INET = "inet banger"
-BRIDGE = "bridge banger"
+BRIDGE = tappin.BRIDGE
 ROOT = 0
 
 
@@ -56,9 +57,7 @@ def enable_script(bridge_name: str, cidr: str, vm: TapVm, resolver_port: int,
             "  chain input { type filter hook input priority filter; }\n"
             "  chain forward { type filter hook forward priority filter; }\n"
             "  chain postrouting { type nat hook postrouting priority srcnat; }\n}\n"
-            f"table {BRIDGE} {{\n"
-            "  chain pre { type filter hook prerouting priority -200; }\n"
-            "  chain between { type filter hook forward priority filter; }\n}\n")
+            + tappin.TABLE)
     own = "\n  ".join([*declarations(n),
                        f"chain {n.check} {{ {'; '.join(verdict(n, ('127.0.0.0/8', cidr)))}; }}"])
     return base + f"table {INET} {{\n  {own}\n}}\n" + fill(INET, n, allow) + "\n".join([
@@ -75,10 +74,6 @@ def enable_script(bridge_name: str, cidr: str, vm: TapVm, resolver_port: int,
         f"established,related accept {tag}",
         f'add rule {INET} postrouting ip saddr {vm.ip} oifname != "{bridge_name}" masquerade '
         f"{tag}",
-        f'add rule {BRIDGE} pre iifname "{vm.tap}" ether type ip6 drop {tag}',
-        f'add rule {BRIDGE} pre iifname "{vm.tap}" ether type ip ip saddr != {vm.ip} drop {tag}',
-        f'add rule {BRIDGE} pre iifname "{vm.tap}" ether type arp arp saddr ip != {vm.ip} drop '
-        f"{tag}",
         f'add rule {BRIDGE} between iifname "{vm.tap}" drop {tag}',
         f'add rule {BRIDGE} between oifname "{vm.tap}" drop {tag}',
     ]) + "\n"
@@ -94,7 +89,7 @@ async def _tagged(netns: str, vm_id: str) -> list[tuple[str, str, int, int]]:
     """(table, chain, handle, owner) of every rule tagged for this VM's egress."""
     found = []
     for table in (INET, BRIDGE):
-        res = await arun(in_netns(netns, ["nft", "-j", "list", "table", *table.split()]),
+        res = await arun(in_netns(netns, ["nft", "-t", "-j", "list", "table", *table.split()]),
                          check=False, timeout=20, what="nft")
         if not res.ok:
             continue
@@ -164,7 +159,7 @@ async def disable(netns: str, vm_id: str, caller: int) -> None:
 async def _drop_empty_tables(netns: str) -> None:
     """The tables go with their last VM rule (NAT's base rule alone keeps nothing)."""
     for table in (INET, BRIDGE):
-        res = await arun(in_netns(netns, ["nft", "-j", "list", "table", *table.split()]),
+        res = await arun(in_netns(netns, ["nft", "-t", "-j", "list", "table", *table.split()]),
                          check=False, timeout=20, what="nft")
         if not res.ok:
             continue
