@@ -87,7 +87,7 @@ def parse_rule(text: str) -> Rule:
         return Rule(Kind.NETWORK, _network(text, host), port)
     wildcard = host.startswith("*.")
     name = host.removeprefix("*.").rstrip(".")
-    if not _NAME.match(name) or "*" in name:
+    if not _NAME.match(name) or "*" in name or name.rsplit(".", 1)[-1].isdigit():
         raise _bad(text, "use a name like api.example.org or *.example.org, an IP or a CIDR")
     return Rule(Kind.WILDCARD if wildcard else Kind.NAME, name, port)
 

@@ -214,3 +214,10 @@ def test_edit_respects_max_rules() -> None:
     with pytest.raises(InvalidArgument, match="too many egress rules"):
         edit(current, ["a.org"], [])
     assert edit(current, ["a.org"], ["10.0.0.0"])[-1] == "a.org"
+
+
+def test_a_numeric_last_label_is_no_name() -> None:
+    """`127.1` is an address to the guest's libc: as a name rule it would never match."""
+    for text in ("127.1", "10.1:80", "a.123"):
+        with pytest.raises(InvalidArgument):
+            parse_rule(text)
