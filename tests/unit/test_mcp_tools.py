@@ -55,6 +55,7 @@ def test_the_tools_an_agent_sees(api: AsyncClient) -> None:
      "not valid base64"),
     ("vm_list", {}, "daemon is not running"),
     ("vm_create", {"memory": "lots"}, "memory"),
+    ("vm_create", {"allow": ["127.0.0.1:80"]}, "host.banger.internal"),
 ])
 def test_every_refusal_is_one_line(api: AsyncClient, tool: str, args: dict[str, Any],
                                    says: str) -> None:

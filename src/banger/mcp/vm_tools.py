@@ -32,7 +32,7 @@ Argv = Annotated[list[Annotated[str, Field(max_length=65536)]],
 def vm_row(vm: Any) -> dict[str, Any]:
     return {"name": vm.name, "state": vm.state, "image": vm.image, "vcpu": vm.vcpu,
             "memory_mib": vm.memory_mib, "disk_mib": vm.disk_mib, "ip": vm.ip,
-            "last_error": vm.last_error}
+            "last_error": vm.last_error, "egress": vm.egress}
 
 
 def register(server: MCPServer[Any], api: AsyncClient) -> None:
@@ -49,13 +49,21 @@ def register(server: MCPServer[Any], api: AsyncClient) -> None:
         = None,
         vcpu: Annotated[int | None, Field(ge=1, le=64)] = None,
         memory: Annotated[str | None, Field(description="Memory such as 1G or 512M")] = None,
+        allow: Annotated[list[str] | None, Field(
+            description="Egress rules: the VM reaches only these (HOST[:PORT], *.DOMAIN[:PORT], "
+                        "IP[:PORT], CIDR[:PORT], host.banger.internal:PORT); default: the "
+                        "configured egress_allow, usually nothing", max_length=256)] = None,
         ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Create and boot a sandbox VM; returns it running."""
         from banger.config.sizes import parse_size_mib
+        from banger.egress_rules import parse_rules
 
         memory_mib = parse_size_mib(memory, what="memory") if memory else None
+        if allow:
+            parse_rules(allow)  # a bad rule is refused before anything is made
         return vm_row(await api.vm_create(name, image=image, vcpu=vcpu, memory_mib=memory_mib,
+                                          allow=allow,
                                           on_progress=progress_to(ctx) if ctx else None))
 
     @server.tool()
