@@ -14,6 +14,7 @@ from banger.daemon.handlers.kernels import kernel_delete, kernel_pull
 from banger.daemon.handlers.vms import vm_create
 from banger.daemon.handlers.workspace import workspace_prepare
 from banger.daemon.webui.jobs import JobContext, Work
+from banger.egress_rules import Policy
 from banger.errors import InvalidArgument
 from banger.rpc.methods import NameParams
 from banger.rpc.methods.image import ImagePullParams
@@ -52,10 +53,12 @@ def parse_create(form: Any, images: list[str]) -> CreateForm:
     net = _field(form, "net") or None
     if net is not None and net not in NET_MODES:
         raise InvalidArgument(f"network must be one of {', '.join(NET_MODES)}")
+    allow = _field(form, "allow").replace(",", " ").split()
     request = CreateRequest(
         name=_field(form, "name") or None, image=image,
         vcpu=int(vcpu_text) if vcpu_text else None,
-        memory_mib=parse_size_mib(memory, what="memory") if memory else None, net=net)
+        memory_mib=parse_size_mib(memory, what="memory") if memory else None, net=net,
+        allow=Policy.of(allow).texts() if allow else None)
     return CreateForm(request, _field(form, "repo") or None)
 
 
