@@ -42,19 +42,15 @@ class Rule:
     port: int | None  # None: every port
 
     def __str__(self) -> str:
-        shown = {Kind.WILDCARD: f"*.{self.target}",
+        text = {Kind.WILDCARD: f"*.{self.target}",
                  Kind.NETWORK: self.target.removesuffix("/32")}.get(self.kind, self.target)
-        return f"{shown}:{self.port}" if self.port is not None else shown
+        return f"{text}:{self.port}" if self.port is not None else text
 
     def matches_name(self, name: str) -> bool:
         if self.kind is Kind.NAME:
             return name == self.target
         return self.kind is Kind.WILDCARD and name.endswith("." + self.target)
 
-    def covers(self, address: ipaddress.IPv4Address, port: int) -> bool:
-        """An IP/CIDR rule that lets this address and port through by itself."""
-        return (self.kind is Kind.NETWORK and address in ipaddress.IPv4Network(self.target)
-                and self.port in (None, port))
 
 
 def _bad(rule: str, why: str) -> InvalidArgument:
@@ -158,8 +154,18 @@ def edit(current: Sequence[str], allow: Sequence[str], deny: Sequence[str]) -> l
     for text in deny:
         rule = parse_rule(text)
         if rule not in rules:
-            shown = ", ".join(str(r) for r in rules) or "none"
-            raise NotFound(f"no egress rule {str(rule)!r} to remove (rules: {shown})")
+            listed = ", ".join(str(r) for r in rules) or "none"
+            raise NotFound(f"no egress rule {str(rule)!r} to remove (rules: {listed})")
         rules.remove(rule)
     rules += [r for r in parse_rules(allow) if r not in rules]
-    return Policy(parse_rules(str(r) for r in rules)).texts()
+    if len(rules) > MAX_RULES:
+        raise InvalidArgument(f"too many egress rules ({len(rules)}): at most {MAX_RULES}")
+    return [str(r) for r in rules]
+
+
+def parse_upstream(text: str) -> tuple[str, int]:
+    """`egress_upstream_dns`: an IPv4 ADDRESS[:PORT] (port 53 when none)."""
+    address, sep, port = text.partition(":")
+    if not is_ipv4(address) or (sep and not (_PORT.fullmatch(port) and 0 < int(port) < 65536)):
+        raise InvalidArgument(f"{shown(text)} is not an IPv4 ADDRESS[:PORT] such as 127.0.0.53")
+    return address, int(port) if sep else 53

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +15,6 @@ from banger.egress_rules import (
     edit,
     parse_rule,
     parse_rules,
-    usable_from_name,
 )
 from banger.errors import InvalidArgument, NotFound
 from banger.numbers import shown
@@ -168,24 +165,6 @@ def test_policy_parts() -> None:
     assert [str(r) for r in policy.networks()] == ["10.0.0.0/8:443", "1.1.1.1"]
     assert policy.texts() == ["host.banger.internal:80", "10.0.0.0/8:443", "a.org",
                               "host.banger.internal:81", "1.1.1.1"]
-
-
-def test_covers() -> None:
-    net, port_rule = parse_rule("10.0.0.0/8"), parse_rule("1.2.3.4:443")
-    assert net.covers(ipaddress.IPv4Address("10.9.9.9"), 22)
-    assert not net.covers(ipaddress.IPv4Address("11.0.0.1"), 22)
-    assert port_rule.covers(ipaddress.IPv4Address("1.2.3.4"), 443)
-    assert not port_rule.covers(ipaddress.IPv4Address("1.2.3.4"), 80)
-    assert not parse_rule("a.org").covers(ipaddress.IPv4Address("1.2.3.4"), 80)
-
-
-@pytest.mark.parametrize(("address", "usable"), [
-    ("93.184.216.34", True), ("10.0.0.1", True), ("192.168.1.1", True),
-    ("127.0.0.1", False), ("127.255.255.254", False), ("0.0.0.0", False), ("0.1.2.3", False),
-    ("169.254.169.254", False), ("224.0.0.1", False), ("239.255.255.250", False),
-    ("255.255.255.255", False), ("240.0.0.1", False)])
-def test_usable_from_name(address: str, usable: bool) -> None:
-    assert usable_from_name(ipaddress.IPv4Address(address)) is usable
 
 
 def test_edit_adds_and_removes() -> None:

@@ -88,4 +88,4 @@ def test_teardown_with_the_helper_gone_leaves_the_vm_deletable(
     vm = VmNet(id="0123456789ab", name="web", mode="tap", nat=True, ip="10.77.0.2")
     with caplog.at_level(logging.WARNING, logger="banger.net"):
         asyncio.run(net.teardown(vm))
-    assert "left web's tap and NAT rules: no root helper listening" in caplog.text
+    assert "left web's tap, NAT and egress rules: no root helper listening" in caplog.text

@@ -135,8 +135,8 @@ NET_OPTIONS = [
     click.option("--allow", multiple=True, metavar="RULE", expose_value=False,
                  callback=_keep_net,
                  help="Let the guest reach only this: HOST[:PORT], *.DOMAIN[:PORT], IP[:PORT], "
-                      "CIDR[:PORT] or host.banger.internal:PORT (repeatable; user mode; "
-                      "default: config egress_allow)."),
+                      "CIDR[:PORT] or host.banger.internal:PORT (repeatable; default: "
+                      "config egress_allow)."),
 ]
 
 
@@ -243,7 +243,8 @@ def vm_show(vm: str, as_json: bool) -> None:
 @click.option("--allow", multiple=True, metavar="RULE",
               help="Add an egress rule (live on a running VM; repeatable).")
 @click.option("--deny", multiple=True, metavar="RULE",
-              help="Remove an egress rule: new connections it allowed are refused (repeatable).")
+              help="Remove an egress rule: what it allowed is refused at once, open "
+                   "connections included (repeatable).")
 def vm_set(vm: str, vcpu: int | None, memory: str | None, disk: str | None,
            allow: tuple[str, ...], deny: tuple[str, ...]) -> None:
     """Change a VM's vcpu, memory or disk size, or its egress rules."""
@@ -287,6 +288,8 @@ def vm_logs(vm: str, follow: bool, raw: bool, egress: bool) -> None:
     from pathlib import Path
 
     if egress:
+        if follow or raw:
+            raise click.UsageError("--egress prints the refusals so far; drop -f/--raw")
         return _egress_log(vm)
 
     from banger.logfiles import Follower, rotated

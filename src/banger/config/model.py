@@ -14,7 +14,7 @@ import msgspec
 
 from banger.config import host
 from banger.config.sizes import SIZE_HELP, parse_size_mib
-from banger.egress_rules import is_ipv4, parse_rules
+from banger.egress_rules import parse_rules, parse_upstream
 from banger.errors import ConfigError, InvalidArgument
 from banger.paths import Paths
 
@@ -154,10 +154,11 @@ def _check_values(file: Path, raw: RawConfig) -> None:
         parse_rules(raw.egress_allow)
     except InvalidArgument as exc:
         raise bad("egress_allow", exc.message) from None
-    host_part, _, dns_port = raw.egress_upstream_dns.partition(":")
-    if raw.egress_upstream_dns and (not is_ipv4(host_part) or (dns_port and not (
-            re.fullmatch(r"[0-9]{1,5}", dns_port, re.ASCII) and 0 < int(dns_port) < 65536))):
-        raise bad("egress_upstream_dns", "expected an IPv4 ADDRESS[:PORT] such as 127.0.0.53")
+    try:
+        if raw.egress_upstream_dns:
+            parse_upstream(raw.egress_upstream_dns)
+    except InvalidArgument as exc:
+        raise bad("egress_upstream_dns", exc.message) from None
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", raw.bridge_name):
         raise bad("bridge_name", "expected an interface name of 1-15 letters, digits, . _ -")
 

@@ -116,7 +116,7 @@ async def tap_delete(bridge: Bridge, tap: str, caller: int) -> bool:
 async def nat_enable(bridge: Bridge, vm_id: str, ip: str, caller: int) -> None:
     check_vm_id(vm_id)
     check_vm_address(ip, bridge.cidr)
-    await tappin.check_owner(bridge.netns, tap_name(vm_id), ip, caller)  # your VM's address only
+    await tappin.require_pinned_to(bridge.netns, tap_name(vm_id), ip, caller)  # your VM's address only
     await nat.enable(bridge.netns, bridge.name, vm_id, ip, caller)
 
 
@@ -177,7 +177,7 @@ async def egress_enable(bridge: Bridge, vm_id: str, ip: str, resolver_port: int,
     check_port(resolver_port, 1024)
     check_port(proxy_port, 1024)
     vm = tapfilter.TapVm(vm_id, ip, tap_name(vm_id), caller)
-    await tappin.check_owner(bridge.netns, vm.tap, ip, caller)  # your VM's address only
+    await tappin.require_pinned_to(bridge.netns, vm.tap, ip, caller)  # your VM's address only
     await tapfilter.enable(bridge.netns, bridge.name, bridge.cidr, vm, resolver_port, proxy_port,
                            check_allowed(allow))
 

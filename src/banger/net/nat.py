@@ -7,27 +7,18 @@ does. A base rule drops forwarding from the bridge for VMs without --nat.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from banger.errors import OperationFailed
-from banger.runner import Result, arun, which
+from banger.net.nft import INET_TABLE, deletions, drop_if_unused, in_netns, rules, run_script
+from banger.runner import arun, which
 
 log = logging.getLogger("banger.net.nat")
-TABLE = "banger"
-
-
-def in_netns(netns: str, argv: list[str]) -> list[str]:
-    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+TABLE = INET_TABLE
 
 
 def _tag(vm_id: str, owner: int) -> str:
     return f"banger:{vm_id}:{owner}"
-
-
-async def _nft(netns: str, script: str, *, check: bool = True) -> Result:
-    return await arun(in_netns(netns, ["nft", "-f", "-"]), input=script.encode(), check=check,
-                      what="nft")
 
 
 async def enable(netns: str, bridge: str, vm_id: str, ip: str, owner: int) -> None:
@@ -38,41 +29,22 @@ async def enable(netns: str, bridge: str, vm_id: str, ip: str, owner: int) -> No
         return
     tag = _tag(vm_id, owner)
     await disable(netns, vm_id, owner)  # idempotent: never two copies
-    await _nft(netns, f"""
-table inet {TABLE} {{
+    await run_script(netns, f"""
+table {TABLE} {{
   chain postrouting {{ type nat hook postrouting priority srcnat; }}
   chain forward {{ type filter hook forward priority filter; }}
 }}
 """)
-    if not await _has_rule(netns, "banger:base"):
-        await _nft(netns, f'add rule inet {TABLE} forward iifname "{bridge}" oifname != "{bridge}" '
-                          f'drop comment "banger:base"\n')
-    await _nft(netns, f"""
-add rule inet {TABLE} postrouting ip saddr {ip} oifname != "{bridge}" masquerade comment "{tag}"
-insert rule inet {TABLE} forward iifname "{bridge}" ip saddr {ip} accept comment "{tag}"
-insert rule inet {TABLE} forward oifname "{bridge}" ip daddr {ip} ct state established,related \
+    if not any(rule.comment == "banger:base" for rule in await rules(netns, TABLE)):
+        await run_script(netns, f'add rule {TABLE} forward iifname "{bridge}" oifname != '
+                                f'"{bridge}" drop comment "banger:base"\n')
+    await run_script(netns, f"""
+add rule {TABLE} postrouting ip saddr {ip} oifname != "{bridge}" masquerade comment "{tag}"
+insert rule {TABLE} forward iifname "{bridge}" ip saddr {ip} accept comment "{tag}"
+insert rule {TABLE} forward oifname "{bridge}" ip daddr {ip} ct state established,related \
   accept comment "{tag}"
 """)
     log.info("NAT on for %s (%s)", vm_id, ip)
-
-
-async def _rules(netns: str) -> list[dict[str, object]]:
-    res = await arun(in_netns(netns, ["nft", "-j", "list", "table", "inet", TABLE]), check=False,
-                     what="nft")
-    if not res.ok:
-        return []
-    items = json.loads(res.stdout).get("nftables", [])
-    return [item["rule"] for item in items if "rule" in item]
-
-
-async def _has_rule(netns: str, comment: str) -> bool:
-    return any(rule.get("comment") == comment for rule in await _rules(netns))
-
-
-async def rules_for(netns: str, vm_id: str, owner: int) -> list[dict[str, object]]:
-    if not which("nft"):
-        return [{"rule": line} for line in await _iptables_lines(netns, _tag(vm_id, owner))]
-    return [rule for rule in await _rules(netns) if rule.get("comment") == _tag(vm_id, owner)]
 
 
 async def disable(netns: str, vm_id: str, owner: int) -> None:
@@ -80,15 +52,10 @@ async def disable(netns: str, vm_id: str, owner: int) -> None:
     if not which("nft"):
         await _iptables_disable(netns, _tag(vm_id, owner))
         return
-    rules = await _rules(netns)
-    mine = [r for r in rules if r.get("comment") == _tag(vm_id, owner)]
+    mine = [rule for rule in await rules(netns, TABLE) if rule.comment == _tag(vm_id, owner)]
     if mine:
-        script = "".join(f"delete rule inet {TABLE} {r['chain']} handle {r['handle']}\n"
-                         for r in mine)
-        await _nft(netns, script)
-    others = [r for r in rules if r not in mine and r.get("comment") != "banger:base"]
-    if rules and not others:
-        await _nft(netns, f"delete table inet {TABLE}\n", check=False)
+        await run_script(netns, deletions(mine))
+    await drop_if_unused(netns, TABLE)
 
 
 # ---- iptables fallback (hosts without nft)

@@ -35,12 +35,12 @@ class VmNet(msgspec.Struct, frozen=True):
     ip: str | None = None  # tap address, or user mode's host loopback address
     mac: str | None = None
     publish: tuple[str, ...] = ()  # "HOSTPORT:GUESTPORT"
-    egress: tuple[str, ...] = ()  # --allow rules: user mode reaches only these
+    egress: tuple[str, ...] = ()  # --allow rules: the VM reaches only these
 
     @property
     def isolated(self) -> bool:
         """User mode in a namespace of its own: out through slirp4netns (and the egress gate)."""
-        return self.nat or bool(self.egress)
+        return self.mode == "user" and (self.nat or bool(self.egress))
 
 
 @dataclass(frozen=True)

@@ -261,10 +261,11 @@ class Network:
             try:
                 if vm.nat or vm.ip:
                     await self.privileged.nat_disable(vm.id)
+                    # Whatever vm.egress says now: `vm set --deny` may have emptied it live.
                     await self.privileged.egress_disable(vm.id)
                 await self.privileged.tap_delete(plan.tap_name(vm.id))
             except Unavailable as exc:  # a removed helper must not make VMs undeletable
-                log.warning("left %s's tap and NAT rules: %s", vm.name, exc.message)
+                log.warning("left %s's tap, NAT and egress rules: %s", vm.name, exc.message)
         loopback_state = self._runtime(vm)
         loopback_state.pop("loopback_ports", None)
         if self._runtime_file(vm).exists():

@@ -8,17 +8,11 @@ Tagged `banger:pin:<tap>:<address>:<uid>`.
 
 from __future__ import annotations
 
-import json
 import re
 
 from banger.errors import Conflict
-from banger.net.nat import in_netns
-from banger.runner import arun
+from banger.net.nft import BRIDGE_TABLE, BRIDGE_TABLE_DECLARATION, ROOT, TaggedRule, rules, run_script
 
-BRIDGE = "bridge banger"
-TABLE = (f"table {BRIDGE} {{\n"
-         "  chain pre { type filter hook prerouting priority -200; }\n"
-         "  chain between { type filter hook forward priority filter; }\n}\n")
 _PIN = re.compile(r"banger:pin:(bt[0-9a-f]{12}):([0-9.]{7,15}):([0-9]{1,10})", re.ASCII)
 
 
@@ -26,24 +20,19 @@ def _tag(tap: str, ip: str, owner: int) -> str:
     return f"banger:pin:{tap}:{ip}:{owner}"
 
 
-async def pins(netns: str) -> list[tuple[str, str, int, int]]:
-    """(tap, address, owner, rule handle) of every pin rule."""
-    res = await arun(in_netns(netns, ["nft", "-t", "-j", "list", "table", *BRIDGE.split()]),
-                     check=False, timeout=20, what="nft")
-    if not res.ok:
-        return []
+async def pins(netns: str) -> list[tuple[str, str, int, TaggedRule]]:
+    """(tap, address, owner, rule) of every pin rule."""
     found = []
-    for item in json.loads(res.stdout).get("nftables", []):
-        rule = item.get("rule")
-        match = _PIN.fullmatch(str(rule.get("comment"))) if isinstance(rule, dict) else None
-        if rule and match:
-            found.append((match[1], match[2], int(match[3]), int(rule["handle"])))
+    for rule in await rules(netns, BRIDGE_TABLE):
+        match = _PIN.fullmatch(rule.comment)
+        if match:
+            found.append((match[1], match[2], int(match[3]), rule))
     return found
 
 
-def _removal(found: list[tuple[str, str, int, int]], tap: str) -> str:
-    return "".join(f"delete rule {BRIDGE} pre handle {handle}\n"
-                   for pinned, _, _, handle in found if pinned == tap)
+def _removal(found: list[tuple[str, str, int, TaggedRule]], tap: str) -> str:
+    return "".join(f"delete rule {BRIDGE_TABLE} pre handle {rule.handle}\n"
+                   for pinned, _, _, rule in found if pinned == tap)
 
 
 async def pin(netns: str, tap: str, ip: str, mac: str, owner: int) -> None:
@@ -53,24 +42,22 @@ async def pin(netns: str, tap: str, ip: str, mac: str, owner: int) -> None:
     if any(address == ip and pinned != tap for pinned, address, _, _ in found):
         raise Conflict(f"refused: address {ip} belongs to another VM's tap")
     tag = f'comment "{_tag(tap, ip, owner)}"'
-    src = f'add rule {BRIDGE} pre iifname "{tap}"'
-    script = TABLE + _removal(found, tap) + "".join(f"{src} {match} drop {tag}\n" for match in (
-        f"ether saddr != {mac}", "ether type != { ip, arp }", f"ip saddr != {ip}",
-        f"arp saddr ip != {ip}", f"arp saddr ether != {mac}"))
-    await arun(in_netns(netns, ["nft", "-f", "-"]), input=script.encode(), timeout=20,
-               what="nft (tap pin)")
+    src = f'add rule {BRIDGE_TABLE} pre iifname "{tap}"'
+    await run_script(netns, BRIDGE_TABLE_DECLARATION + _removal(found, tap) + "".join(
+        f"{src} {match} drop {tag}\n" for match in (
+            f"ether saddr != {mac}", "ether type != { ip, arp }", f"ip saddr != {ip}",
+            f"arp saddr ip != {ip}", f"arp saddr ether != {mac}")))
 
 
 async def unpin(netns: str, tap: str) -> None:
     removal = _removal(await pins(netns), tap)
     if removal:
-        await arun(in_netns(netns, ["nft", "-f", "-"]), input=removal.encode(), timeout=20,
-                   what="nft (tap pin)")
+        await run_script(netns, removal)
 
 
-async def check_owner(netns: str, tap: str, ip: str, caller: int) -> None:
+async def require_pinned_to(netns: str, tap: str, ip: str, caller: int) -> None:
     """The address is pinned to this tap, which is the caller's (root: any tap)."""
     for pinned, address, owner, _ in await pins(netns):
-        if pinned == tap and address == ip and (caller == 0 or owner == caller):
+        if pinned == tap and address == ip and caller in (ROOT, owner):
             return
     raise Conflict(f"refused: {ip} is not the address of your tap {tap}; start the VM first")

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from banger.errors import BangerError, Conflict, InternalError, InvalidArgument
+from banger.errors import BangerError, Conflict, InternalError, InvalidArgument, Unavailable
 from banger.net import admin, rootwire
 from banger.net.admin import Bridge
 from banger.net.privileged import peer_credentials
@@ -66,6 +66,10 @@ class Helper:
         sock = writer.get_extra_info("socket")
         pid, uid, gid = peer_credentials(sock)
         if self.readers.locked():  # a group member holding many connections: refuse, not queue
+            log.warning("uid %d pid %d: refused: %d requests are being read", uid, pid,
+                        MAX_READERS)
+            writer.write(rootwire.error_reply(Unavailable(
+                "the root helper is busy (too many requests at once); try again")))
             writer.close()
             return
         try:

@@ -43,8 +43,8 @@ class NetworkAttachment:
     netns: str = ""  # tap mode: the tap (and so the VMM) lives in this network namespace
     hostfwds: tuple[HostForward, ...] = ()  # user mode: forwards set up at launch
     restrict: bool = True  # user mode: no outside access (off with --nat)
-    # user mode with --nat: the VMM's network stack must not reach the host's loopback
-    # (QEMU: its own network namespace, out through slirp4netns).
+    # user mode with --nat or egress rules: the VMM's network stack must not reach the host's
+    # loopback (QEMU: its own network namespace, out through slirp4netns).
     isolated: bool = False
     # isolated with egress rules: an nft file loaded in that namespace before the VMM starts
     firewall: str = ""

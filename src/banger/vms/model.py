@@ -42,7 +42,7 @@ class VmRecord(msgspec.Struct):
     mac: str | None = None
     nat: bool = False
     publish: list[str] = []  # "HOSTPORT:GUESTPORT"
-    egress: list[str] = []  # --allow rules (user mode): what the guest may connect to
+    egress: list[str] = []  # --allow rules: all the guest may connect to
     # `vm run --rm`: the client process whose exit deletes the VM (vms/owner.py)
     owner_pid: int | None = None
     owner_start: str | None = None  # "BOOT_ID:START_TICKS": tells owner_pid from a reused pid

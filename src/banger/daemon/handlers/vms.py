@@ -7,7 +7,7 @@ import msgspec
 from banger.daemon.context import Context
 from banger.daemon.handlers.sessions import sessions_of
 from banger.daemon.registry import method
-from banger.errors import BangerError, Conflict
+from banger.errors import BangerError, Conflict, InvalidArgument
 from banger.rpc.methods import VmRef
 from banger.rpc.methods.vm import (
     VM_CREATE,
@@ -126,12 +126,12 @@ async def vm_prune(ctx: Context, p: PruneParams) -> PruneResult:
 @method(VM_SET)
 async def vm_set(ctx: Context, p: SetParams) -> VmRecord:
     vms = ctx.daemon.vms
-    if p.allow or p.deny:
-        await vms.set_egress(p.vm, allow=p.allow, deny=p.deny)
-    if p.vcpu or p.memory_mib or p.disk_mib or not (p.allow or p.deny):
+    if not (p.allow or p.deny):
         return await vms.set_shape(p.vm, vcpu=p.vcpu, memory_mib=p.memory_mib,
                                    disk_mib=p.disk_mib)
-    return vms.repo.find(p.vm)
+    if p.vcpu or p.memory_mib or p.disk_mib:  # each half can be refused: never half of both
+        raise InvalidArgument("change the shape and the egress rules in two `vm set` calls")
+    return await vms.set_egress(p.vm, allow=p.allow, deny=p.deny)
 
 
 @method(VM_EGRESS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -90,8 +91,8 @@ class Gate:
         self.blocked = tuple(blocked)
         self.alias_seen_as = alias_seen_as  # the host alias's address in the filter's view
         self.resolved = load_resolved(vm_dir)
-        self.resolver = Resolver(lambda: self.policy, upstream, self._grant, self._deny_name,
-                                 alias)
+        self.resolver = Resolver(lambda: self.policy, upstream, self._grant,
+                                 functools.partial(self._record, "dns"), alias)
         self.seen = {(d.kind, d.target) for d in read_log(vm_dir)}
         self.lock = asyncio.Lock()
         self.proxied: dict[asyncio.StreamWriter, int] = {}  # open host-alias connections: port
@@ -130,9 +131,6 @@ class Gate:
             await self.wall.grant(allowed(self.policy, {name: merged}, self.blocked))
             self.resolved = grown
             resolved_file(self.vm_dir).write_bytes(msgspec.json.encode(self.resolved))
-
-    def _deny_name(self, name: str) -> None:
-        self._record("dns", name)
 
     def _record(self, kind: str, target: str) -> None:
         if (kind, target) in self.seen or len(self.seen) >= MAX_LOG_ENTRIES:

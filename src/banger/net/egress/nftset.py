@@ -35,7 +35,9 @@ class Names:
 
     @classmethod
     def for_vm(cls, vm_id: str) -> Names:
-        return cls(*(f"eg{vm_id}{suffix}" for suffix in ("p", "e", "h", "d", "n", "x", "c")))
+        p = f"eg{vm_id}"  # nft names are at most 255 chars; ids are 12 hex digits
+        return cls(pairs=f"{p}p", every=f"{p}e", hosts=f"{p}h", denied=f"{p}d",
+                   networks=f"{p}n", deny=f"{p}x", check=f"{p}c")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def allowed(policy: Policy, resolved: Mapping[str, Sequence[str]],
 
 def declarations(n: Names) -> list[str]:
     return [
+        # A bound, not an allocation: above the cap, so the gate's cap (and log line) refuses first.
         f"set {n.pairs} {{ type ipv4_addr . inet_service; size {MAX_ELEMENTS * 2}; }}",
         f"set {n.every} {{ type ipv4_addr; size {MAX_ELEMENTS * 2}; }}",
         f"set {n.hosts} {{ type inet_service; }}",

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from dnslib import OPCODE, QTYPE, RCODE, RR, A, DNSRecord
 
-from banger.egress_rules import HOST_ALIAS, HOST_ALIAS_ADDRESS, Policy, usable_from_name
+from banger.egress_rules import (
+    HOST_ALIAS,
+    HOST_ALIAS_ADDRESS,
+    Policy,
+    is_ipv4,
+    parse_upstream,
+    usable_from_name,
+)
 
 log = logging.getLogger("banger.net.egress")
 MAX_QUERY = 4096
@@ -35,15 +42,14 @@ def upstream_server(configured: str, resolv_conf: Path = Path("/etc/resolv.conf"
                     ) -> tuple[str, int]:
     """`egress_upstream_dns` (ADDRESS[:PORT]) or the host's first nameserver."""
     if configured:
-        host, sep, port = configured.partition(":")
-        return host, int(port) if sep else 53
+        return parse_upstream(configured)
     try:
         lines = resolv_conf.read_text().splitlines()
     except OSError:
         lines = []
     servers = [line.split()[1] for line in lines
                if line.startswith("nameserver") and len(line.split()) > 1]
-    ipv4 = [server for server in servers if server.count(".") == 3 and ":" not in server]
+    ipv4 = [server for server in servers if is_ipv4(server)]
     return (ipv4[0] if ipv4 else "127.0.0.1"), 53  # the resolver forwards over IPv4
 
 

@@ -11,19 +11,29 @@ Everything carries the tag `banger:<vm id>:<uid>:egress`.
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 
 from banger.errors import Conflict
-from banger.net import tappin
 from banger.net.egress.nftset import Allowed, Names, add, declarations, fill, parse_denied, verdict
-from banger.net.nat import in_netns
+from banger.net.nft import (
+    BRIDGE_TABLE,
+    BRIDGE_TABLE_DECLARATION,
+    INET_TABLE,
+    ROOT,
+    TaggedRule,
+    deletions,
+    drop_if_unused,
+    in_netns,
+    rules,
+    run_script,
+)
 from banger.net.plan import gateway_of
 from banger.runner import arun
 
-INET = "inet banger"
-BRIDGE = tappin.BRIDGE
-ROOT = 0
+INET = INET_TABLE
+BRIDGE = BRIDGE_TABLE
+_TAG = re.compile(r"banger:([0-9a-f]{12}):([0-9]{1,10}):egress", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,8 @@ class TapVm:
 
 def _tag_of(vm_id: str, comment: object) -> int | None:
     """The owner uid in a comment that tags one of this VM's egress rules."""
-    parts = str(comment).split(":")
-    if len(parts) == 4 and parts[0] == "banger" and parts[1] == vm_id and parts[3] == "egress":
-        return int(parts[2]) if parts[2].isdigit() else None
-    return None
+    match = _TAG.fullmatch(str(comment))
+    return int(match[2]) if match and match[1] == vm_id else None
 
 
 def enable_script(bridge_name: str, cidr: str, vm: TapVm, resolver_port: int,
@@ -57,7 +65,7 @@ def enable_script(bridge_name: str, cidr: str, vm: TapVm, resolver_port: int,
             "  chain input { type filter hook input priority filter; }\n"
             "  chain forward { type filter hook forward priority filter; }\n"
             "  chain postrouting { type nat hook postrouting priority srcnat; }\n}\n"
-            + tappin.TABLE)
+            + BRIDGE_TABLE_DECLARATION)
     own = "\n  ".join([*declarations(n),
                        f"chain {n.check} {{ {'; '.join(verdict(n, ('127.0.0.0/8', cidr)))}; }}"])
     return base + f"table {INET} {{\n  {own}\n}}\n" + fill(INET, n, allow) + "\n".join([
@@ -79,92 +87,70 @@ def enable_script(bridge_name: str, cidr: str, vm: TapVm, resolver_port: int,
     ]) + "\n"
 
 
-async def _nft(netns: str, script: str, *, check: bool = True) -> str:
-    res = await arun(in_netns(netns, ["nft", "-f", "-"]), input=script.encode(), check=check,
-                     timeout=20, what="nft (tap egress)")
-    return res.stdout
-
-
-async def _tagged(netns: str, vm_id: str) -> list[tuple[str, str, int, int]]:
-    """(table, chain, handle, owner) of every rule tagged for this VM's egress."""
+async def _tagged(netns: str, vm_id: str) -> list[tuple[TaggedRule, int]]:
+    """Every rule tagged for this VM's egress, with its owner's uid."""
     found = []
     for table in (INET, BRIDGE):
-        res = await arun(in_netns(netns, ["nft", "-t", "-j", "list", "table", *table.split()]),
-                         check=False, timeout=20, what="nft")
-        if not res.ok:
-            continue
-        for item in json.loads(res.stdout).get("nftables", []):
-            rule = item.get("rule")
-            owner = _tag_of(vm_id, rule.get("comment")) if isinstance(rule, dict) else None
-            if rule and owner is not None:
-                found.append((table, str(rule["chain"]), int(rule["handle"]), owner))
+        for rule in await rules(netns, table):
+            owner = _tag_of(vm_id, rule.comment)
+            if owner is not None:
+                found.append((rule, owner))
     return found
 
 
-async def _check_owner(netns: str, vm_id: str, caller: int) -> bool:
-    """True if the VM has egress rules; Conflict when they are another uid's."""
-    owners = {rule[3] for rule in await _tagged(netns, vm_id)}
-    if caller != ROOT and owners - {caller}:
+def _refuse_others(vm_id: str, tagged: list[tuple[TaggedRule, int]], caller: int) -> None:
+    if caller != ROOT and {owner for _, owner in tagged} - {caller}:
         raise Conflict(f"refused: VM {vm_id}'s egress rules belong to another user")
-    return bool(owners)
 
 
 async def enable(netns: str, bridge_name: str, cidr: str, vm: TapVm, resolver_port: int,
                  proxy_port: int, allow: Allowed) -> None:
     """In one transaction with removing what was there: the VM is never without its rules."""
-    old = await _removal(netns, vm.vm_id, vm.owner)
+    tagged = await _tagged(netns, vm.vm_id)
+    _refuse_others(vm.vm_id, tagged, vm.owner)
     await arun(in_netns(netns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]), what="sysctl")
-    await _nft(netns, old + enable_script(bridge_name, cidr, vm, resolver_port, proxy_port,
-                                          allow))
+    await run_script(netns, _removal(vm.vm_id, tagged) + enable_script(
+        bridge_name, cidr, vm, resolver_port, proxy_port, allow))
 
 
 async def update(netns: str, vm_id: str, caller: int, allow: Allowed, *, add_only: bool) -> None:
-    if not await _check_owner(netns, vm_id, caller):
+    tagged = await _tagged(netns, vm_id)
+    _refuse_others(vm_id, tagged, caller)
+    if not tagged:
         raise Conflict(f"VM {vm_id} has no egress rules to update; restart it")
     n = Names.for_vm(vm_id)
-    script = "\n".join(add(INET, n, allow)) + "\n" if add_only else fill(INET, n, allow)
-    await _nft(netns, script)
+    await run_script(netns, "\n".join(add(INET, n, allow)) + "\n" if add_only
+                     else fill(INET, n, allow))
 
 
 async def denied(netns: str, vm_id: str, caller: int) -> list[tuple[str, str, int]]:
-    if not await _check_owner(netns, vm_id, caller):
+    tagged = await _tagged(netns, vm_id)
+    _refuse_others(vm_id, tagged, caller)
+    if not tagged:
         return []
     res = await arun(in_netns(netns, ["nft", "-j", "list", "set", *INET.split(),
                                       Names.for_vm(vm_id).denied]), timeout=20, what="nft")
     return parse_denied(res.stdout)
 
 
-async def _removal(netns: str, vm_id: str, caller: int) -> str:
+def _removal(vm_id: str, tagged: list[tuple[TaggedRule, int]]) -> str:
     """The statements removing the VM's egress rules, chains and sets ("" when none)."""
-    if not await _check_owner(netns, vm_id, caller):
+    if not tagged:
         return ""
     n = Names.for_vm(vm_id)
-    lines = [f"delete rule {table} {chain} handle {handle}"
-             for table, chain, handle, _ in await _tagged(netns, vm_id)]
     chains = (n.check, n.networks, n.deny)  # emptied first: a chain goes only when empty
-    lines += [f"flush chain {INET} {chain}" for chain in chains]
-    lines += [f"delete chain {INET} {chain}" for chain in chains]
-    lines += [f"delete set {INET} {name}" for name in (n.pairs, n.every, n.hosts, n.denied)]
-    return "\n".join(lines) + "\n"
+    return (deletions([rule for rule, _ in tagged])
+            + "".join(f"flush chain {INET} {chain}\n" for chain in chains)
+            + "".join(f"delete chain {INET} {chain}\n" for chain in chains)
+            + "".join(f"delete set {INET} {name}\n"
+                      for name in (n.pairs, n.every, n.hosts, n.denied)))
 
 
 async def disable(netns: str, vm_id: str, caller: int) -> None:
-    """Remove the VM's egress rules, chains and sets; safe when there are none."""
-    removal = await _removal(netns, vm_id, caller)
-    if removal:
-        await _nft(netns, removal)
-        await _drop_empty_tables(netns)
-
-
-async def _drop_empty_tables(netns: str) -> None:
-    """The tables go with their last VM rule (NAT's base rule alone keeps nothing)."""
-    for table in (INET, BRIDGE):
-        res = await arun(in_netns(netns, ["nft", "-t", "-j", "list", "table", *table.split()]),
-                         check=False, timeout=20, what="nft")
-        if not res.ok:
-            continue
-        items = json.loads(res.stdout).get("nftables", [])
-        rules = [i["rule"] for i in items if isinstance(i.get("rule"), dict)]
-        sets = [i for i in items if "set" in i]
-        if not sets and all(rule.get("comment") == "banger:base" for rule in rules):
-            await _nft(netns, f"delete table {table}\n", check=False)
+    """Remove the VM's egress rules, chains and sets; safe when there are none. The inet table
+    goes with its last rule; the bridge table stays while taps are pinned."""
+    tagged = await _tagged(netns, vm_id)
+    _refuse_others(vm_id, tagged, caller)
+    if tagged:
+        await run_script(netns, _removal(vm_id, tagged))
+        await drop_if_unused(netns, INET)

@@ -161,7 +161,8 @@ VM_DELETE = Method("vm.delete", DeleteParams, "VmRecord",
                    "Delete a stopped VM (force=true kills a running one first).", long=True)
 VM_PRUNE = Method("vm.prune", PruneParams, "PruneResult",
                   "Delete every VM that is not running.", long=True)
-VM_SET = Method("vm.set", SetParams, "VmRecord", "Change vcpu or memory (stopped) or grow the disk.")
+VM_SET = Method("vm.set", SetParams, "VmRecord",
+                "Change vcpu or memory (stopped), grow the disk, or add and remove egress rules.")
 VM_LOGS = Method("vm.logs", VmRef, "LogsResult", "Where a VM's console log is.")
 VM_EGRESS = Method("vm.egress", VmRef, "EgressReport",
                    "A VM's egress rules and what its guest was refused.")
