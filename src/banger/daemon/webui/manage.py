@@ -62,7 +62,7 @@ class Manage:
                           values: dict[str, str] | None = None, status: int = 200) -> Response:
         config = self.daemon.config
         defaults = {"image": config.default_image, "vcpu": "", "memory": "", "name": "",
-                    "net": config.network_mode, "repo": ""}
+                    "net": config.network_mode, "repo": "", "allow": ""}
         return self.pages.render("create.html", request, status, page="create", error=error,
                                  images=await asyncio.to_thread(self._image_choices),
                                  nets=forms.NET_MODES, values={**defaults, **(values or {})})
