@@ -15,6 +15,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from banger.egress_rules import LOOPBACK
 from banger.errors import Conflict, InvalidArgument
 from banger.net import links, nat, tappin
 from banger.net.egress import tapfilter
@@ -28,7 +29,6 @@ VM_ID = re.compile(r"[0-9a-f]{12}", re.ASCII)
 TAP_NAME = re.compile(r"bt[0-9a-f]{12}", re.ASCII)
 MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
 ROOT = 0
-LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from banger.egress_rules import Policy
@@ -49,9 +50,10 @@ def check_supported(rules: Sequence[str], mode: str | None, nat: bool, vmm: str)
     if vmm != "qemu":
         raise InvalidArgument(f"--allow in user mode needs the qemu VMM (this daemon uses {vmm}"
                               "); add --net tap")
-    for tool in ("nft", "slirp4netns", "nsenter", "setpriv"):
+    for tool in ("nft", "slirp4netns", "nsenter", "setpriv", "ip"):
         if which(tool) is None:
-            package = {"nft": "nftables", "nsenter": "util-linux", "setpriv": "util-linux"}
+            package = {"nft": "nftables", "nsenter": "util-linux", "setpriv": "util-linux",
+                       "ip": "iproute2"}
             raise Unavailable(f"--allow needs {tool}: apt-get install "
                               f"{package.get(tool, tool)}")
 
@@ -104,12 +106,23 @@ class NamespaceFront:
             self.sockets.close()
 
 
+@dataclass
+class Opened:
+    gate: Gate
+    front: NamespaceFront | None = None  # user mode's own sockets; tap VMs share TapFront
+
+    def close(self) -> None:
+        if self.front is not None:
+            self.front.close()
+        self.gate.close()
+
+
 class Gates:
     def __init__(self, upstream_dns: str, bridge_cidr: str, netns: str = "") -> None:
         self.upstream = upstream_server(upstream_dns)
         self.bridge_cidr = ipaddress.IPv4Network(bridge_cidr)
         self.netns = netns  # tap mode's namespace (bridge, taps), "" for the daemon's own
-        self.gates: dict[str, tuple[Gate, NamespaceFront | None]] = {}
+        self.gates: dict[str, Opened] = {}
         self.tap_front = TapFront(netns, str(gateway_of(bridge_cidr)), self._tap_gate)
         self.tap_ips: dict[str, str] = {}  # a tap VM's address -> its id
         self.tap_enabled: dict[str, tuple[int, int]] = {}  # id -> the front's ports it uses
@@ -145,7 +158,7 @@ class Gates:
             front.close()
             gate.close()
             raise
-        self.gates[vm_id] = (gate, front)
+        self.gates[vm_id] = Opened(gate, front)
 
     async def ensure_tap(self, vm_id: str, vm_dir: Path, ip: str, rules: Sequence[str],
                          privileged: PrivilegedNet) -> None:
@@ -163,19 +176,19 @@ class Gates:
                        privileged: PrivilegedNet) -> None:
         stale = self.gates.pop(vm_id, None)  # a re-adopted VM: its rules may stay as they are
         if stale is not None:
-            stale[0].close()
+            stale.gate.close()
         await self.ensure_tap(vm_id, vm_dir, ip, rules, privileged)
         gateway = self.tap_front.gateway
         gate = Gate(vm_dir, TapWall(privileged, vm_id), Policy.of(rules), self.upstream,
                     alias=gateway, alias_seen_as=gateway,
                     blocked=await asyncio.to_thread(self.blocked))
         await gate.start()
-        self.gates[vm_id] = (gate, None)
+        self.gates[vm_id] = Opened(gate)
         self.tap_ips[ip] = vm_id
 
     def _tap_gate(self, source: str) -> Gate | None:
         opened = self.gates.get(self.tap_ips.get(source, ""))
-        return opened[0] if opened else None
+        return opened.gate if opened else None
 
     async def update(self, vm_id: str, rules: Sequence[str]) -> None:
         """A running egress VM's new rules; its gate must be open to take them."""
@@ -183,13 +196,13 @@ class Gates:
         if opened is None:
             raise Unavailable("this VM's egress gate is not open (its start or the daemon's "
                               "restart could not open it); restart the VM")
-        await opened[0].set_policy(Policy.of(rules))
+        await opened.gate.set_policy(Policy.of(rules))
 
     async def denied(self, vm_id: str, vm_dir: Path) -> list[Denial]:
         opened = self.gates.get(vm_id)
         if opened is not None:
             try:
-                await opened[0].collect()
+                await opened.gate.collect()
             except BangerError as exc:
                 log.info("egress log of %s not read: %s", vm_id, exc.message)
         return read_log(vm_dir)
@@ -199,9 +212,7 @@ class Gates:
         self.tap_ips = {ip: vm for ip, vm in self.tap_ips.items() if vm != vm_id}
         self.tap_enabled.pop(vm_id, None)
         if opened is not None:
-            if opened[1] is not None:
-                opened[1].close()
-            opened[0].close()
+            opened.close()
 
     def close_all(self) -> None:
         for vm_id in list(self.gates):

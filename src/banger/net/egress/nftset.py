@@ -1,7 +1,7 @@
-"""The nftables pieces every egress gate shares, in either network mode: the sets that say what
-a VM may reach, the verdict chain that checks each of its packets against them, and the set of
-what it was refused. Pure text; the callers load it (firewall.py in the VM's own namespace,
-tapfilter.py through the root helper)."""
+"""The nftables pieces every egress gate shares, in either network mode: what a policy and its
+resolved names put in the sets (`allowed`), the sets and the verdict chain that checks each of a
+VM's packets against them as nft text, and reading back what it was refused. Nothing here runs
+nft: firewall.py loads it in the VM's own namespace, tapfilter.py through the root helper."""
 
 from __future__ import annotations
 
