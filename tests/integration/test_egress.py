@@ -114,7 +114,7 @@ def test_no_rules_means_no_egress_and_bad_rules_are_one_line(
     for args, words in ((["--allow", "pkg.test", "--nat"], "--nat"),
                         (["--allow", "127.0.0.1:80"], "host.banger.internal"),
                         (["--allow", "host.banger.internal"], "needs a port"),
-                        (["--allow", "pkg.test", "--net", "tap"], "user")):
+                        (["--allow", "[::1]:80"], "IPv6")):
         err = one_line_error(b.run("vm", "create", "--name", "bad", "--no-start", *args))
         assert words in err, err
     assert b.run("vm", "show", "bad").returncode != 0  # nothing was made
