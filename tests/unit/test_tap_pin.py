@@ -5,6 +5,7 @@ ethertype rules). Runs in a throwaway user + network namespace: a bridge, a veth
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -73,6 +74,7 @@ gw=$(ip -br link show br0 | awk '{{print $3}}')
 for case in {cases}; do
   set -- $(echo $case | tr , ' '); echo "== $*"; ip netns exec vm {py} {craft} $1 $2 $3 $gw
 done
+echo "== counters"; nft -j list table bridge banger
 """
 
 
@@ -92,6 +94,14 @@ def test_a_tap_cannot_speak_as_another_address_mac_or_through_vlan_tags(tmp_path
     script = LAB.format(tap=TAP, mac=MAC, py=sys.executable, craft=tmp_path / "craft.py",
                         cases=" ".join(",".join(c) for c in cases))
     out = run([*NS, "sh", "-c", script], check=False, timeout=120)
-    results = [line for line in out.stdout.splitlines() if not line.startswith("==")]
+    lines = out.stdout.splitlines()
+    results = [line for line in lines[:-1] if not line.startswith("==")]
     assert results[:2] == ["arp answered", "syn answered"], out.stdout + out.stderr
     assert results[2:] == ["arp silent", "syn silent"] * 4, out.stdout + out.stderr
+    dropped = {}  # what each pin rule dropped: the frames were stopped by the pin, not lost
+    for item in json.loads(lines[-1])["nftables"]:
+        rule = item.get("rule")
+        if rule:
+            match = json.dumps(rule["expr"][1])
+            dropped[match] = next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    assert len(dropped) == 5 and sum(1 for n in dropped.values() if n > 0) >= 4, dropped

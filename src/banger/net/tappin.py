@@ -37,14 +37,14 @@ def _removal(found: list[tuple[str, str, int, TaggedRule]], tap: str) -> str:
 
 async def pin(netns: str, tap: str, ip: str, mac: str, owner: int) -> None:
     """The tap's rules, replacing its old ones in one transaction; an address another tap holds
-    is refused."""
+    is refused. Each counts what it dropped (`nft list table bridge banger` shows a spoofer)."""
     found = await pins(netns)
     if any(address == ip and pinned != tap for pinned, address, _, _ in found):
         raise Conflict(f"refused: address {ip} belongs to another VM's tap")
     tag = f'comment "{_tag(tap, ip, owner)}"'
     src = f'add rule {BRIDGE_TABLE} pre iifname "{tap}"'
     await run_script(netns, BRIDGE_TABLE_DECLARATION + _removal(found, tap) + "".join(
-        f"{src} {match} drop {tag}\n" for match in (
+        f"{src} {match} counter drop {tag}\n" for match in (
             f"ether saddr != {mac}", "ether type != { ip, arp }", f"ip saddr != {ip}",
             f"arp saddr ip != {ip}", f"arp saddr ether != {mac}")))
 
