@@ -6,6 +6,7 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
@@ -126,3 +127,16 @@ def allocate_loopback(taken: set[str], uid: int | None = None) -> str:
             continue
         return str(addr)
     raise Conflict("no free loopback address left for user-mode VMs; delete a VM")
+
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+def nameservers(resolv_conf: Path = RESOLV_CONF) -> list[str]:
+    """The `nameserver` addresses of a resolv.conf, in order ([] when it cannot be read)."""
+    try:
+        lines = resolv_conf.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line.split()[1] for line in lines
+            if line.startswith("nameserver") and len(line.split()) > 1]

@@ -42,13 +42,7 @@ class Endpoint:
 
 
 def host_nameservers() -> list[str]:
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        return []
-    servers = [line.split()[1] for line in text.splitlines()
-               if line.startswith("nameserver") and len(line.split()) > 1]
-    return [s for s in servers if not s.startswith("127.")]
+    return [s for s in plan.nameservers() if not s.startswith("127.")]
 
 
 def free_port(host: str) -> int:

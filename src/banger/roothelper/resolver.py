@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from banger.net.plan import nameservers
+
 DNS_LISTEN = "127.0.0.1:42069"
 RESOLVED_DROPIN = "/etc/systemd/resolved.conf.d/banger.conf"
 DNSMASQ_CONF = "/etc/dnsmasq.d/banger.conf"
@@ -58,21 +60,12 @@ def running_programs(proc: Path = Path("/proc")) -> set[str]:
     return names
 
 
-def _nameservers(resolv_conf: Path) -> list[str]:
-    try:
-        lines = resolv_conf.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line.split()[1] for line in lines
-            if line.startswith("nameserver") and len(line.split()) > 1]
-
-
 def detect(at: Callable[[str], Path], programs: set[str],
            listen: str = DNS_LISTEN) -> Wiring | None:
     """systemd-resolved when resolv.conf goes through it, else a dnsmasq on loopback (under
     NetworkManager or alone) whose config dir exists; None when neither."""
     resolv = at("/etc/resolv.conf")
-    servers = _nameservers(resolv)
+    servers = nameservers(resolv)
     target = os.readlink(resolv) if resolv.is_symlink() else ""
     if "systemd-resolved" in programs and ("/run/systemd/resolve/" in target
                                            or "127.0.0.53" in servers):

@@ -25,6 +25,7 @@ from banger.egress_rules import (
     parse_upstream,
     usable_from_name,
 )
+from banger.net.plan import RESOLV_CONF, nameservers
 
 log = logging.getLogger("banger.net.egress")
 MAX_QUERY = 4096
@@ -38,18 +39,11 @@ Grant = Callable[[str, list[str]], Awaitable[None]]
 Deny = Callable[[str], None]
 
 
-def upstream_server(configured: str, resolv_conf: Path = Path("/etc/resolv.conf")
-                    ) -> tuple[str, int]:
-    """`egress_upstream_dns` (ADDRESS[:PORT]) or the host's first nameserver."""
+def upstream_server(configured: str, resolv_conf: Path = RESOLV_CONF) -> tuple[str, int]:
+    """`egress_upstream_dns` (ADDRESS[:PORT]) or the host's first IPv4 nameserver."""
     if configured:
         return parse_upstream(configured)
-    try:
-        lines = resolv_conf.read_text().splitlines()
-    except OSError:
-        lines = []
-    servers = [line.split()[1] for line in lines
-               if line.startswith("nameserver") and len(line.split()) > 1]
-    ipv4 = [server for server in servers if is_ipv4(server)]
+    ipv4 = [server for server in nameservers(resolv_conf) if is_ipv4(server)]
     return (ipv4[0] if ipv4 else "127.0.0.1"), 53  # the resolver forwards over IPv4
 
 
