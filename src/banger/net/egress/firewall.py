@@ -10,6 +10,7 @@ a set the daemon reads for `vm logs --egress`.
 
 from __future__ import annotations
 
+from banger.egress_rules import LOOPBACK
 from banger.errors import Unavailable
 from banger.net.egress.nftset import (
     Allowed,
@@ -29,7 +30,8 @@ PROXY_PORT = 61000
 DNS_PORT = 53
 # Never a target: loopback (the host alias is redirected before this), and slirp4netns's side of
 # the namespace (its resolver at .3 would skip banger's).
-NEVER = ("127.0.0.0/8", "10.0.2.0/24")
+SLIRP_NET = "10.0.2.0/24"
+NEVER = (str(LOOPBACK), SLIRP_NET)
 
 
 def nft_binary() -> str:

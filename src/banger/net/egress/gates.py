@@ -33,7 +33,7 @@ from banger.runner import which
 
 log = logging.getLogger("banger.net.egress")
 FIREWALL_FILE = "egress.nft"
-SLIRP_NET = ipaddress.IPv4Network("10.0.2.0/24")
+SLIRP_NET = ipaddress.IPv4Network(firewall.SLIRP_NET)
 
 
 def check_supported(rules: Sequence[str], mode: str | None, nat: bool, vmm: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from banger.egress_rules import LOOPBACK
 from banger.errors import Conflict
 from banger.net.egress.nftset import Allowed, Names, add, declarations, fill, parse_denied, verdict
 from banger.net.nft import (
@@ -67,7 +68,7 @@ def enable_script(bridge_name: str, cidr: str, vm: TapVm, resolver_port: int,
             "  chain postrouting { type nat hook postrouting priority srcnat; }\n}\n"
             + BRIDGE_TABLE_DECLARATION)
     own = "\n  ".join([*declarations(n),
-                       f"chain {n.check} {{ {'; '.join(verdict(n, ('127.0.0.0/8', cidr)))}; }}"])
+                       f"chain {n.check} {{ {'; '.join(verdict(n, (str(LOOPBACK), cidr)))}; }}"])
     return base + f"table {INET} {{\n  {own}\n}}\n" + fill(INET, n, allow) + "\n".join([
         f"add rule {INET} prerouting {src} ip daddr {gw} udp dport 53 dnat ip to "
         f"{gw}:{resolver_port} {tag}",
