@@ -68,7 +68,6 @@ def load_resolved(vm_dir: Path) -> dict[str, list[str]]:
             for name, addrs in list(data.items())[:MAX_NAMES]}
 
 
-
 def read_log(vm_dir: Path) -> list[Denial]:
     try:
         lines = log_file(vm_dir).read_bytes().splitlines()[:MAX_LOG_ENTRIES]
@@ -98,18 +97,17 @@ class Gate:
         self.proxied: dict[asyncio.StreamWriter, int] = {}  # open host-alias connections: port
         self.poller: asyncio.Task[None] | None = None
 
-    def allowed(self, policy: Policy | None = None) -> Allowed:
-        return allowed(policy or self.policy, self.resolved, self.blocked)
-
-    async def start(self) -> None:
-        """Bring the filter up to date and copy its refusals into the log from now on."""
-        await self.set_policy(self.policy)
+    async def start(self, *, fill: bool = True) -> None:
+        """Copy the filter's refusals into the log from now on; `fill` first brings the filter
+        up to date (a tap VM's rules were just loaded with everything: no need)."""
+        if fill:
+            await self.set_policy(self.policy)
         self.poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def set_policy(self, policy: Policy) -> None:
         """The filter first: the resolver and proxy follow only once it holds."""
         async with self.lock:
-            await self.wall.fill(self.allowed(policy))
+            await self.wall.fill(allowed(policy, self.resolved, self.blocked))
             self.policy = policy
         for writer, port in list(self.proxied.items()):
             if port not in policy.host_ports():  # a removed rule ends what it let through

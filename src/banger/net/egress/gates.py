@@ -182,7 +182,7 @@ class Gates:
         gate = Gate(vm_dir, TapWall(privileged, vm_id), Policy.of(rules), self.upstream,
                     alias=gateway, alias_seen_as=gateway,
                     blocked=await asyncio.to_thread(self.blocked))
-        await gate.start()
+        await gate.start(fill=False)  # ensure_tap loaded the rules with what names resolved to
         self.gates[vm_id] = Opened(gate)
         self.tap_ips[ip] = vm_id
 
