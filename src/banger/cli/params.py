@@ -61,27 +61,27 @@ VCPU = WholeNumber("vcpu", 1, max_vcpu)
 TIMEOUT = Seconds("timeout", 3600.0)
 
 
-def check_publish(specs: tuple[str, ...]) -> None:
-    """-p/--publish HOST:GUEST checked before anything is sent to the daemon."""
-    from banger.errors import InvalidArgument
-    from banger.net.plan import parse_publish
-
-    for spec in specs:
-        try:
-            parse_publish(spec)
-        except InvalidArgument as exc:
-            raise click.BadParameter(exc.message, param_hint="-p/--publish") from None
-
-
-def check_allow(rules: tuple[str, ...], hint: str = "--allow") -> None:
-    """Egress rules checked before anything is sent to the daemon."""
-    from banger.egress_rules import parse_rules
+def checked(parse: Callable[[str], object], values: tuple[str, ...], hint: str) -> None:
+    """Each value parsed before anything is sent to the daemon; a bad one is click's error."""
     from banger.errors import InvalidArgument
 
     try:
-        parse_rules(rules)
+        for value in values:
+            parse(value)
     except InvalidArgument as exc:
         raise click.BadParameter(exc.message, param_hint=hint) from None
+
+
+def check_publish(specs: tuple[str, ...]) -> None:
+    from banger.net.plan import parse_publish
+
+    checked(parse_publish, specs, "-p/--publish")
+
+
+def check_allow(rules: tuple[str, ...], hint: str = "--allow") -> None:
+    from banger.egress_rules import parse_rule
+
+    checked(parse_rule, rules, hint)
 
 
 class DashDashCommand(click.Command):
